@@ -1,0 +1,32 @@
+"""Every version and pin the project depends on, in one place.
+
+Nothing else in the repository spells these values out; `tests/test_pins.py` fails when a file does.
+Stack config may override the serving pins (`vllmVersion`, `modelRepo`, `modelRevision`); the defaults
+are the combination this project has checked end to end.
+"""
+
+# vLLM 0.6.3.post1 is the last release whose wheels are built entirely on CUDA 12.1 (torch 2.4.0);
+# 0.6.4 moved to torch 2.5.1 and a CUDA 12.4 runtime.
+CUDA_VERSION = "12.1"
+TORCH_VERSION = "2.4.0"
+VLLM_VERSION = "0.6.3.post1"
+# KubeRay 1.3/1.4 support Ray >= 2.38; vLLM 0.6.x needs Ray >= 2.9.
+RAY_VERSION = "2.38.0"
+PYTHON_VERSION = "3.11"
+
+CUDA_BASE_IMAGE = "nvidia/cuda:12.1.1-cudnn8-runtime-ubuntu22.04"
+
+KUBERAY_OPERATOR_CHART = "kuberay-operator"
+KUBERAY_OPERATOR_CHART_VERSION = "1.4.2"
+KUBERAY_HELM_REPO = "https://ray-project.github.io/kuberay-helm/"
+
+NVIDIA_DEVICE_PLUGIN_CHART = "nvidia-device-plugin"
+NVIDIA_DEVICE_PLUGIN_CHART_VERSION = "0.17.0"
+NVIDIA_DEVICE_PLUGIN_HELM_REPO = "https://nvidia.github.io/k8s-device-plugin"
+
+MODEL_REPO = "Qwen/Qwen2-VL-72B-Instruct-AWQ"
+# Short id of the commit "fix corrupted ckpt file": intermediate_size padded to 29696 and every shard
+# complete. The full commit id is resolved from the hub into the model lock file.
+MODEL_REVISION = "712d5a5"
+
+SERVED_MODEL_NAME = "qwen2vl"

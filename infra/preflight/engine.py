@@ -1,0 +1,528 @@
+"""The preflight: will vLLM load and serve this model, with this kernel, at this TP, on this GPU?
+
+Every check is a named rule with vLLM's own message where vLLM has one, and a fix that is computed
+from the same rules (never a canned string): the padded intermediate size, the TP values that load,
+the plain kernel, a GPU shape from the catalog, a max_model_len that fits.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any, Iterable, Mapping
+
+from packaging.version import InvalidVersion, Version
+
+from infra import pins
+from infra.preflight import catalog
+from infra.preflight.kernels import KERNELS, QUANTIZATION_CHOICES, evaluate_layer, resolve_kernel
+from infra.preflight.layers import attention_splits, text_layers, vision_layers
+from infra.preflight.memory import MAX_IMAGE_TOKENS, MemoryEstimate, estimate_memory, largest_fitting_model_len
+from infra.preflight.model import ModelDims, parse_model_config
+
+FIRST_QWEN2_VL_RELEASE = Version("0.6.1")
+VISION_QUANTIZED_SINCE = Version("0.6.4")
+COMMON_TP_SIZES = (1, 2, 4, 8)
+TUNED_UTILIZATION = 0.95
+
+
+class PreflightInputError(ValueError):
+    """The request itself is invalid (unknown GPU, bad version, bad numbers)."""
+
+
+@dataclass(frozen=True)
+class PreflightRequest:
+    model_config: Mapping[str, Any]
+    tensor_parallel_size: int
+    gpu: str
+    quantization: str = "auto"
+    vllm_version: str = pins.VLLM_VERSION
+    max_model_len: int | None = None  # None: the model's max_position_embeddings, as vLLM does
+    max_num_seqs: int = 256  # vLLM's default
+    gpu_memory_utilization: float = 0.90
+    dtype: str = "auto"
+    model_repo: str | None = None  # for revision facts from the catalog
+    revision: str | None = None
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    message: str
+    fix: str = ""
+    # A failed "warning" does not stop vLLM from serving (it queues requests instead).
+    severity: str = "error"
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "ok": self.ok, "message": self.message, "fix": self.fix, "severity": self.severity}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    request: PreflightRequest
+    kernel: str
+    checks: tuple[Check, ...]
+    memory: MemoryEstimate | None
+    ok: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ok", all(c.ok or c.severity == "warning" for c in self.checks))
+
+    @property
+    def failures(self) -> tuple[Check, ...]:
+        return tuple(c for c in self.checks if not c.ok and c.severity == "error")
+
+    @property
+    def warnings(self) -> tuple[Check, ...]:
+        return tuple(c for c in self.checks if not c.ok and c.severity == "warning")
+
+    def as_dict(self) -> dict:
+        return {
+            "ok": self.ok,
+            "kernel": self.kernel,
+            "gpu": self.request.gpu,
+            "tensor_parallel_size": self.request.tensor_parallel_size,
+            "vllm_version": self.request.vllm_version,
+            "checks": [c.as_dict() for c in self.checks],
+            "memory": self.memory.as_dict() if self.memory else {},
+        }
+
+    def summary(self) -> str:
+        """One paragraph for error messages: every failed check with its fix."""
+        head = (
+            f"vLLM {self.request.vllm_version} would not serve this model at TP={self.request.tensor_parallel_size} "
+            f"on {self.request.gpu} ({self.kernel} kernel):"
+        )
+        lines = [head] + [f"  - [{c.name}] {c.message}" + (f"\n    fix: {c.fix}" if c.fix else "") for c in self.failures]
+        return "\n".join(lines)
+
+
+def _version(text: str) -> Version:
+    try:
+        return Version(text)
+    except InvalidVersion as exc:
+        raise PreflightInputError(f"vLLM version {text!r} is not a version number (for example 0.6.3.post1)") from exc
+
+
+def _validate(request: PreflightRequest) -> None:
+    if request.quantization not in QUANTIZATION_CHOICES:
+        raise PreflightInputError(
+            f"quantization {request.quantization!r} is not one of {', '.join(QUANTIZATION_CHOICES)}"
+        )
+    if request.tensor_parallel_size < 1:
+        raise PreflightInputError(f"tensor-parallel size must be at least 1, got {request.tensor_parallel_size}")
+    if not 0 < request.gpu_memory_utilization <= 1:
+        raise PreflightInputError(
+            f"gpu_memory_utilization must be in (0, 1], got {request.gpu_memory_utilization}"
+        )
+    if request.max_model_len is not None and request.max_model_len < 1:
+        raise PreflightInputError(f"max_model_len must be positive, got {request.max_model_len}")
+    if request.max_num_seqs < 1:
+        raise PreflightInputError(f"max_num_seqs must be positive, got {request.max_num_seqs}")
+    if request.dtype not in ("auto", "float16", "bfloat16"):
+        raise PreflightInputError(f"dtype {request.dtype!r} is not one of auto, float16, bfloat16")
+
+
+def _resolved_dtype(request: PreflightRequest, dims: ModelDims) -> str:
+    if request.dtype != "auto":
+        return request.dtype
+    # vLLM keeps float16/bfloat16 checkpoints as they are and runs float32 ones in float16.
+    return dims.torch_dtype if dims.torch_dtype in ("float16", "bfloat16") else "float16"
+
+
+class _Evaluation:
+    """One evaluation of a request; `suggest` computes fixes by evaluating variants of it."""
+
+    def __init__(self, request: PreflightRequest, dims: ModelDims, suggest: bool) -> None:
+        self.request = request
+        self.dims = dims
+        self.suggest = suggest
+        self.tp = request.tensor_parallel_size
+        self.gpu = catalog.gpu(request.gpu)
+        self.version = _version(request.vllm_version)
+        self.kernel = resolve_kernel(request.quantization, dims.quantization, self.gpu.capability_int)
+        self.max_model_len = request.max_model_len or dims.max_position_embeddings
+
+    # -- the rules ---------------------------------------------------------------------------------
+    def checks(self) -> list[Check]:
+        checks = [self.model_support(), *self.revision(), self.quantization(), self.capability(), self.dtype()]
+        checks += self.parallelism()
+        checks += self.layer_shapes()
+        checks += self.context_length()
+        checks += self.memory_checks()
+        return checks
+
+    def model_support(self) -> Check:
+        ok = self.dims.vision is None or self.version >= FIRST_QWEN2_VL_RELEASE
+        return Check(
+            "model_support",
+            ok,
+            "vLLM supports the model architecture" if ok
+            else "Model architectures ['Qwen2VLForConditionalGeneration'] are not supported for now.",
+            "" if ok else f"use vLLM >= {FIRST_QWEN2_VL_RELEASE} (Qwen2-VL support starts there)",
+        )
+
+    def revision(self) -> list[Check]:
+        if not self.request.model_repo or not self.request.revision:
+            return []
+        try:
+            model = catalog.catalog_model(self.request.model_repo)
+        except catalog.CatalogError:
+            return []
+        facts = model.revision_facts(self.request.revision)
+        if facts is None or facts.bad_reason is None:
+            note = f" ({facts.note})" if facts and facts.note else ""
+            return [Check("revision", True, f"revision {self.request.revision} is not known to be broken{note}")]
+        return [
+            Check(
+                "revision",
+                False,
+                f"revision {facts.revision} of {model.repo} is known to be broken: {facts.bad_reason}",
+                f"pin a later revision of {model.repo} and record it with scripts/lock_model.py",
+            )
+        ]
+
+    def quantization(self) -> Check:
+        checkpoint = self.dims.quantization.method
+        wanted = KERNELS[self.kernel].checkpoint
+        if wanted == checkpoint:
+            return Check("quantization", True, f"{checkpoint} checkpoint runs on the {self.kernel} kernel")
+        return Check(
+            "quantization",
+            False,
+            f"Quantization method specified in the model config ({checkpoint}) does not match the quantization "
+            f"method specified in the `quantization` argument ({self.kernel}).",
+            "leave quantization on auto, or choose a kernel for "
+            f"{checkpoint} checkpoints: {', '.join(k for k, v in KERNELS.items() if v.checkpoint == checkpoint)}",
+        )
+
+    def capability(self) -> Check:
+        need = KERNELS[self.kernel].min_capability
+        have = self.gpu.capability_int
+        if have >= need:
+            return Check("gpu_capability", True, f"{self.gpu.name} (capability {have}) runs {self.kernel} (needs {need})")
+        return Check(
+            "gpu_capability",
+            False,
+            f"The quantization method {self.kernel} is not supported for the current GPU. "
+            f"Minimum capability: {need}. Current capability: {have}.",
+            self._fix_capability(need) if self.suggest else "",
+        )
+
+    def dtype(self) -> Check:
+        dtype = _resolved_dtype(self.request, self.dims)
+        if dtype == "bfloat16" and not self.gpu.supports_bfloat16:
+            return Check(
+                "dtype",
+                False,
+                "Bfloat16 is only supported on GPUs with compute capability of at least 8.0. "
+                f"Your {self.gpu.name} GPU has compute capability {self.gpu.capability_int}.",
+                "run in float16: --dtype=half",
+            )
+        allowed = KERNELS[self.kernel].dtypes
+        if dtype not in allowed:
+            return Check(
+                "dtype",
+                False,
+                f"torch.{dtype} is not supported for quantization method {self.kernel}. "
+                f"Supported dtypes: [{', '.join('torch.' + d for d in allowed)}]",
+                "run in float16: --dtype=half",
+            )
+        return Check("dtype", True, f"{dtype} activations on {self.kernel}")
+
+    def parallelism(self) -> list[Check]:
+        d, tp = self.dims, self.tp
+        fix = self._fix_tp() if self.suggest else ""
+        checks = [
+            Check(
+                "attention_heads",
+                d.heads % tp == 0,
+                f"Total number of attention heads ({d.heads}) must be divisible by tensor parallel size ({tp}).",
+                "" if d.heads % tp == 0 else fix,
+            ),
+        ]
+        kv_ok = d.kv_heads % tp == 0 or tp % d.kv_heads == 0
+        checks.append(
+            Check(
+                "kv_heads",
+                kv_ok,
+                f"{d.kv_heads} KV heads " + ("split or replicate evenly" if kv_ok else f"and TP {tp}: neither divides the other"),
+                "" if kv_ok else fix,
+            )
+        )
+        if d.vision is not None:
+            v_ok = d.vision.num_heads % tp == 0
+            checks.append(
+                Check(
+                    "vision_heads",
+                    v_ok,
+                    f"{d.vision.num_heads} vision attention heads "
+                    + ("divide by" if v_ok else "is not divisible by") + f" TP {tp}",
+                    "" if v_ok else fix,
+                )
+            )
+        return checks
+
+    def _vision_quantized(self) -> bool:
+        q = self.dims.quantization
+        return q.method == "awq" and self.version >= VISION_QUANTIZED_SINCE and "visual" not in q.unquantized_modules
+
+    def layer_outcomes(self) -> list[tuple[str, Any]]:
+        layers = [("text", layer) for layer in text_layers(self.dims, self.tp)]
+        layers += [("vision", layer) for layer in vision_layers(self.dims, self.tp, self._vision_quantized())]
+        return [
+            (f"shape.{part}.{layer.name}", layer, evaluate_layer(layer, self.kernel, self.dims.quantization, self.version))
+            for part, layer in layers
+        ]
+
+    def layer_shapes(self) -> list[Check]:
+        checks = []
+        outcomes = self.layer_outcomes()
+        any_failed = any(not outcome.ok for _, _, outcome in outcomes)
+        fix = self._fix_shapes() if self.suggest and any_failed else ""
+        for name, layer, outcome in outcomes:
+            where = f"K={layer.k} N={layer.n} per rank at TP {self.tp}"
+            if outcome.ok:
+                notes = "; ".join(outcome.messages)
+                checks.append(Check(name, True, f"{where} on {outcome.kernel}" + (f" ({notes})" if notes else "")))
+            else:
+                # vLLM stops at the first problem it meets; the rest are noted after it.
+                first, *more = outcome.messages
+                also = f" (also: {'; '.join(more)})" if more else ""
+                checks.append(Check(name, False, f"{first} [{where}]{also}", fix))
+        if self._vision_quantized():
+            checks.append(
+                Check(
+                    "vision_tower_quantization",
+                    False,
+                    f"vLLM >= {VISION_QUANTIZED_SINCE} quantizes the vision tower of AWQ checkpoints whose "
+                    "modules_to_not_convert does not name it, and this checkpoint's vision weights are float16",
+                    'add "visual" to quantization_config.modules_to_not_convert in config.json, '
+                    f"or use vLLM < {VISION_QUANTIZED_SINCE}",
+                )
+            )
+        return checks
+
+    def context_length(self) -> list[Check]:
+        limit = self.dims.max_position_embeddings
+        length = self.max_model_len
+        checks = [
+            Check(
+                "max_model_len",
+                length <= limit,
+                f"max_model_len {length} within max_position_embeddings {limit}" if length <= limit
+                else f"User-specified max_model_len ({length}) is greater than the derived max_model_len "
+                f"(max_position_embeddings={limit} in model's config.json).",
+                "" if length <= limit else f"--max-model-len {limit} or less",
+            )
+        ]
+        if self.dims.vision is not None:
+            need = MAX_IMAGE_TOKENS + 2
+            checks.append(
+                Check(
+                    "image_tokens",
+                    length >= need,
+                    f"one image of up to {MAX_IMAGE_TOKENS} tokens fits in max_model_len {length}" if length >= need
+                    else "Qwen2-VL cannot process 1 images in a prompt, please increase max_model_len or reduce "
+                    "image limit by --limit-mm-per-prompt.",
+                    "" if length >= need else f"--max-model-len {need} or more",
+                )
+            )
+        return checks
+
+    def memory(self) -> MemoryEstimate:
+        r = self.request
+        return estimate_memory(self.dims, self.gpu, self.tp, r.gpu_memory_utilization, self.max_model_len, r.max_num_seqs)
+
+    def memory_checks(self) -> list[Check]:
+        est = self.memory()
+        r = self.request
+        checks = []
+        weights_ok = est.weights_gib < est.gpu_memory_gib
+        checks.append(
+            Check(
+                "memory.weights",
+                weights_ok,
+                f"weights {est.weights_gib:.1f} GiB per GPU of {est.gpu_memory_gib:.1f} GiB" if weights_ok
+                else f"CUDA out of memory while loading weights: {est.weights_gib:.1f} GiB per GPU, "
+                f"the GPU has {est.gpu_memory_gib:.1f} GiB",
+                "" if weights_ok else self._fix_memory(),
+            )
+        )
+        if not weights_ok:
+            return checks
+        if est.kv_tokens <= 0:
+            checks.append(
+                Check(
+                    "memory.kv_cache",
+                    False,
+                    "No available memory for the cache blocks. Try increasing `gpu_memory_utilization` when "
+                    f"initializing the engine. (budget {est.budget_gib:.1f} GiB - weights {est.weights_gib:.1f} GiB "
+                    f"- activations {est.activation_reserve_gib:.1f} GiB)",
+                    self._fix_memory(),
+                )
+            )
+            return checks
+        fits = est.kv_tokens >= self.max_model_len
+        checks.append(
+            Check(
+                "memory.max_model_len",
+                fits,
+                f"KV cache {est.kv_cache_gib:.1f} GiB holds {est.kv_tokens} tokens; one {self.max_model_len}-token "
+                "sequence fits" if fits
+                else f"The model's max seq len ({self.max_model_len}) is larger than the maximum number of tokens "
+                f"that can be stored in KV cache ({est.kv_tokens}). Try increasing `gpu_memory_utilization` or "
+                "decreasing `max_model_len` when initializing the engine.",
+                "" if fits else self._fix_memory(),
+            )
+        )
+        if fits:
+            enough = est.concurrent_full_sequences >= r.max_num_seqs
+            fix = ""
+            if not enough and self.suggest:
+                fix = (
+                    f"expect queueing above {est.concurrent_full_sequences} full-length requests; "
+                    + self._fix_memory(target_seqs=r.max_num_seqs)
+                )
+            checks.append(
+                Check(
+                    "memory.concurrency",
+                    enough,
+                    f"{est.concurrent_full_sequences} concurrent {self.max_model_len}-token sequences fit "
+                    f"(max_num_seqs {r.max_num_seqs})",
+                    fix,
+                    severity="warning",
+                )
+            )
+        return checks
+
+    # -- fixes: every one found by re-running the rules on a changed request ------------------------
+    def _variant(self, dims: ModelDims | None = None, **changes: Any) -> "_Evaluation":
+        return _Evaluation(replace(self.request, **changes), dims or self.dims, suggest=False)
+
+    def _serves(self, dims: ModelDims | None = None, **changes: Any) -> bool:
+        return all(c.ok or c.severity == "warning" for c in self._variant(dims, **changes).checks())
+
+    def _loads(self, evaluation: "_Evaluation") -> bool:
+        """Shapes and heads only: would the weights load (memory aside)?"""
+        parallel = all(c.ok for c in evaluation.parallelism())
+        return parallel and all(outcome.ok for _, _, outcome in evaluation.layer_outcomes())
+
+    def working_tp_sizes(self) -> list[int]:
+        return [tp for tp in COMMON_TP_SIZES if self._loads(self._variant(tensor_parallel_size=tp))]
+
+    def _fix_tp(self) -> str:
+        working = self.working_tp_sizes()
+        return (
+            f"use --tensor-parallel-size {' or '.join(map(str, working))} (the TP sizes this model loads at)"
+            if working else "no TP size in 1/2/4/8 loads this model with this kernel"
+        )
+
+    def smallest_padded_intermediate(self, tp_sizes: Iterable[int]) -> int | None:
+        """The smallest intermediate_size >= today's whose MLP layers load at every TP in `tp_sizes`."""
+        sizes = list(tp_sizes)
+        # Every candidate must split evenly at each TP size, so only multiples of their lcm can work.
+        step = math.lcm(*sizes)
+        start = -(-self.dims.intermediate // step) * step
+        for candidate in range(start, 2 * self.dims.intermediate + 1, step):
+            dims = self.dims.with_intermediate(candidate)
+            if all(
+                evaluate_layer(layer, self.kernel, dims.quantization, self.version).ok
+                for tp in sizes
+                for layer in text_layers(dims, tp)
+                if layer.name.startswith("mlp.")
+            ):
+                return candidate
+        return None
+
+    def _fix_shapes(self) -> str:
+        fixes = []
+        failing = {name for name, _, outcome in self.layer_outcomes() if not outcome.ok}
+        if failing and all(name.startswith("shape.text.mlp.") for name in failing):
+            here = self.smallest_padded_intermediate([self.tp])
+            everywhere = self.smallest_padded_intermediate(COMMON_TP_SIZES)
+            if here:
+                fixes.append(
+                    f"use a checkpoint with intermediate_size padded to {here} (smallest that loads at TP {self.tp}; "
+                    f"{everywhere} loads at TP 1/2/4/8)"
+                )
+        if KERNELS[self.kernel].marlin:
+            plain = KERNELS[self.kernel].checkpoint
+            if self._serves(quantization=plain):
+                fixes.append(f"force the plain kernel with --quantization {plain} (slower, but it loads)")
+        working = self.working_tp_sizes()
+        if working:
+            fixes.append(f"use --tensor-parallel-size {' or '.join(map(str, working))}")
+        return "; or ".join(fixes) if fixes else "no TP size, padding or kernel change found that loads"
+
+    def cheapest_shape(self, min_capability: int = 0) -> tuple[str, Any] | None:
+        options = []
+        for spec in catalog.gpu_catalog().values():
+            if spec.capability_int < min_capability:
+                continue
+            for shape in spec.shapes:
+                if shape.gpus >= self.tp and shape.usd_per_hour is not None:
+                    options.append((shape.usd_per_hour, spec.name, shape))
+        for _, name, shape in sorted(options, key=lambda o: (o[0], o[1])):
+            if self._serves(gpu=name):
+                return name, shape
+        return None
+
+    def _fix_capability(self, need: int) -> str:
+        fixes = []
+        if KERNELS[self.kernel].marlin:
+            plain = KERNELS[self.kernel].checkpoint
+            if self._serves(quantization=plain):
+                fixes.append(f"use the plain kernel: --quantization {plain}")
+        cheapest = self.cheapest_shape(need)
+        if cheapest:
+            name, shape = cheapest
+            fixes.append(f"use {name} ({shape.cloud} {shape.instance}, about ${shape.usd_per_hour:.2f}/h)")
+        return "; or ".join(fixes) if fixes else f"use a GPU with compute capability >= {need / 10:.1f}"
+
+    def _fix_memory(self, target_seqs: int = 1) -> str:
+        if not self.suggest:
+            return ""
+        fixes = []
+        r = self.request
+        if target_seqs == 1:
+            length = largest_fitting_model_len(
+                self.dims, self.gpu, self.tp, r.gpu_memory_utilization, r.max_num_seqs, self.max_model_len
+            )
+            if length >= MAX_IMAGE_TOKENS + 2:
+                fixes.append(f"--max-model-len {length}")
+        if r.gpu_memory_utilization < TUNED_UTILIZATION:
+            tuned = self._variant(gpu_memory_utilization=TUNED_UTILIZATION).memory()
+            if tuned.kv_tokens >= self.max_model_len * target_seqs:
+                fixes.append(f"--gpu-memory-utilization {TUNED_UTILIZATION}")
+        if target_seqs > 1:
+            fixes.append(f"--max-num-seqs {max(1, self.memory().concurrent_full_sequences)}")
+        cheapest = self.cheapest_shape()
+        if cheapest and cheapest[0] != self.gpu.name:
+            name, shape = cheapest
+            fixes.append(f"a larger GPU: {name} ({shape.cloud} {shape.instance}, about ${shape.usd_per_hour:.2f}/h)")
+        return "; or ".join(fixes) if fixes else "no setting on this GPU fits; use a larger GPU or a higher TP"
+
+
+def run_preflight(request: PreflightRequest) -> Verdict:
+    _validate(request)
+    try:
+        catalog.gpu(request.gpu)
+    except catalog.CatalogError as exc:
+        raise PreflightInputError(str(exc)) from exc
+    dims = parse_model_config(request.model_config)
+    evaluation = _Evaluation(request, dims, suggest=True)
+    checks = evaluation.checks()
+    return Verdict(request, evaluation.kernel, tuple(checks), evaluation.memory())
+
+
+def catalog_request(model: str, revision: str | None = None, **kwargs: Any) -> PreflightRequest:
+    """A request for a catalog model (`repo` or `repo@revision`) at a revision."""
+    repo, _, rev = model.partition("@")
+    revision = revision or rev or None
+    try:
+        entry = catalog.catalog_model(repo)
+    except catalog.CatalogError as exc:
+        raise PreflightInputError(str(exc)) from exc
+    return PreflightRequest(model_config=entry.config_at(revision), model_repo=entry.repo, revision=revision, **kwargs)
