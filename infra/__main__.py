@@ -1,0 +1,52 @@
+"""The Pulumi program: wiring only. Config -> preflight -> cluster -> platform -> workload -> exports."""
+
+import pulumi
+
+from infra import outputs
+from infra.clusters import create_cluster
+from infra.config import ConfigError
+from infra.config_reader import load_stack_config, read_secrets
+from infra.cost import estimate_cost
+from infra.credentials import endpoint_api_key
+from infra.platform.device_plugin import NvidiaDevicePlugin
+from infra.platform.kuberay import KubeRayOperator
+from infra.preflight_gate import PreflightFailed, check_stack
+from infra.serving_image import image_reference
+from infra.workload.component import ServingWorkload, ServingWorkloadArgs
+from infra.workload.spec import WorkloadSpec
+
+try:
+    cfg = load_stack_config()
+    verdict = check_stack(cfg)
+except (ConfigError, PreflightFailed) as error:
+    # RunError prints the message alone: a person-readable paragraph, not a traceback.
+    raise pulumi.RunError(str(error)) from error
+
+secrets = read_secrets()
+cluster = create_cluster(cfg)
+after_pool = list(cluster.gpu_pool_ready)
+if not cluster.provides_device_plugin:
+    device_plugin = NvidiaDevicePlugin("nvidia-device-plugin", cluster.provider, cluster.placement, after_pool)
+    after_pool.append(device_plugin)
+operator = KubeRayOperator("kuberay", cluster.provider, after_pool, protect=cfg.protect)
+
+spec = WorkloadSpec(cfg, image_reference(cfg), cluster.placement, operator.namespace)
+api_key = endpoint_api_key(secrets)
+workload = ServingWorkload(
+    "qwen2vl",
+    ServingWorkloadArgs(spec, cluster.provider, api_key, secrets.hub_token, after=[operator]),
+)
+
+pulumi.export(outputs.PREFLIGHT, verdict.as_dict())
+pulumi.export(outputs.HOURLY_COST_USD, estimate_cost(cfg).as_dict())
+pulumi.export(outputs.CLUSTER_NAME, cluster.name)
+pulumi.export(outputs.GPU_POOL, cluster.gpu_pool_name)
+if cluster.kubeconfig is not None:
+    pulumi.export(outputs.KUBECONFIG, cluster.kubeconfig)
+pulumi.export(outputs.OPERATOR_VERSION, operator.version)
+pulumi.export(outputs.NAMESPACE, cfg.namespace)
+pulumi.export(outputs.ENDPOINT, workload.endpoint)
+pulumi.export(outputs.SERVED_MODEL, cfg.served_model_name)
+pulumi.export(outputs.MODEL, {"repo": cfg.model_repo, "revision": cfg.model_revision})
+pulumi.export(outputs.IMAGE, spec.image)
+pulumi.export(outputs.API_KEY, api_key)

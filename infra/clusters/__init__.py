@@ -1,0 +1,32 @@
+"""Cluster targets. Each returns the same small handle; only the chosen cloud's SDK is imported."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from infra.config import StackConfig
+from infra.workload.spec import GpuPlacement
+
+TARGET_MODULES = {"existing": "infra.clusters.existing", "aws": "infra.clusters.aws", "gcp": "infra.clusters.gcp"}
+
+
+@dataclass
+class ClusterHandle:
+    name: pulumi.Input[str]
+    provider: k8s.Provider
+    placement: GpuPlacement
+    gpu_pool_name: pulumi.Input[str]
+    kubeconfig: pulumi.Output[str] | None  # a secret; None when the kubeconfig is the user's own
+    # Whether the cloud installs the NVIDIA device plugin on GPU nodes itself (GKE does).
+    provides_device_plugin: bool
+    gpu_pool_ready: Sequence[pulumi.Resource] = field(default_factory=list)
+
+
+def create_cluster(cfg: StackConfig) -> ClusterHandle:
+    module = importlib.import_module(TARGET_MODULES[cfg.cloud])
+    return module.create(cfg)

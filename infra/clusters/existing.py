@@ -1,0 +1,30 @@
+"""A cluster made elsewhere (including kind/k3d for CPU trials), reached through a kubeconfig context.
+
+GPU nodes must carry the pool labels and taint that the cloud targets set (see docs/clusters.md):
+  kubectl label node NODE qwen2vl.io/gpu-pool=gpu qwen2vl.io/gpu-type=<gpuType>
+  kubectl taint node NODE nvidia.com/gpu=present:NoSchedule
+"""
+
+from __future__ import annotations
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from infra.clusters import ClusterHandle
+from infra.config import StackConfig
+from infra.workload.spec import GpuPlacement
+
+POOL_NAME = "gpu"
+
+
+def create(cfg: StackConfig) -> ClusterHandle:
+    provider = k8s.Provider("existing-cluster", context=cfg.kube_context)
+    return ClusterHandle(
+        name=cfg.kube_context or "current-context",
+        provider=provider,
+        placement=GpuPlacement.for_pool(POOL_NAME, cfg.gpu_type),
+        gpu_pool_name=POOL_NAME,
+        kubeconfig=None,
+        provides_device_plugin=False,
+        gpu_pool_ready=[provider],
+    )

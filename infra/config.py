@@ -1,0 +1,312 @@
+"""Typed stack configuration: every key, its type, default, one-line doc and validation.
+
+`KEYS` is the single list of config keys (docs/config.md is generated from it). `parse_stack_config`
+is pure: it turns the raw strings of a stack's config into a `StackConfig` or raises `ConfigError`,
+before the program registers any resource. Secrets are read separately (`read_secrets`) and stay
+Pulumi `Output` secrets.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from infra import pins
+from infra.preflight import catalog
+from infra.preflight.kernels import QUANTIZATION_CHOICES
+
+PROJECT = "qwen2vl"
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|K|M|G|T|P)?$")
+REVISION = re.compile(r"^[0-9a-f]{7,40}$")
+K8S_MINOR = re.compile(r"^1\.[0-9]{2}$")
+VERSION = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+([.+-]?[0-9A-Za-z.]+)?$")
+REGION = re.compile(r"^[a-z]{2,}(-[a-z0-9]+){1,3}$")
+REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
+IMAGE_REF = re.compile(r"^[a-z0-9][a-z0-9._/:-]*(@sha256:[0-9a-f]{64})?$")
+HOSTNAME = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?\.)+[a-z]{2,}$")
+TAG_VALUE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$")
+SECRET_KEYS = ("apiKey", "hubToken")
+
+
+class ConfigError(ValueError):
+    """A stack config value the program cannot use. The message names the key and the fix."""
+
+    def __init__(
+        self, key: str, value: Any, allowed: str, stack: str, example: str | None = None, fix: str | None = None
+    ) -> None:
+        self.key = key
+        self.value = value
+        shown = "(not set)" if value is None else repr(value)
+        fix_value = example if example is not None else "<value>"
+        fix = fix or f"`pulumi config set {PROJECT}:{key} {fix_value} --stack {stack}`"
+        super().__init__(
+            f"Stack config {PROJECT}:{key} = {shown} is not valid: {allowed}. "
+            f"Fix it with {fix} or edit Pulumi.{stack}.yaml."
+        )
+
+
+@dataclass(frozen=True)
+class Key:
+    """One config key: `parse` turns the raw string into a typed value or raises ValueError(allowed)."""
+
+    name: str
+    doc: str
+    parse: Callable[[str], Any]
+    default: Any
+    example: str
+    allowed: str
+
+
+def _int_in(low: int, high: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        if not re.fullmatch(r"-?[0-9]+", raw.strip()):
+            raise ValueError
+        value = int(raw)
+        if not low <= value <= high:
+            raise ValueError
+        return value
+
+    return parse
+
+
+def _float_in(low: float, high: float, low_open: bool = False) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        value = float(raw)
+        if value != value or value < low or value > high or (low_open and value == low):
+            raise ValueError
+        return value
+
+    return parse
+
+
+def _bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered not in ("true", "false"):
+        raise ValueError
+    return lowered == "true"
+
+
+def _one_of(*choices: Any) -> Callable[[str], Any]:
+    def parse(raw: str) -> Any:
+        if raw in choices:
+            return raw
+        if str(raw).isdigit() and int(raw) in choices:
+            return int(raw)
+        raise ValueError
+
+    return parse
+
+
+def _matching(pattern: re.Pattern[str]) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        if not pattern.fullmatch(raw):
+            raise ValueError
+        return raw
+
+    return parse
+
+
+def _string_list(item: Callable[[str], Any]) -> Callable[[str], tuple]:
+    def parse(raw: str) -> tuple:
+        value = json.loads(raw)
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ValueError
+        return tuple(item(v) for v in value)
+
+    return parse
+
+
+def _cidr(raw: str) -> str:
+    return str(ipaddress.ip_network(raw, strict=True))
+
+
+_GPU_NAMES = tuple(catalog.gpu_catalog())
+
+KEYS: tuple[Key, ...] = (
+    # Where it runs
+    Key("cloud", "Where the GPU node pool lives: an EKS or GKE cluster made by this stack, or an existing cluster.",
+        _one_of("existing", "aws", "gcp"), "existing", "aws", "one of existing, aws, gcp"),
+    Key("region", "Cloud region of the cluster (required for aws and gcp).",
+        _matching(REGION), None, "us-east-1", "a region name such as us-east-1 or us-central1"),
+    Key("zones", "Zones for the GPU node pool, as a JSON list; empty = let the cloud choose.",
+        _string_list(_matching(re.compile(r"^[a-z]{2,}(-[a-z0-9]+){2,4}$"))), (), '\'["us-east-1a"]\'',
+        "a JSON list of zone names"),
+    Key("kubeContext", "kubeconfig context of the existing cluster (cloud=existing); empty = current context.",
+        _matching(re.compile(r"^[A-Za-z0-9_.@:/-]{1,253}$")), None, "kind-qwen2vl", "a kubeconfig context name"),
+    Key("kubernetesVersion", "Kubernetes minor version of the cluster; also the schema version manifests are checked against.",
+        _matching(K8S_MINOR), "1.31", "1.31", "a minor version such as 1.31"),
+    Key("gpuType", "GPU model of the node pool, a name from infra/preflight/gpus.yaml.",
+        _one_of(*_GPU_NAMES), "A100-80GB", "L4", "one of " + ", ".join(_GPU_NAMES)),
+    Key("gpuNodesMin", "Smallest number of GPU nodes (0 lets the pool scale to zero when idle).",
+        _int_in(0, 16), 0, "0", "an integer from 0 to 16"),
+    Key("gpuNodesMax", "Largest number of GPU nodes; caps the hourly cost.",
+        _int_in(1, 16), 1, "1", "an integer from 1 to 16"),
+    Key("spot", "Run GPU nodes on spot/preemptible capacity (cheaper, can be reclaimed at any time).",
+        _bool, False, "true", "true or false"),
+    Key("hourlyPriceUsd", "Override of the catalog's hourly price of one GPU node, for the cost estimate.",
+        _float_in(0.0, 1000.0, low_open=True), None, "12.5", "a positive number of US dollars"),
+    Key("protect", "Protect stateful and slow-to-recreate resources from deletion (prod).",
+        _bool, False, "true", "true or false"),
+    Key("owner", "Owner tag/label on every cloud resource.",
+        _matching(TAG_VALUE), "ml-platform", "ml-platform", "letters, digits, '.', '_' or '-', at most 63"),
+    Key("costCenter", "cost-center tag/label on every cloud resource.",
+        _matching(TAG_VALUE), "ml-platform", "ml-platform", "letters, digits, '.', '_' or '-', at most 63"),
+    Key("ttlHours", "Hours after creation when this stack may be reaped (eval stacks); empty = no TTL.",
+        _int_in(1, 720), None, "4", "an integer from 1 to 720"),
+    # What it serves
+    Key("modelRepo", "Hugging Face repository of the model.",
+        _matching(REPO), pins.MODEL_REPO, pins.MODEL_REPO, "an owner/name repository id"),
+    Key("modelRevision", "Commit of the model repository (7 to 40 hex characters).",
+        _matching(REVISION), pins.MODEL_REVISION, pins.MODEL_REVISION, "7 to 40 lowercase hex characters"),
+    Key("modelConfigFile", "config.json of a model missing from the preflight catalog (path from the repository root).",
+        _matching(re.compile(r"^[A-Za-z0-9_./-]+\.json$")), None, "models/my-model/config.json",
+        "a relative path to a .json file"),
+    Key("quantization", "vLLM quantization kernel; auto = what vLLM picks for the checkpoint and GPU.",
+        _one_of(*QUANTIZATION_CHOICES), "auto", "auto", "one of " + ", ".join(QUANTIZATION_CHOICES)),
+    Key("tensorParallelSize", "GPUs per model replica (vLLM --tensor-parallel-size), all on one node.",
+        _int_in(1, 8), 4, "4", "an integer from 1 to 8"),
+    Key("maxModelLen", "Longest sequence (prompt + output) in tokens (vLLM --max-model-len).",
+        _int_in(256, 131072), 8192, "8192", "an integer from 256 to 131072"),
+    Key("maxNumSeqs", "Sequences vLLM runs at once (vLLM --max-num-seqs).",
+        _int_in(1, 1024), 16, "16", "an integer from 1 to 1024"),
+    Key("gpuMemoryUtilization", "Share of each GPU's memory vLLM may use (vLLM --gpu-memory-utilization).",
+        _float_in(0.1, 0.99), 0.90, "0.9", "a number from 0.1 to 0.99"),
+    Key("dtype", "Activation dtype (vLLM --dtype).",
+        _one_of("auto", "float16", "bfloat16"), "auto", "auto", "one of auto, float16, bfloat16"),
+    Key("vllmVersion", "vLLM release in the image and the one the preflight judges.",
+        _matching(VERSION), pins.VLLM_VERSION, pins.VLLM_VERSION, "a release such as 0.6.3.post1"),
+    Key("servedModelName", "Model name clients send (vLLM --served-model-name).",
+        _matching(DNS_LABEL), pins.SERVED_MODEL_NAME, pins.SERVED_MODEL_NAME, "a DNS label (a-z, 0-9, '-')"),
+    # How it is exposed
+    Key("namespace", "Kubernetes namespace of the workload.",
+        _matching(DNS_LABEL), "qwen2vl", "qwen2vl", "a DNS label (a-z, 0-9, '-')"),
+    Key("image", "Serving image reference, by digest for prod; empty = the image this stack builds.",
+        _matching(IMAGE_REF), None, "registry.example.com/qwen2vl-vllm@sha256:<64 hex>",
+        "an image reference, preferably name@sha256:digest"),
+    Key("modelCacheSize", "Size of the model cache volume.",
+        _matching(QUANTITY), "200Gi", "200Gi", "a Kubernetes quantity such as 200Gi"),
+    Key("storageClass", "StorageClass of the model cache volume; empty = the cluster default.",
+        _matching(DNS_LABEL), None, "gp3", "a StorageClass name"),
+    Key("allowedCidrs", "CIDRs allowed to reach the endpoint, as a JSON list (NetworkPolicy).",
+        _string_list(_cidr), (), '\'["10.0.0.0/8"]\'', "a JSON list of CIDRs such as 10.0.0.0/8"),
+    Key("allowedNamespaces", "Namespaces allowed to reach the endpoint, as a JSON list (NetworkPolicy).",
+        _string_list(_matching(DNS_LABEL)), (), '\'["apps"]\'', "a JSON list of namespace names"),
+    Key("ingressHost", "Host name of an Ingress for the endpoint; empty = no Ingress.",
+        _matching(HOSTNAME), None, "qwen2vl.example.com", "a DNS host name"),
+    Key("prometheusOperator", "Create ServiceMonitors (the Prometheus operator CRDs must be installed).",
+        _bool, False, "true", "true or false"),
+)
+KEYS_BY_NAME = {key.name: key for key in KEYS}
+
+
+def _attr(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    """The validated config of one stack. Field names are the keys in snake_case."""
+
+    stack: str
+    cloud: str
+    region: str | None
+    zones: tuple[str, ...]
+    kube_context: str | None
+    kubernetes_version: str
+    gpu_type: str
+    gpu_nodes_min: int
+    gpu_nodes_max: int
+    spot: bool
+    hourly_price_usd: float | None
+    protect: bool
+    owner: str
+    cost_center: str
+    ttl_hours: int | None
+    model_repo: str
+    model_revision: str
+    model_config_file: str | None
+    quantization: str
+    tensor_parallel_size: int
+    max_model_len: int
+    max_num_seqs: int
+    gpu_memory_utilization: float
+    dtype: str
+    vllm_version: str
+    served_model_name: str
+    namespace: str
+    image: str | None
+    model_cache_size: str
+    storage_class: str | None
+    allowed_cidrs: tuple[str, ...]
+    allowed_namespaces: tuple[str, ...]
+    ingress_host: str | None
+    prometheus_operator: bool
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def gpu(self) -> catalog.GpuSpec:
+        return catalog.gpu(self.gpu_type)
+
+    @property
+    def labels(self) -> dict[str, str]:
+        """Ownership labels/tags shared by cloud and Kubernetes resources."""
+        labels = {"stack": self.stack, "owner": self.owner, "cost-center": self.cost_center}
+        if self.ttl_hours is not None:
+            labels["ttl-hours"] = str(self.ttl_hours)
+        return labels
+
+
+def _cross_check(values: dict[str, Any], stack: str) -> None:
+    if values["cloud"] in ("aws", "gcp") and values["region"] is None:
+        raise ConfigError("region", None, f"cloud {values['cloud']} needs a region", stack,
+                          "us-east-1" if values["cloud"] == "aws" else "us-central1")
+    if values["gpu_nodes_min"] > values["gpu_nodes_max"]:
+        raise ConfigError("gpuNodesMin", values["gpu_nodes_min"],
+                          f"must not exceed gpuNodesMax ({values['gpu_nodes_max']})", stack,
+                          str(values["gpu_nodes_max"]))
+    if values["max_model_len"] < values["max_num_seqs"]:
+        raise ConfigError("maxModelLen", values["max_model_len"],
+                          f"must be at least maxNumSeqs ({values['max_num_seqs']})", stack, "8192")
+    if values["cloud"] in ("aws", "gcp"):
+        gpu = catalog.gpu(values["gpu_type"])
+        tp = values["tensor_parallel_size"]
+        # One replica per node: the node's GPU count is the tensor-parallel size, nothing idles.
+        if not gpu.shapes_in(values["cloud"], gpus=tp):
+            alternatives = sorted(
+                name for name, spec in catalog.gpu_catalog().items() if spec.shapes_in(values["cloud"], gpus=tp)
+            )
+            raise ConfigError(
+                "gpuType", values["gpu_type"],
+                f"{values['cloud']} has no instance with exactly {tp} {values['gpu_type']} GPUs in the catalog; "
+                f"GPUs with such a shape there: {', '.join(alternatives) or 'none'}",
+                stack, alternatives[0] if alternatives else None,
+            )
+
+
+def parse_stack_config(raw: Mapping[str, Any], stack: str) -> StackConfig:
+    """Validate raw config values (strings as Pulumi stores them; None = unset) into a StackConfig."""
+    unknown = sorted(set(raw) - set(KEYS_BY_NAME) - set(SECRET_KEYS))
+    if unknown:
+        key = unknown[0]
+        close = [k for k in KEYS_BY_NAME if k.lower() == key.lower() or k.lower().startswith(key.lower()[:4])]
+        hint = f"did you mean {close[0]}?" if close else "see docs/config.md for the keys"
+        fix = f"`pulumi config rm {PROJECT}:{key} --stack {stack}`"
+        if close:
+            fix += f" and `pulumi config set {PROJECT}:{close[0]} {KEYS_BY_NAME[close[0]].example} --stack {stack}`"
+        raise ConfigError(key, raw[key], f"not a config key of this project ({hint})", stack, fix=fix)
+    values: dict[str, Any] = {}
+    for key in KEYS:
+        text = raw.get(key.name)
+        if text is None or text == "":
+            values[_attr(key.name)] = key.default
+            continue
+        try:
+            values[_attr(key.name)] = key.parse(str(text))
+        except (ValueError, TypeError, json.JSONDecodeError):
+            raise ConfigError(key.name, text, f"expected {key.allowed}", stack, key.example) from None
+    _cross_check(values, stack)
+    return StackConfig(stack=stack, **values)

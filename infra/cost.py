@@ -1,0 +1,52 @@
+"""What the GPU pool costs per hour at its largest, and over an eval stack's TTL."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from infra.clusters.pool import node_shape
+from infra.config import StackConfig
+from infra.preflight.catalog import prices_as_of
+
+
+@dataclass(frozen=True)
+class CostEstimate:
+    instance: str | None
+    node_usd_per_hour: float | None
+    max_nodes: int
+    max_usd_per_hour: float | None
+    ttl_hours: int | None
+    ttl_usd: float | None
+    source: str
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def describe(self) -> str:
+        if self.max_usd_per_hour is None:
+            return f"unknown ({self.source})"
+        text = f"${self.max_usd_per_hour:.2f}/h at {self.max_nodes} x {self.instance or 'node'} ({self.source})"
+        if self.ttl_usd is not None:
+            text += f"; ${self.ttl_usd:.2f} over the {self.ttl_hours} h TTL"
+        return text
+
+
+def estimate_cost(cfg: StackConfig) -> CostEstimate:
+    shape = node_shape(cfg)
+    if cfg.hourly_price_usd is not None:
+        price, source = cfg.hourly_price_usd, "hourlyPriceUsd from stack config"
+    elif shape is not None and shape.usd_per_hour is not None:
+        price, source = shape.usd_per_hour, f"catalog on-demand price as of {prices_as_of()}"
+    else:
+        price, source = None, "no price known: set hourlyPriceUsd"
+    per_hour = None if price is None else round(price * cfg.gpu_nodes_max, 2)
+    ttl_usd = None if per_hour is None or cfg.ttl_hours is None else round(per_hour * cfg.ttl_hours, 2)
+    return CostEstimate(
+        instance=shape.instance if shape else None,
+        node_usd_per_hour=price,
+        max_nodes=cfg.gpu_nodes_max,
+        max_usd_per_hour=per_hour,
+        ttl_hours=cfg.ttl_hours,
+        ttl_usd=ttl_usd,
+        source=source,
+    )

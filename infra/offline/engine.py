@@ -1,0 +1,191 @@
+"""Runs the real Pulumi program offline: the Pulumi SDK's mock monitor with strict mocks.
+
+Every resource type and invoke token the program may use has an entry in `mocks.py`; anything else
+raises with its token, so the plan never silently passes over a call it cannot answer. Inputs are
+recorded as the engine receives them, with secret values replaced by "[secret]".
+"""
+
+from __future__ import annotations
+
+import json
+import runpy
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import yaml
+from google.protobuf import json_format
+from pulumi.runtime import mocks as pulumi_mocks
+from pulumi.runtime.stack import run_pulumi_func
+from pulumi.runtime.sync_await import _sync_await
+
+from infra.offline.mocks import StrictMocks
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SECRET_SIG_KEY = "4dabf18193072939515e22adb298388d"
+SECRET_SIG_VALUE = "1b47061264138c4ac30d75fd1eb44270"
+MASK = "[secret]"
+OFFLINE_SECRET = "offline-placeholder-secret"
+
+
+class StackFileError(Exception):
+    """Pulumi.<stack>.yaml is missing or malformed."""
+
+
+@dataclass
+class RecordedResource:
+    type: str
+    name: str
+    parent: str | None  # the parent's "type::name", None for the stack itself
+    inputs: dict
+    custom: bool
+    protect: bool
+    retain_on_delete: bool
+    provider: str | None
+    depends_on: list[str]
+
+    @property
+    def key(self) -> str:
+        return f"{self.type}::{self.name}"
+
+    def as_dict(self) -> dict:
+        return {
+            "type": self.type,
+            "name": self.name,
+            "parent": self.parent,
+            "custom": self.custom,
+            "protect": self.protect,
+            "retainOnDelete": self.retain_on_delete,
+            "provider": self.provider,
+            "dependsOn": self.depends_on,
+            "inputs": self.inputs,
+        }
+
+
+@dataclass
+class PlanResult:
+    stack: str
+    project: str
+    resources: list[RecordedResource] = field(default_factory=list)
+    outputs: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    cause: BaseException | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def _mask(value: Any) -> Any:
+    if isinstance(value, dict):
+        if value.get(SECRET_SIG_KEY) == SECRET_SIG_VALUE:
+            return MASK
+        return {k: _mask(v) for k, v in sorted(value.items())}
+    if isinstance(value, list):
+        return [_mask(v) for v in value]
+    return value
+
+
+def _urn_key(urn: str) -> str:
+    """'type::name' from a URN (the last type of a parent chain)."""
+    parts = urn.split("::")
+    return f"{parts[2].split('$')[-1]}::{parts[3]}"
+
+
+class RecordingMonitor(pulumi_mocks.MockMonitor):
+    """The SDK's mock monitor, recording each registration the way `pulumi preview` would show it."""
+
+    def __init__(self, mocks: StrictMocks) -> None:
+        super().__init__(mocks)
+        self.recorded: list[RecordedResource] = []
+
+    def RegisterResource(self, request):  # noqa: N802 (gRPC method name)
+        inputs = _mask(json_format.MessageToDict(request.object, preserving_proto_field_name=True))
+        provider = request.provider.split("::")[3] if request.provider else None
+        self.recorded.append(
+            RecordedResource(
+                type=request.type,
+                name=request.name,
+                parent=_urn_key(request.parent) if request.parent else None,
+                inputs=inputs,
+                custom=bool(request.custom),
+                protect=bool(request.protect),
+                retain_on_delete=bool(request.retainOnDelete),
+                provider=provider,
+                depends_on=sorted(_urn_key(urn) for urn in request.dependencies),
+            )
+        )
+        return super().RegisterResource(request)
+
+
+def project_name(repo_root: Path = REPO_ROOT) -> str:
+    return yaml.safe_load((repo_root / "Pulumi.yaml").read_text())["name"]
+
+
+def stack_config(stack: str, repo_root: Path = REPO_ROOT) -> tuple[dict[str, str], list[str]]:
+    """Pulumi.<stack>.yaml's config as the Pulumi engine hands it to a program: string values, secret keys.
+
+    `secure:` values are ciphertext only the stack's secrets provider can read; offline they become
+    a placeholder that is still a secret, so the program takes the same path as with the real value.
+    """
+    path = repo_root / f"Pulumi.{stack}.yaml"
+    if not path.exists():
+        known = sorted(p.name[len("Pulumi."):-len(".yaml")] for p in repo_root.glob("Pulumi.*.yaml"))
+        raise StackFileError(f"no stack file {path.name}; stacks here: {', '.join(known)}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise StackFileError(f"{path.name} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("config", {}), dict):
+        raise StackFileError(f"{path.name} must be a mapping with a 'config' mapping")
+    project = project_name(repo_root)
+    config: dict[str, str] = {}
+    secret_keys: list[str] = []
+    for key, value in (data.get("config") or {}).items():
+        full_key = key if ":" in key else f"{project}:{key}"
+        if isinstance(value, dict) and set(value) == {"secure"}:
+            config[full_key] = OFFLINE_SECRET
+            secret_keys.append(full_key)
+        elif isinstance(value, str):
+            config[full_key] = value
+        elif isinstance(value, bool):
+            config[full_key] = "true" if value else "false"
+        else:
+            config[full_key] = json.dumps(value)
+    return config, secret_keys
+
+
+def _resolve(value: Any) -> Any:
+    if isinstance(value, pulumi.Output):
+        if _sync_await(value.is_secret()):
+            return MASK
+        return _resolve(_sync_await(value.future()))
+    if isinstance(value, dict):
+        return {k: _resolve(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_resolve(v) for v in value]
+    return value
+
+
+def run_plan(stack: str, repo_root: Path = REPO_ROOT) -> PlanResult:
+    """Run infra/ for `stack` under strict mocks and return what it registered and exported."""
+    project = project_name(repo_root)
+    result = PlanResult(stack=stack, project=project)
+    config, secret_keys = stack_config(stack, repo_root)
+    mocks = StrictMocks()
+    monitor = RecordingMonitor(mocks)
+    pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=False, monitor=monitor)
+    pulumi.runtime.set_all_config(config, secret_keys)
+    if str(repo_root) not in sys.path:
+        sys.path.insert(0, str(repo_root))
+    try:
+        _sync_await(run_pulumi_func(lambda: runpy.run_path(str(repo_root / "infra"), run_name="__main__")))
+    except pulumi.RunError as error:
+        result.error, result.cause = str(error), error.__cause__
+    root = pulumi.runtime.get_root_resource()
+    result.resources = list(monitor.recorded)
+    if result.ok:
+        result.outputs = {name: _resolve(value) for name, value in sorted(root.outputs.items())}
+    return result

@@ -1,0 +1,46 @@
+"""The KubeRay operator, from its pinned Helm chart, in its own namespace."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from infra import pins
+
+OPERATOR_NAMESPACE = "kuberay-system"
+
+
+class KubeRayOperator(pulumi.ComponentResource):
+    def __init__(
+        self,
+        name: str,
+        provider: k8s.Provider,
+        after: Sequence[pulumi.Resource],
+        protect: bool,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("qwen2vl:platform:KubeRayOperator", name, None, opts)
+        base = pulumi.ResourceOptions(parent=self, provider=provider)
+        namespace = k8s.core.v1.Namespace(
+            "kuberay-namespace",
+            metadata={"name": OPERATOR_NAMESPACE, "labels": {"app.kubernetes.io/part-of": "qwen2vl"}},
+            opts=pulumi.ResourceOptions.merge(base, pulumi.ResourceOptions(depends_on=list(after), protect=protect)),
+        )
+        self.release = k8s.helm.v3.Release(
+            "kuberay-operator",
+            chart=pins.KUBERAY_OPERATOR_CHART,
+            version=pins.KUBERAY_OPERATOR_CHART_VERSION,
+            repository_opts={"repo": pins.KUBERAY_HELM_REPO},
+            namespace=OPERATOR_NAMESPACE,
+            # The operator's CRDs must exist before the RayService; Helm installs them with the chart.
+            skip_crds=False,
+            atomic=True,
+            timeout=600,
+            values={"resources": {"requests": {"cpu": "100m", "memory": "512Mi"}, "limits": {"memory": "512Mi"}}},
+            opts=pulumi.ResourceOptions.merge(base, pulumi.ResourceOptions(depends_on=[namespace])),
+        )
+        self.namespace = OPERATOR_NAMESPACE
+        self.version = pins.KUBERAY_OPERATOR_CHART_VERSION
+        self.register_outputs({"namespace": OPERATOR_NAMESPACE, "version": self.version})

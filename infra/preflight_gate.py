@@ -1,0 +1,61 @@
+"""The stack's preflight: the stack config turned into a preflight request, judged before any resource."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from infra.config import ConfigError, StackConfig
+from infra.preflight import PreflightRequest, Verdict, run_preflight
+from infra.preflight.catalog import CatalogError, catalog_model
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class PreflightFailed(Exception):
+    def __init__(self, verdict: Verdict, stack: str) -> None:
+        self.verdict = verdict
+        super().__init__(
+            f"Preflight failed for stack {stack}; no resource was created.\n{verdict.summary()}\n"
+            f"Change the stack config (pulumi config set qwen2vl:<key> <value> --stack {stack}) and run again."
+        )
+
+
+def _model_config(cfg: StackConfig) -> dict:
+    if cfg.model_config_file:
+        path = REPO_ROOT / cfg.model_config_file
+        try:
+            return json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigError("modelConfigFile", cfg.model_config_file, f"cannot read a JSON config.json ({exc})",
+                              cfg.stack, "models/my-model/config.json") from None
+    try:
+        return catalog_model(cfg.model_repo).config_at(cfg.model_revision)
+    except CatalogError:
+        raise ConfigError("modelRepo", cfg.model_repo,
+                          "not in the preflight catalog; also set modelConfigFile to the model's config.json",
+                          cfg.stack, "Qwen/Qwen2-VL-72B-Instruct-AWQ") from None
+
+
+def preflight_request(cfg: StackConfig) -> PreflightRequest:
+    return PreflightRequest(
+        model_config=_model_config(cfg),
+        tensor_parallel_size=cfg.tensor_parallel_size,
+        gpu=cfg.gpu_type,
+        quantization=cfg.quantization,
+        vllm_version=cfg.vllm_version,
+        max_model_len=cfg.max_model_len,
+        max_num_seqs=cfg.max_num_seqs,
+        gpu_memory_utilization=cfg.gpu_memory_utilization,
+        dtype=cfg.dtype,
+        model_repo=cfg.model_repo,
+        revision=cfg.model_revision,
+    )
+
+
+def check_stack(cfg: StackConfig) -> Verdict:
+    """The verdict for this stack; raises PreflightFailed when vLLM would not serve it."""
+    verdict = run_preflight(preflight_request(cfg))
+    if not verdict.ok:
+        raise PreflightFailed(verdict, cfg.stack)
+    return verdict

@@ -1,0 +1,72 @@
+"""The serving workload as Pulumi resources, on the cluster's provider, after the KubeRay operator."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from infra.workload.objects import workload_objects
+from infra.workload.resources import register
+from infra.workload.smoke_job import ACTIVE_DEADLINE_SECONDS
+from infra.workload.spec import WorkloadSpec
+
+STATEFUL_KINDS = ("Namespace", "PersistentVolumeClaim")
+
+
+@dataclass
+class ServingWorkloadArgs:
+    spec: WorkloadSpec
+    provider: k8s.Provider
+    api_key: pulumi.Output[str]
+    hub_token: pulumi.Output[str] | None
+    after: Sequence[pulumi.Resource]  # the KubeRay operator (and whatever it waits for)
+
+
+class ServingWorkload(pulumi.ComponentResource):
+    def __init__(self, name: str, args: ServingWorkloadArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("qwen2vl:workload:ServingWorkload", name, None, opts)
+        spec = args.spec
+        objects = workload_objects(spec)
+        namespace_obj, rest = objects[0], objects[1:]
+        base = pulumi.ResourceOptions(parent=self, provider=args.provider)
+        protect = spec.cfg.protect
+
+        self.namespace = register(
+            namespace_obj, pulumi.ResourceOptions.merge(base, pulumi.ResourceOptions(depends_on=list(args.after), protect=protect))
+        )
+        in_namespace = pulumi.ResourceOptions.merge(base, pulumi.ResourceOptions(depends_on=[self.namespace]))
+        secrets = [self._secret(spec.api_key_secret, "api-key", args.api_key, spec, in_namespace)]
+        if args.hub_token is not None:
+            secrets.append(self._secret(spec.hub_token_secret, "token", args.hub_token, spec, in_namespace))
+
+        self.resources: dict[str, pulumi.CustomResource] = {}
+        for obj in rest:
+            kind = obj["kind"]
+            opts_for = pulumi.ResourceOptions(depends_on=[self.namespace, *secrets])
+            if kind in STATEFUL_KINDS:
+                # The model cache outlives a destroy in prod: re-downloading 40 GB is slow and costs egress.
+                opts_for = pulumi.ResourceOptions.merge(opts_for, pulumi.ResourceOptions(protect=protect, retain_on_delete=protect))
+            if kind == "Job":
+                opts_for = pulumi.ResourceOptions.merge(
+                    opts_for,
+                    pulumi.ResourceOptions(
+                        depends_on=[self.resources["RayService"], self.resources["Service"]],
+                        custom_timeouts=pulumi.CustomTimeouts(create=f"{ACTIVE_DEADLINE_SECONDS // 60 + 5}m"),
+                    ),
+                )
+            self.resources[kind] = register(obj, pulumi.ResourceOptions.merge(base, opts_for))
+
+        self.endpoint = pulumi.Output.from_input(spec.endpoint_url)
+        self.register_outputs({"endpoint": self.endpoint, "namespace": spec.namespace})
+
+    def _secret(self, name: str, key: str, value: pulumi.Output[str], spec: WorkloadSpec, opts) -> k8s.core.v1.Secret:
+        return k8s.core.v1.Secret(
+            f"secret-{name}",
+            metadata=spec.metadata(name, "credentials"),
+            type="Opaque",
+            string_data={key: pulumi.Output.secret(value)},
+            opts=opts,
+        )

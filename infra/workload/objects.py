@@ -1,0 +1,27 @@
+"""Every object of the workload, in apply order, as plain dicts."""
+
+from __future__ import annotations
+
+from infra.workload.monitoring import pod_monitor, service_monitor
+from infra.workload.namespace import namespace
+from infra.workload.network import endpoint_service, ingress, network_policy
+from infra.workload.rayservice import rayservice
+from infra.workload.smoke_job import smoke_job
+from infra.workload.spec import WorkloadSpec
+from infra.workload.storage import model_cache_claim
+
+
+def workload_objects(spec: WorkloadSpec) -> list[dict]:
+    """The namespace first, the smoke Job last; Secrets are not here (their values are Pulumi secrets)."""
+    objects = [
+        namespace(spec),
+        model_cache_claim(spec),
+        network_policy(spec),
+        rayservice(spec),
+        endpoint_service(spec),
+        ingress(spec),
+        service_monitor(spec),
+        pod_monitor(spec),
+        smoke_job(spec),
+    ]
+    return [obj for obj in objects if obj is not None]

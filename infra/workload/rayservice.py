@@ -1,0 +1,172 @@
+"""The RayService: a head pod and one GPU worker whose Serve replica runs vLLM at TP = GPUs per node."""
+
+from __future__ import annotations
+
+from infra import pins
+from infra.workload.pods import (
+    api_key_env,
+    container_security_context,
+    pod_security_context,
+    scratch_volume,
+    secret_env,
+)
+from infra.workload.serve_config import serve_config_yaml
+from infra.workload.spec import (
+    DASHBOARD_AGENT_PORT,
+    DASHBOARD_PORT,
+    GPU_RESOURCE,
+    GPU_TAINT,
+    MODEL_CACHE_PATH,
+    RAY_METRICS_PORT,
+    SERVE_PORT,
+    WorkloadSpec,
+)
+
+# KubeRay replaces a RayCluster whose Serve deployments stay unhealthy this long; a 72B model needs a
+# download of ~40 GB and a multi-minute load first, so the defaults (300 s / 900 s) cause restart loops.
+UNHEALTHY_THRESHOLD_SECONDS = 3600
+# NCCL moves tensor-parallel activations through /dev/shm between the node's GPUs; the container
+# runtime's default 64 MiB makes it fail at the first all-reduce.
+SHM_SIZE = "16Gi"
+HEAD_RESOURCES = {"cpu": "4", "memory": "16Gi"}
+WORKER_CPU = "16"
+WORKER_MEMORY = "128Gi"
+
+
+def _raylet_probe(failure_threshold: int, initial_delay: int) -> dict:
+    """The raylet's health, not the model's: a model that is still loading keeps the pod alive."""
+    return {
+        "exec": {
+            "command": [
+                "bash", "-c",
+                f"wget -T 4 -q -O- http://localhost:{DASHBOARD_AGENT_PORT}/api/local_raylet_healthz | grep success",
+            ]
+        },
+        "initialDelaySeconds": initial_delay,
+        "periodSeconds": 10,
+        "timeoutSeconds": 5,
+        "failureThreshold": failure_threshold,
+    }
+
+
+def _ports() -> list[dict]:
+    return [
+        {"name": "serve", "containerPort": SERVE_PORT},
+        {"name": "metrics", "containerPort": RAY_METRICS_PORT},
+    ]
+
+
+def _metrics_annotations() -> dict:
+    return {"prometheus.io/scrape": "true", "prometheus.io/port": str(RAY_METRICS_PORT)}
+
+
+def _head_group(spec: WorkloadSpec) -> dict:
+    tmp_volume, tmp_mount = scratch_volume()
+    return {
+        "rayStartParams": {
+            "dashboard-host": "0.0.0.0",
+            # Keep Serve replicas (and their GPU requests) off the CPU-only head.
+            "num-cpus": "0",
+            "num-gpus": "0",
+            "metrics-export-port": str(RAY_METRICS_PORT),
+        },
+        "template": {
+            "metadata": {"labels": spec.labels("ray-head"), "annotations": _metrics_annotations()},
+            "spec": {
+                "securityContext": pod_security_context(),
+                "automountServiceAccountToken": False,
+                "containers": [
+                    {
+                        "name": "ray-head",
+                        "image": spec.image,
+                        "imagePullPolicy": "IfNotPresent",
+                        "ports": _ports()
+                        + [
+                            {"name": "gcs", "containerPort": 6379},
+                            {"name": "dashboard", "containerPort": DASHBOARD_PORT},
+                            {"name": "client", "containerPort": 10001},
+                        ],
+                        "resources": {"requests": dict(HEAD_RESOURCES), "limits": dict(HEAD_RESOURCES)},
+                        "env": [api_key_env(spec)],
+                        "securityContext": container_security_context(),
+                        "livenessProbe": _raylet_probe(failure_threshold=30, initial_delay=30),
+                        "readinessProbe": _raylet_probe(failure_threshold=6, initial_delay=10),
+                        "volumeMounts": [tmp_mount],
+                    }
+                ],
+                "volumes": [tmp_volume],
+            },
+        },
+    }
+
+
+def _worker_group(spec: WorkloadSpec) -> dict:
+    cfg = spec.cfg
+    gpus = str(cfg.tensor_parallel_size)
+    resources = {"cpu": WORKER_CPU, "memory": WORKER_MEMORY, GPU_RESOURCE: gpus}
+    tmp_volume, tmp_mount = scratch_volume()
+    return {
+        "groupName": "gpu",
+        "replicas": 1,
+        "minReplicas": 1,
+        "maxReplicas": cfg.gpu_nodes_max,
+        "rayStartParams": {"num-gpus": gpus, "metrics-export-port": str(RAY_METRICS_PORT)},
+        "template": {
+            "metadata": {"labels": spec.labels("ray-gpu-worker"), "annotations": _metrics_annotations()},
+            "spec": {
+                "securityContext": pod_security_context(),
+                "automountServiceAccountToken": False,
+                "nodeSelector": dict(spec.placement.node_selector),
+                "tolerations": [{**{k: GPU_TAINT[k] for k in ("key", "effect")}, "operator": "Exists"}],
+                "containers": [
+                    {
+                        "name": "ray-worker",
+                        "image": spec.image,
+                        "imagePullPolicy": "IfNotPresent",
+                        "ports": _ports(),
+                        "resources": {"requests": dict(resources), "limits": dict(resources)},
+                        "env": [
+                            # vLLM's TP workers must not fork a process that already initialised CUDA.
+                            {"name": "VLLM_WORKER_MULTIPROC_METHOD", "value": "spawn"},
+                            {"name": "HF_HOME", "value": f"{MODEL_CACHE_PATH}/huggingface"},
+                            api_key_env(spec),
+                            secret_env("HF_TOKEN", spec.hub_token_secret, "token", optional=True),
+                        ],
+                        "securityContext": container_security_context(),
+                        # The raylet answers within seconds of start; the model may load for an hour,
+                        # which the RayService thresholds (not these probes) cover.
+                        "livenessProbe": _raylet_probe(failure_threshold=30, initial_delay=30),
+                        "readinessProbe": _raylet_probe(failure_threshold=6, initial_delay=10),
+                        "volumeMounts": [
+                            tmp_mount,
+                            {"name": "dshm", "mountPath": "/dev/shm"},
+                            {"name": "model-cache", "mountPath": MODEL_CACHE_PATH},
+                        ],
+                    }
+                ],
+                "volumes": [
+                    tmp_volume,
+                    {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": SHM_SIZE}},
+                    {"name": "model-cache", "persistentVolumeClaim": {"claimName": spec.model_cache_claim}},
+                ],
+            },
+        },
+    }
+
+
+def rayservice(spec: WorkloadSpec) -> dict:
+    return {
+        "apiVersion": "ray.io/v1",
+        "kind": "RayService",
+        "metadata": spec.metadata(spec.name, "rayservice"),
+        "spec": {
+            "serviceUnhealthySecondThreshold": UNHEALTHY_THRESHOLD_SECONDS,
+            "deploymentUnhealthySecondThreshold": UNHEALTHY_THRESHOLD_SECONDS,
+            "serveConfigV2": serve_config_yaml(spec),
+            "rayClusterConfig": {
+                "rayVersion": pins.RAY_VERSION,
+                "headGroupSpec": _head_group(spec),
+                "workerGroupSpecs": [_worker_group(spec)],
+            },
+        },
+    }

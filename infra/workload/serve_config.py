@@ -1,0 +1,64 @@
+"""Ray Serve's application config (serveConfigV2) for the vLLM server, built as data."""
+
+from __future__ import annotations
+
+import yaml
+
+from infra.workload.spec import MODEL_CACHE_PATH, WorkloadSpec
+
+SERVE_IMPORT_PATH = "qwen2vl_serve.app:build_app"
+# Loading 40 GB of weights over 4 GPUs takes many minutes; the replica reports healthy only when
+# vLLM's /health answers, and Serve must not kill it while it loads.
+HEALTH_CHECK_PERIOD_S = 10
+HEALTH_CHECK_TIMEOUT_S = 30
+GRACEFUL_SHUTDOWN_TIMEOUT_S = 60
+
+
+def vllm_server_args(spec: WorkloadSpec) -> dict:
+    """Arguments of the Serve application: vLLM's OpenAI server flags, as data."""
+    cfg = spec.cfg
+    args = {
+        "model": cfg.model_repo,
+        "revision": cfg.model_revision,
+        "served_model_name": cfg.served_model_name,
+        "tensor_parallel_size": cfg.tensor_parallel_size,
+        "max_model_len": cfg.max_model_len,
+        "max_num_seqs": cfg.max_num_seqs,
+        "gpu_memory_utilization": cfg.gpu_memory_utilization,
+        "dtype": cfg.dtype,
+        "download_dir": f"{MODEL_CACHE_PATH}/huggingface",
+        "api_key_env": "VLLM_API_KEY",
+    }
+    if cfg.quantization != "auto":
+        args["quantization"] = cfg.quantization
+    return args
+
+
+def serve_config(spec: WorkloadSpec) -> dict:
+    cfg = spec.cfg
+    return {
+        "applications": [
+            {
+                "name": spec.name,
+                "route_prefix": "/",
+                "import_path": SERVE_IMPORT_PATH,
+                "args": vllm_server_args(spec),
+                "deployments": [
+                    {
+                        "name": "VLLMServer",
+                        "num_replicas": 1,
+                        "max_ongoing_requests": 4 * cfg.max_num_seqs,
+                        "health_check_period_s": HEALTH_CHECK_PERIOD_S,
+                        "health_check_timeout_s": HEALTH_CHECK_TIMEOUT_S,
+                        "graceful_shutdown_timeout_s": GRACEFUL_SHUTDOWN_TIMEOUT_S,
+                        # The replica owns all of the node's GPUs; vLLM's workers run in its child process.
+                        "ray_actor_options": {"num_cpus": 4, "num_gpus": cfg.tensor_parallel_size},
+                    }
+                ],
+            }
+        ]
+    }
+
+
+def serve_config_yaml(spec: WorkloadSpec) -> str:
+    return yaml.safe_dump(serve_config(spec), sort_keys=False)

@@ -1,0 +1,82 @@
+"""What every workload builder needs: the stack config, the image, and where the GPU pool is."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from infra.config import StackConfig
+
+GPU_RESOURCE = "nvidia.com/gpu"
+# The node pool's taint and the workload's toleration are this one definition.
+GPU_TAINT = {"key": GPU_RESOURCE, "value": "present", "effect": "NoSchedule"}
+GPU_POOL_LABEL = "qwen2vl.io/gpu-pool"
+GPU_TYPE_LABEL = "qwen2vl.io/gpu-type"
+SERVE_PORT = 8000
+RAY_METRICS_PORT = 8080
+DASHBOARD_PORT = 8265
+DASHBOARD_AGENT_PORT = 52365
+MODEL_CACHE_PATH = "/models"
+
+
+@dataclass(frozen=True)
+class GpuPlacement:
+    """How GPU pods find the GPU pool: the pool's node labels; its taint is GPU_TAINT."""
+
+    node_selector: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def for_pool(cls, pool_name: str, gpu_type: str) -> "GpuPlacement":
+        return cls({GPU_POOL_LABEL: pool_name, GPU_TYPE_LABEL: gpu_type})
+
+
+@dataclass(frozen=True)
+class WorkloadSpec:
+    cfg: StackConfig
+    image: str
+    placement: GpuPlacement
+    operator_namespace: str
+
+    @property
+    def name(self) -> str:
+        return self.cfg.served_model_name
+
+    @property
+    def namespace(self) -> str:
+        return self.cfg.namespace
+
+    def labels(self, component: str) -> dict[str, str]:
+        return {
+            "app.kubernetes.io/name": "qwen2vl-serving",
+            "app.kubernetes.io/instance": self.name,
+            "app.kubernetes.io/component": component,
+            "app.kubernetes.io/part-of": "qwen2vl",
+            "app.kubernetes.io/managed-by": "qwen2vl-infra",
+        }
+
+    @property
+    def selector(self) -> dict[str, str]:
+        """Matches every pod of this workload (head, workers, smoke job)."""
+        return {"app.kubernetes.io/instance": self.name}
+
+    def metadata(self, name: str, component: str, **extra) -> dict:
+        return {"name": name, "namespace": self.namespace, "labels": self.labels(component), **extra}
+
+    @property
+    def api_key_secret(self) -> str:
+        return f"{self.name}-api-key"
+
+    @property
+    def hub_token_secret(self) -> str:
+        return f"{self.name}-hub-token"
+
+    @property
+    def model_cache_claim(self) -> str:
+        return f"{self.name}-model-cache"
+
+    @property
+    def endpoint_service(self) -> str:
+        return f"{self.name}-openai"
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://{self.endpoint_service}.{self.namespace}.svc.cluster.local:{SERVE_PORT}"
