@@ -5,19 +5,34 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from infra.config import ConfigError, StackConfig
+from infra.config import PROJECT, ConfigError, StackConfig
 from infra.preflight import PreflightRequest, Verdict, run_preflight
 from infra.preflight.catalog import CatalogError, catalog_model
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+# The preflight speaks vLLM's flags; the stack sets them through these keys.
+FLAG_TO_KEY = {
+    "--tensor-parallel-size": "tensorParallelSize",
+    "--max-model-len": "maxModelLen",
+    "--max-num-seqs": "maxNumSeqs",
+    "--gpu-memory-utilization": "gpuMemoryUtilization",
+    "--quantization": "quantization",
+    "--dtype": "dtype",
+}
+
+
 class PreflightFailed(Exception):
     def __init__(self, verdict: Verdict, stack: str) -> None:
         self.verdict = verdict
+        summary = verdict.summary()
+        keys = [f"{flag} is {PROJECT}:{key}" for flag, key in FLAG_TO_KEY.items() if flag in summary]
+        mapping = f" In stack config, {', '.join(keys)}." if keys else ""
         super().__init__(
-            f"Preflight failed for stack {stack}; no resource was created.\n{verdict.summary()}\n"
-            f"Change the stack config (pulumi config set qwen2vl:<key> <value> --stack {stack}) and run again."
+            f"Preflight failed for stack {stack}; no resource was created.\n{summary}\n"
+            f"Change the stack config (pulumi config set {PROJECT}:<key> <value> --stack {stack}) and run again."
+            + mapping
         )
 
 

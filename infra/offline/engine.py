@@ -18,6 +18,7 @@ import pulumi
 import yaml
 from google.protobuf import json_format
 from pulumi.runtime import mocks as pulumi_mocks
+from pulumi.runtime import settings
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
@@ -124,15 +125,15 @@ def project_name(repo_root: Path = REPO_ROOT) -> str:
     return yaml.safe_load((repo_root / "Pulumi.yaml").read_text())["name"]
 
 
-def stack_config(stack: str, repo_root: Path = REPO_ROOT) -> tuple[dict[str, str], list[str]]:
+def stack_config(stack: str, stack_dir: Path = REPO_ROOT) -> tuple[dict[str, str], list[str]]:
     """Pulumi.<stack>.yaml's config as the Pulumi engine hands it to a program: string values, secret keys.
 
     `secure:` values are ciphertext only the stack's secrets provider can read; offline they become
     a placeholder that is still a secret, so the program takes the same path as with the real value.
     """
-    path = repo_root / f"Pulumi.{stack}.yaml"
+    path = stack_dir / f"Pulumi.{stack}.yaml"
     if not path.exists():
-        known = sorted(p.name[len("Pulumi."):-len(".yaml")] for p in repo_root.glob("Pulumi.*.yaml"))
+        known = sorted(p.name[len("Pulumi."):-len(".yaml")] for p in stack_dir.glob("Pulumi.*.yaml"))
         raise StackFileError(f"no stack file {path.name}; stacks here: {', '.join(known)}")
     try:
         data = yaml.safe_load(path.read_text()) or {}
@@ -140,7 +141,7 @@ def stack_config(stack: str, repo_root: Path = REPO_ROOT) -> tuple[dict[str, str
         raise StackFileError(f"{path.name} is not valid YAML: {exc}") from None
     if not isinstance(data, dict) or not isinstance(data.get("config", {}), dict):
         raise StackFileError(f"{path.name} must be a mapping with a 'config' mapping")
-    project = project_name(repo_root)
+    project = project_name()
     config: dict[str, str] = {}
     secret_keys: list[str] = []
     for key, value in (data.get("config") or {}).items():
@@ -169,13 +170,22 @@ def _resolve(value: Any) -> Any:
     return value
 
 
-def run_plan(stack: str, repo_root: Path = REPO_ROOT) -> PlanResult:
-    """Run infra/ for `stack` under strict mocks and return what it registered and exported."""
-    project = project_name(repo_root)
+def run_plan(stack: str, stack_dir: Path = REPO_ROOT, secret_values: dict[str, str] | None = None) -> PlanResult:
+    """Run infra/ for `stack` (config from stack_dir/Pulumi.<stack>.yaml) under strict mocks.
+
+    `secret_values` supplies real values for secret keys ("qwen2vl:apiKey"); they stay secrets.
+    """
+    repo_root = REPO_ROOT
+    project = project_name()
     result = PlanResult(stack=stack, project=project)
-    config, secret_keys = stack_config(stack, repo_root)
+    config, secret_keys = stack_config(stack, stack_dir)
+    for key, value in (secret_values or {}).items():
+        config[key] = value
+        secret_keys.append(key)
     mocks = StrictMocks()
     monitor = RecordingMonitor(mocks)
+    # Each plan gets its own root stack resource, as each `pulumi preview` does.
+    settings.set_root_resource(None)
     pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=False, monitor=monitor)
     pulumi.runtime.set_all_config(config, secret_keys)
     if str(repo_root) not in sys.path:

@@ -238,7 +238,8 @@ class _Evaluation:
             Check(
                 "attention_heads",
                 d.heads % tp == 0,
-                f"Total number of attention heads ({d.heads}) must be divisible by tensor parallel size ({tp}).",
+                f"{d.heads} attention heads divide by TP {tp}" if d.heads % tp == 0
+                else f"Total number of attention heads ({d.heads}) must be divisible by tensor parallel size ({tp}).",
                 "" if d.heads % tp == 0 else fix,
             ),
         ]

@@ -1,0 +1,117 @@
+"""Presents a plan: a JSON document, or tables and a resource tree for people."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+from rich.tree import Tree
+
+from infra import outputs as output_names
+from infra.offline.engine import PlanResult
+
+MEMORY_ROWS = (
+    ("gpu_memory_gib", "GPU memory (GiB)"),
+    ("budget_gib", "vLLM budget: gpu_memory_utilization x memory (GiB)"),
+    ("weights_gib", "weights per GPU (GiB)"),
+    ("activation_reserve_gib", "activation reserve, estimated (GiB)"),
+    ("kv_cache_gib", "KV cache (GiB)"),
+    ("kv_bytes_per_token", "KV bytes per token per GPU"),
+    ("kv_tokens", "KV cache capacity (tokens)"),
+    ("max_model_len", "max_model_len"),
+    ("concurrent_full_sequences", "concurrent max_model_len sequences"),
+)
+
+
+def preflight_of(result: PlanResult) -> dict | None:
+    if output_names.PREFLIGHT in result.outputs:
+        return result.outputs[output_names.PREFLIGHT]
+    verdict = getattr(result.cause, "verdict", None)
+    return verdict.as_dict() if verdict is not None else None
+
+
+def plan_document(result: PlanResult) -> dict[str, Any]:
+    return {
+        "stack": result.stack,
+        "project": result.project,
+        "ok": result.ok,
+        "error": result.error,
+        "preflight": preflight_of(result),
+        "resources": [r.as_dict() for r in result.resources if r.parent is not None],
+        "outputs": result.outputs,
+    }
+
+
+def _memory_table(memory: dict) -> Table:
+    table = Table(title="Memory per GPU", show_header=False, box=None, padding=(0, 2))
+    for key, label in MEMORY_ROWS:
+        if key in memory:
+            table.add_row(label, str(memory[key]))
+    return table
+
+
+def print_preflight(console: Console, preflight: dict, max_num_seqs: int | None = None) -> None:
+    status = "[green]PASS[/green]" if preflight["ok"] else "[red]FAIL[/red]"
+    console.print(
+        f"Preflight: {status}  vLLM {preflight['vllm_version']}, {preflight['kernel']} kernel, "
+        f"TP {preflight['tensor_parallel_size']} on {preflight['gpu']}"
+    )
+    for check in preflight["checks"]:
+        if not check["ok"]:
+            colour = "yellow" if check["severity"] == "warning" else "red"
+            console.print(f"  [{colour}]{check['severity']}[/{colour}] {check['name']}: {escape(check['message'])}")
+            if check["fix"]:
+                console.print(f"    fix: {escape(check['fix'])}")
+    if preflight.get("memory"):
+        console.print(_memory_table(preflight["memory"]))
+
+
+def _tree(result: PlanResult, show_inputs: bool) -> Tree:
+    stack = next(r for r in result.resources if r.parent is None)
+    root = Tree(f"[bold]{stack.type}[/bold] {stack.name}")
+    nodes = {stack.key: root}
+    for resource in result.resources:
+        if resource.parent is None:
+            continue
+        flags = " [magenta](protected)[/magenta]" if resource.protect else ""
+        parent = nodes.get(resource.parent, root)
+        node = parent.add(f"[cyan]{resource.type}[/cyan] {escape(resource.name)}{flags}")
+        if show_inputs and resource.custom and resource.inputs:
+            node.add(escape(yaml.safe_dump(resource.inputs, sort_keys=True, width=100).rstrip()))
+        nodes[resource.key] = node
+    return root
+
+
+def print_plan(console: Console, result: PlanResult, show_inputs: bool = False) -> None:
+    console.print(f"[bold]Offline plan of stack {result.stack}[/bold] (project {result.project}; "
+                  "strict mocks, no cloud calls)")
+    preflight = preflight_of(result)
+    if preflight:
+        print_preflight(console, preflight)
+    if not result.ok:
+        # The preflight's reasons are printed above; the error's first line says what happened.
+        error = result.error.splitlines()[0] if preflight else result.error
+        console.print(f"[red]Plan failed:[/red] {escape(error)}", highlight=False)
+        return
+    cost = result.outputs.get(output_names.HOURLY_COST_USD, {})
+    if cost:
+        per_hour = cost.get("max_usd_per_hour")
+        text = "unknown" if per_hour is None else f"${per_hour:.2f}/h at {cost['max_nodes']} x {cost['instance'] or 'node'}"
+        if cost.get("ttl_usd") is not None:
+            text += f", ${cost['ttl_usd']:.2f} over the {cost['ttl_hours']} h TTL"
+        console.print(f"GPU pool cost: {text} ({escape(cost['source'])})")
+    custom = sum(1 for r in result.resources if r.custom)
+    console.print(f"Resources: {custom} custom resources in {len(result.resources) - custom - 1} components")
+    console.print(_tree(result, show_inputs))
+    table = Table(title="Stack outputs", box=None, padding=(0, 2))
+    table.add_column("output")
+    table.add_column("value")
+    for name, value in result.outputs.items():
+        if name in (output_names.PREFLIGHT, output_names.HOURLY_COST_USD):
+            continue
+        shown = value if isinstance(value, str) else yaml.safe_dump(value, default_flow_style=True).strip()
+        table.add_row(name, escape(shown))
+    console.print(table)

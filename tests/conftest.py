@@ -1,0 +1,46 @@
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+from infra.config import parse_stack_config  # noqa: E402
+from infra.offline.engine import run_plan  # noqa: E402
+
+STACKS = ("eval", "staging", "prod")
+
+
+def make_config(stack: str = "test", **raw):
+    """A StackConfig from camelCase keys with Python values, as `pulumi config set` would store them."""
+    def text(value):
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, (list, tuple)):
+            import json
+            return json.dumps(list(value))
+        return str(value)
+
+    return parse_stack_config({key: text(value) for key, value in raw.items()}, stack)
+
+
+_PLANS = {}
+
+
+@pytest.fixture(scope="session")
+def plan_of():
+    """The offline plan of a committed stack, computed once per session."""
+    def get(stack: str):
+        if stack not in _PLANS:
+            _PLANS[stack] = run_plan(stack)
+        return _PLANS[stack]
+
+    return get
+
+
+def write_stack(tmp_path: Path, stack: str, config: dict) -> Path:
+    import yaml
+
+    (tmp_path / f"Pulumi.{stack}.yaml").write_text(yaml.safe_dump({"config": config}))
+    return tmp_path

@@ -1,0 +1,55 @@
+"""infra/pins.py is the one place for versions and pins: no other file spells them out."""
+
+import re
+import subprocess
+
+import pytest
+
+from infra import pins
+from tests.conftest import REPO_ROOT
+
+# Prose may name versions; generated manifests carry them from pins (render --check keeps them in sync).
+EXEMPT_PREFIXES = ("docs/", "manifests/", "README.md")
+# The preflight's model catalog records facts about several repositories, the pinned one among them.
+EXEMPT_VALUES = {("infra/preflight/models.yaml", pins.MODEL_REPO)}
+
+PINNED = {
+    name: value
+    for name, value in vars(pins).items()
+    if name.endswith(("_VERSION", "_IMAGE", "_REVISION", "_REPO")) and len(value) >= 5
+}
+# Short versions only count where they are used as a CUDA or Python version.
+SHORT_PATTERNS = {
+    "CUDA_VERSION": re.compile(r"(cuda[-_ ]?|cu)" + re.escape(pins.CUDA_VERSION).replace(r"\.", r"\.?") + r"\b", re.I),
+    "PYTHON_VERSION": re.compile(r"python[-_ ]?" + re.escape(pins.PYTHON_VERSION) + r"\b", re.I),
+}
+
+
+def tracked_files():
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO_ROOT,
+                            capture_output=True, text=True, check=True).stdout.split()
+    for name in listed:
+        path = REPO_ROOT / name
+        if name == "infra/pins.py" or name.startswith(EXEMPT_PREFIXES) or not path.is_file():
+            continue
+        try:
+            yield name, path.read_text()
+        except UnicodeDecodeError:
+            continue
+
+
+def test_pins_are_found_by_this_test():
+    assert PINNED["VLLM_VERSION"] == pins.VLLM_VERSION and len(PINNED) >= 8
+
+
+@pytest.mark.parametrize("name", sorted(PINNED))
+def test_pin_is_not_repeated(name):
+    value = PINNED[name]
+    offenders = [f for f, text in tracked_files() if value in text and (f, value) not in EXEMPT_VALUES]
+    assert not offenders, f"{name} = {value!r} is repeated in {offenders}; import it from infra.pins"
+
+
+@pytest.mark.parametrize("name", sorted(SHORT_PATTERNS))
+def test_short_version_is_not_repeated(name):
+    offenders = [f for f, text in tracked_files() if SHORT_PATTERNS[name].search(text)]
+    assert not offenders, f"{name} is repeated in {offenders}; import it from infra.pins"

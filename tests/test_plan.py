@@ -1,0 +1,114 @@
+"""The offline plan: all stacks plan, deterministically, with secrets masked and strict mocks."""
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from infra import outputs
+from infra.offline.engine import run_plan
+from infra.offline.mocks import StrictMocks, UnmockedCall
+from infra.offline.report import plan_document
+from tests.conftest import REPO_ROOT, STACKS, write_stack
+import yaml
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_every_stack_plans(plan_of, stack):
+    result = plan_of(stack)
+    assert result.ok, result.error
+    types = {r.type for r in result.resources}
+    assert "kubernetes:ray.io/v1:RayService" in types
+    assert "qwen2vl:workload:ServingWorkload" in types
+    assert result.outputs[outputs.PREFLIGHT]["ok"] is True
+
+
+def test_plan_is_deterministic():
+    first = plan_document(run_plan("staging"))
+    second = plan_document(run_plan("staging"))
+    assert json.dumps(first, sort_keys=True) == json.dumps(second, sort_keys=True)
+
+
+def test_json_contract():
+    proc = subprocess.run([sys.executable, "scripts/plan.py", "--stack", "eval", "--json"],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert set(doc) >= {"resources", "outputs", "preflight"}
+    for resource in doc["resources"]:
+        assert {"type", "name", "parent", "inputs"} <= set(resource)
+    assert doc["outputs"][outputs.API_KEY] == "[secret]"
+    secrets = [r for r in doc["resources"] if r["type"] == "kubernetes:core/v1:Secret"]
+    assert secrets and all(r["inputs"]["stringData"] == "[secret]" for r in secrets)
+    assert doc["preflight"]["ok"] is True and doc["preflight"]["memory"]["kv_tokens"] > 0
+
+
+def test_plan_is_fast():
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "scripts/plan.py", "--stack", "prod"], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=60)
+    elapsed = time.perf_counter() - start
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert elapsed < 5, f"plan took {elapsed:.1f} s"
+
+
+def test_canary_secret_never_appears(tmp_path):
+    canary = "canary-7f3a9c1e-do-not-print"
+    ciphertext = "v1:ciphertext-canary-8d2b"
+    base = yaml.safe_load((REPO_ROOT / "Pulumi.eval.yaml").read_text())["config"]
+    stack_dir = write_stack(tmp_path, "canary", {**base, "qwen2vl:hubToken": {"secure": ciphertext}})
+    result = run_plan("canary", stack_dir, secret_values={"qwen2vl:apiKey": canary})
+    assert result.ok, result.error
+    document = json.dumps(plan_document(result))
+    assert canary not in document and ciphertext not in document
+    assert "offline-placeholder" not in document
+    # The secret did reach the program: its Secret resources exist, masked.
+    secret_names = {r.name for r in result.resources if r.type == "kubernetes:core/v1:Secret"}
+    assert secret_names == {"secret-qwen2vl-api-key", "secret-qwen2vl-hub-token"}
+
+
+def test_broken_stack_file_gives_one_paragraph(tmp_path):
+    write_stack(tmp_path, "eval", {"qwen2vl:maxNumSeqs": "many"})
+    result = run_plan("eval", tmp_path)
+    assert not result.ok
+    assert result.error.startswith("Stack config qwen2vl:maxNumSeqs = 'many' is not valid")
+    assert "Traceback" not in result.error and "\n" not in result.error
+
+
+def test_preflight_failure_stops_before_any_resource(tmp_path):
+    write_stack(tmp_path, "eval", {"qwen2vl:modelRevision": "3eb1d44f25054b16ac89a34bae70ca3049fcf1d0"})
+    result = run_plan("eval", tmp_path)
+    assert not result.ok
+    assert "min_thread_k = 128" in result.error and "29696" in result.error
+    assert [r.type for r in result.resources] == ["pulumi:pulumi:Stack"]
+    assert plan_document(result)["preflight"]["ok"] is False
+
+
+def test_strict_mocks_reject_unknown_calls():
+    mocks = StrictMocks()
+    with pytest.raises(UnmockedCall, match="aws:index/getAvailabilityZones"):
+        mocks.call(type("Args", (), {"token": "aws:index/getAvailabilityZones:getAvailabilityZones", "args": {}})())
+    with pytest.raises(UnmockedCall, match="aws:eks/cluster:Cluster"):
+        mocks.new_resource(type("Args", (), {"typ": "aws:eks/cluster:Cluster", "name": "c", "inputs": {},
+                                             "custom": True})())
+
+
+def test_prod_protects_state_and_eval_does_not(plan_of):
+    protected = {r.name for r in plan_of("prod").resources if r.protect}
+    assert "persistentvolumeclaim-qwen2vl-model-cache" in protected
+    assert not any(r.protect for r in plan_of("eval").resources)
+
+
+def test_workload_waits_for_the_operator(plan_of):
+    resources = {r.name: r for r in plan_of("eval").resources}
+    assert "kubernetes:helm.sh/v3:Release::kuberay-operator" in resources["namespace-qwen2vl"].depends_on
+    job = next(r for r in resources.values() if r.type == "kubernetes:batch/v1:Job")
+    assert "kubernetes:ray.io/v1:RayService::rayservice-qwen2vl" in job.depends_on
+
+
+def test_every_resource_has_a_component_or_is_top_level(plan_of):
+    for r in plan_of("staging").resources:
+        if r.type.startswith("kubernetes:"):
+            assert r.parent and r.parent.startswith("qwen2vl:"), r.name
