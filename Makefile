@@ -1,4 +1,4 @@
-# Two commands on a fresh machine with Python 3.11: `make plan` and `make test`.
+# Two commands on a fresh machine that has only Python, pip and gcc: `make plan` and `make test`.
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python

@@ -178,7 +178,7 @@ KEYS: tuple[Key, ...] = (
     Key("dtype", "Activation dtype (vLLM --dtype).",
         _one_of("auto", "float16", "bfloat16"), "auto", "auto", "one of auto, float16, bfloat16"),
     Key("vllmVersion", "vLLM release in the image and the one the preflight judges.",
-        _matching(VERSION), pins.VLLM_VERSION, pins.VLLM_VERSION, "a release such as 0.6.3.post1"),
+        _matching(VERSION), pins.VLLM_VERSION, pins.VLLM_VERSION, f"a release such as {pins.VLLM_VERSION}"),
     Key("servedModelName", "Model name clients send (vLLM --served-model-name).",
         _matching(DNS_LABEL), pins.SERVED_MODEL_NAME, pins.SERVED_MODEL_NAME, "a DNS label (a-z, 0-9, '-')"),
     # How it is exposed

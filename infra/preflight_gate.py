@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from infra import pins
 from infra.config import PROJECT, ConfigError, StackConfig
 from infra.preflight import PreflightRequest, Verdict, run_preflight
 from infra.preflight.catalog import CatalogError, catalog_model
@@ -49,7 +50,7 @@ def _model_config(cfg: StackConfig) -> dict:
     except CatalogError:
         raise ConfigError("modelRepo", cfg.model_repo,
                           "not in the preflight catalog; also set modelConfigFile to the model's config.json",
-                          cfg.stack, "Qwen/Qwen2-VL-72B-Instruct-AWQ") from None
+                          cfg.stack, pins.MODEL_REPO) from None
 
 
 def preflight_request(cfg: StackConfig) -> PreflightRequest:

@@ -2,7 +2,7 @@
 """Will vLLM load and serve this model at this TP on this GPU? Answered before any GPU is billed.
 
     python scripts/preflight.py --model-config config.json --quantization awq_marlin --tp 4 --gpu A100-80GB
-    python scripts/preflight.py --model Qwen/Qwen2-VL-72B-Instruct-AWQ@3eb1d44f --tp 4 --gpu A100-80GB --json
+    python scripts/preflight.py --model Qwen/Qwen2-VL-7B-Instruct-AWQ --tp 8 --gpu L4 --json
 
 Exit 0: vLLM would load and serve. 1: it would not (reasons and fixes printed). 2: bad arguments.
 """

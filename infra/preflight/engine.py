@@ -102,7 +102,7 @@ def _version(text: str) -> Version:
     try:
         return Version(text)
     except InvalidVersion as exc:
-        raise PreflightInputError(f"vLLM version {text!r} is not a version number (for example 0.6.3.post1)") from exc
+        raise PreflightInputError(f"vLLM version {text!r} is not a version number (for example {pins.VLLM_VERSION})") from exc
 
 
 def _validate(request: PreflightRequest) -> None:

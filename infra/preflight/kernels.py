@@ -1,7 +1,7 @@
 """vLLM's quantized linear kernels and their per-partition shape rules.
 
 Rules and messages are vLLM's own (layers/quantization/utils/marlin_utils.py, awq.py, gptq.py and
-distributed/utils.py in 0.6.3.post1); how a failing layer is handled depends on the vLLM version:
+distributed/utils.py in the pinned release, infra.pins.VLLM_VERSION); how a failing layer is handled depends on the vLLM version:
   < 0.7.3            the Marlin shape check raises and the model does not load;
   0.7.3 .. < 0.24.0  an AWQ layer Marlin cannot take falls back to the plain AWQ kernel;
   >= 0.24.0          Marlin zero-pads a shape that misses its thread tile; only a quantization group
