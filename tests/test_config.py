@@ -105,3 +105,14 @@ def test_invalid_stack_file_registers_no_resource(tmp_path_factory, data, key):
     assert not result.ok
     assert f"qwen2vl:{key}" in result.error
     assert [r.type for r in result.resources] == ["pulumi:pulumi:Stack"]
+
+
+def test_config_docs_are_current():
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT
+
+    proc = subprocess.run([sys.executable, "scripts/config_docs.py", "--check"], cwd=REPO_ROOT,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout

@@ -267,7 +267,12 @@ class _Evaluation:
 
     def _vision_quantized(self) -> bool:
         q = self.dims.quantization
-        return q.method == "awq" and self.version >= VISION_QUANTIZED_SINCE and "visual" not in q.unquantized_modules
+        return (
+            self.dims.vision is not None
+            and q.method == "awq"
+            and self.version >= VISION_QUANTIZED_SINCE
+            and "visual" not in q.unquantized_modules
+        )
 
     def layer_outcomes(self) -> list[tuple[str, Any]]:
         layers = [("text", layer) for layer in text_layers(self.dims, self.tp)]
@@ -423,10 +428,13 @@ class _Evaluation:
     def smallest_padded_intermediate(self, tp_sizes: Iterable[int]) -> int | None:
         """The smallest intermediate_size >= today's whose MLP layers load at every TP in `tp_sizes`."""
         sizes = list(tp_sizes)
-        # Every candidate must split evenly at each TP size, so only multiples of their lcm can work.
+        group = max(self.dims.quantization.group_size, 1)
+        # Every candidate must split evenly at each TP size, so only multiples of their lcm can work;
+        # a multiple of tp x lcm(128, 64, group) at every tp meets every kernel's rule, so the search ends.
         step = math.lcm(*sizes)
+        bound = math.lcm(*(tp * math.lcm(128, 64, group) for tp in sizes))
         start = -(-self.dims.intermediate // step) * step
-        for candidate in range(start, 2 * self.dims.intermediate + 1, step):
+        for candidate in range(start, -(-self.dims.intermediate // bound) * bound + 1, step):
             dims = self.dims.with_intermediate(candidate)
             if all(
                 evaluate_layer(layer, self.kernel, dims.quantization, self.version).ok
