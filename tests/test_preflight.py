@@ -182,7 +182,7 @@ def _group64_config():
 
 @pytest.mark.parametrize(
     "version, loads, kernel_note",
-    [("0.6.3.post1", False, None), ("0.7.2", False, None), ("0.7.3", True, "falls back"), ("0.24.0", True, "zero-pads")],
+    [(pins.VLLM_VERSION, False, None), ("0.7.2", False, None), ("0.7.3", True, "falls back"), ("0.24.0", True, "zero-pads")],
 )
 def test_vllm_version_behaviour_for_a_group64_checkpoint(version, loads, kernel_note):
     # K per rank = 6912 / 4 = 1728: not a multiple of Marlin's 128, but of the group size 64.
@@ -317,6 +317,6 @@ def test_awq_vision_tower_without_modules_to_not_convert_fails_from_0_6_4():
     config = catalog_model(M72).config_at(None)
     config["quantization_config"] = {**config["quantization_config"], "modules_to_not_convert": None}
     pinned = run_preflight(PreflightRequest(config, 4, "A100-80GB", max_model_len=8192, max_num_seqs=16))
-    assert pinned.ok  # 0.6.3.post1 builds the vision tower unquantized
+    assert pinned.ok  # the pinned vLLM builds the vision tower unquantized
     newer = run_preflight(PreflightRequest(config, 4, "A100-80GB", vllm_version="0.6.4", max_model_len=8192))
     assert "vision_tower_quantization" in failed(newer)
