@@ -7,23 +7,21 @@ GPU nodes must carry the pool labels and taint that the cloud targets set (see d
 
 from __future__ import annotations
 
-import pulumi
 import pulumi_kubernetes as k8s
 
 from infra.clusters import ClusterHandle
+from infra.clusters.pool import gpu_pool_spec
 from infra.config import StackConfig
-from infra.workload.spec import GpuPlacement
-
-POOL_NAME = "gpu"
 
 
 def create(cfg: StackConfig) -> ClusterHandle:
     provider = k8s.Provider("existing-cluster", context=cfg.kube_context)
+    pool = gpu_pool_spec(cfg)
     return ClusterHandle(
         name=cfg.kube_context or "current-context",
         provider=provider,
-        placement=GpuPlacement.for_pool(POOL_NAME, cfg.gpu_type),
-        gpu_pool_name=POOL_NAME,
+        placement=pool.placement,
+        gpu_pool_name=pool.name,
         kubeconfig=None,
         provides_device_plugin=False,
         gpu_pool_ready=[provider],

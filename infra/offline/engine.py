@@ -22,6 +22,7 @@ from pulumi.runtime import settings
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
+from infra.config import StackConfig, parse_stack_config
 from infra.offline.mocks import StrictMocks
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -156,6 +157,14 @@ def stack_config(stack: str, stack_dir: Path = REPO_ROOT) -> tuple[dict[str, str
         else:
             config[full_key] = json.dumps(value)
     return config, secret_keys
+
+
+def read_stack_config(stack: str, stack_dir: Path = REPO_ROOT) -> StackConfig:
+    """The validated StackConfig of a stack file, without running the program (secrets left out)."""
+    config, secret_keys = stack_config(stack, stack_dir)
+    prefix = f"{project_name()}:"
+    raw = {k[len(prefix):]: v for k, v in config.items() if k.startswith(prefix) and k not in secret_keys}
+    return parse_stack_config(raw, stack)
 
 
 def _resolve(value: Any) -> Any:

@@ -8,8 +8,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from infra import pins
-
-OPERATOR_NAMESPACE = "kuberay-system"
+from infra.platform.names import KUBERAY_OPERATOR_NAMESPACE as OPERATOR_NAMESPACE
 
 
 class KubeRayOperator(pulumi.ComponentResource):

@@ -1,0 +1,211 @@
+"""Workload builders: schema-valid objects, coupled values that agree, manifests equal to the plan."""
+
+import copy
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from infra.clusters.pool import gpu_pool_spec
+from infra.offline.engine import read_stack_config
+from infra.workload.manifests import render_manifests, workload_spec
+from infra.workload.objects import workload_objects
+from infra.workload.spec import GPU_RESOURCE
+from tests.conftest import REPO_ROOT, STACKS, make_config
+
+CRD = Path(__file__).parent / "schemas" / "ray.io_rayservices-v1.4.2.yaml"
+NON_CORE = {"RayService", "ServiceMonitor", "PodMonitor"}
+
+
+def rayservice_schema():
+    crd = yaml.safe_load(CRD.read_text())
+    version = next(v for v in crd["spec"]["versions"] if v["name"] == "v1")
+    return version["schema"]["openAPIV3Schema"]
+
+
+def full_config(**extra):
+    return make_config(allowedCidrs=["10.0.0.0/8"], allowedNamespaces=["apps"], ingressHost="llm.example.com",
+                       prometheusOperator=True, storageClass="gp3", **extra)
+
+
+def objects_of(cfg):
+    return workload_objects(workload_spec(cfg))
+
+
+def by_kind(objects):
+    return {obj["kind"]: obj for obj in objects}
+
+
+def worker_group(objects):
+    return by_kind(objects)["RayService"]["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]
+
+
+@pytest.mark.parametrize("cfg", [full_config(), *(read_stack_config(s) for s in STACKS)],
+                         ids=["all-options", *STACKS])
+def test_core_objects_validate_against_kubernetes_schemas(cfg):
+    for obj in objects_of(cfg):
+        if obj["kind"] in NON_CORE:
+            continue
+        kubernetes_validate.validate(obj, f"{cfg.kubernetes_version}.0", strict=True)
+
+
+@pytest.mark.parametrize("cfg", [full_config(), *(read_stack_config(s) for s in STACKS)],
+                         ids=["all-options", *STACKS])
+def test_rayservice_validates_against_the_kuberay_crd(cfg):
+    jsonschema.validate(by_kind(objects_of(cfg))["RayService"], rayservice_schema())
+
+
+def test_the_crd_check_can_fail():
+    broken = copy.deepcopy(by_kind(objects_of(full_config()))["RayService"])
+    broken["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["replicas"] = "one"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, rayservice_schema())
+    broken_pvc = copy.deepcopy(by_kind(objects_of(full_config()))["PersistentVolumeClaim"])
+    broken_pvc["spec"]["accessMode"] = ["ReadWriteOnce"]
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken_pvc, "1.31.0", strict=True)
+
+
+@pytest.mark.parametrize("tp, gpu", [(4, "A100-80GB"), (2, "A100-80GB"), (8, "H100-80GB")])
+def test_gpu_count_is_one_value_everywhere(tp, gpu):
+    cfg = make_config(tensorParallelSize=tp, gpuType=gpu)
+    objects = objects_of(cfg)
+    worker = worker_group(objects)
+    container = worker["template"]["spec"]["containers"][0]
+    assert container["resources"]["limits"][GPU_RESOURCE] == str(tp)
+    assert container["resources"]["requests"][GPU_RESOURCE] == str(tp)
+    assert worker["rayStartParams"]["num-gpus"] == str(tp)
+    serve = yaml.safe_load(by_kind(objects)["RayService"]["spec"]["serveConfigV2"])
+    deployment = serve["applications"][0]["deployments"][0]
+    assert deployment["ray_actor_options"]["num_gpus"] == tp
+    assert serve["applications"][0]["args"]["tensor_parallel_size"] == tp
+
+
+def test_pool_taint_and_labels_match_the_workload():
+    cfg = make_config(gpuType="L4")
+    pool = gpu_pool_spec(cfg)
+    pod = worker_group(objects_of(cfg))["template"]["spec"]
+    assert pod["nodeSelector"] == pool.labels
+    toleration = pod["tolerations"][0]
+    assert (toleration["key"], toleration["effect"]) == (pool.taint["key"], pool.taint["effect"])
+    assert toleration["operator"] == "Exists"
+
+
+def test_selectors_match_the_pods_they_select():
+    objects = by_kind(objects_of(full_config()))
+    worker_labels = worker_group(objects.values())["template"]["metadata"]["labels"]
+    service_selector = objects["Service"]["spec"]["selector"]
+    assert {k: v for k, v in service_selector.items() if k != "ray.io/serve"}.items() <= worker_labels.items()
+    policy = objects["NetworkPolicy"]["spec"]["podSelector"]["matchLabels"]
+    assert policy.items() <= worker_labels.items()
+    head_labels = objects["RayService"]["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["metadata"]["labels"]
+    assert policy.items() <= head_labels.items()
+    monitor = objects["ServiceMonitor"]["spec"]["selector"]["matchLabels"]
+    assert monitor.items() <= objects["Service"]["metadata"]["labels"].items()
+
+
+def test_worker_mounts_shm_and_the_model_cache():
+    objects = by_kind(objects_of(make_config()))
+    pod = worker_group(objects.values())["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["dshm"]["emptyDir"]["medium"] == "Memory"
+    assert volumes["model-cache"]["persistentVolumeClaim"]["claimName"] == objects["PersistentVolumeClaim"]["metadata"]["name"]
+    mounts = {m["name"]: m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
+    assert mounts["dshm"] == "/dev/shm"
+    env = {e["name"]: e for e in pod["containers"][0]["env"]}
+    assert env["VLLM_WORKER_MULTIPROC_METHOD"]["value"] == "spawn"
+    assert env["VLLM_API_KEY"]["valueFrom"]["secretKeyRef"]["name"] == workload_spec(make_config()).api_key_secret
+
+
+def test_serve_config_carries_the_serving_settings():
+    cfg = make_config(maxModelLen=4096, gpuMemoryUtilization=0.85, maxNumSeqs=16)
+    serve = yaml.safe_load(by_kind(objects_of(cfg))["RayService"]["spec"]["serveConfigV2"])
+    args = serve["applications"][0]["args"]
+    assert args["served_model_name"] == "qwen2vl"
+    assert (args["max_model_len"], args["gpu_memory_utilization"], args["max_num_seqs"]) == (4096, 0.85, 16)
+    assert args["revision"] == cfg.model_revision
+
+
+def test_slow_model_load_does_not_restart_the_cluster():
+    spec = by_kind(objects_of(make_config()))["RayService"]["spec"]
+    assert spec["deploymentUnhealthySecondThreshold"] >= 1800
+    assert spec["serviceUnhealthySecondThreshold"] >= 1800
+
+
+def test_network_policy_admits_only_configured_clients():
+    policy = by_kind(objects_of(full_config()))["NetworkPolicy"]["spec"]
+    sources = [src for rule in policy["ingress"] for src in rule["from"]]
+    cidrs = [s["ipBlock"]["cidr"] for s in sources if "ipBlock" in s]
+    assert cidrs == ["10.0.0.0/8"]
+    namespaces = [s["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+                  for s in sources if "namespaceSelector" in s]
+    assert sorted(namespaces) == ["apps", "kuberay-system"]
+    closed = by_kind(objects_of(make_config()))["NetworkPolicy"]["spec"]
+    assert len(closed["ingress"]) == 2  # same namespace and the operator only
+
+
+def test_smoke_job_name_changes_only_with_serving_inputs():
+    def job_name(cfg):
+        return by_kind(objects_of(cfg))["Job"]["metadata"]["name"]
+
+    base = job_name(make_config())
+    assert job_name(make_config(allowedCidrs=["10.0.0.0/8"])) == base
+    assert job_name(make_config(maxModelLen=4096)) != base
+    assert job_name(make_config(image="registry.example.com/qwen2vl-vllm:other")) != base
+
+
+def _normalise(value):
+    """Protobuf hands numbers back as floats; compare 3600 and 3600.0 as equal."""
+    return json.loads(json.dumps(value), parse_float=lambda x: int(float(x)) if float(x).is_integer() else float(x))
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_manifests_are_exactly_what_pulumi_registers(plan_of, stack):
+    registered = {(r.type.split(":")[-1], r.inputs["metadata"]["name"]): r.inputs
+                  for r in plan_of(stack).resources if r.type.startswith("kubernetes:") and r.custom
+                  and "metadata" in r.inputs}
+    rendered = [yaml.safe_load(text) for name, text in render_manifests(read_stack_config(stack)).items()
+                if name != "kustomization.yaml"]
+    assert rendered
+    for obj in rendered:
+        inputs = registered[(obj["kind"], obj["metadata"]["name"])]
+        assert _normalise({k: v for k, v in inputs.items()}) == _normalise(obj)
+
+
+def test_committed_manifests_are_current():
+    proc = subprocess.run([sys.executable, "scripts/render.py", "--check"], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_render_check_names_a_stale_file(tmp_path, monkeypatch):
+    import scripts.render as render
+
+    monkeypatch.setattr(render, "MANIFESTS", tmp_path)
+    assert render.main(["--stack", "eval"]) == 0
+    victim = next(tmp_path.glob("eval/*rayservice*.yaml"))
+    victim.write_text(victim.read_text().replace("spawn", "fork"))
+    assert render.main(["--stack", "eval", "--check"]) == 1
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_kubectl_kustomize_builds_each_stack(stack):
+    kubectl = shutil.which("kubectl") or str(Path(sys.executable).parent / "kubectl")
+    proc = subprocess.run([kubectl, "kustomize", f"manifests/{stack}"], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    kinds = [doc["kind"] for doc in yaml.safe_load_all(proc.stdout)]
+    assert "RayService" in kinds and "NetworkPolicy" in kinds
+
+
+def test_no_secret_material_in_manifests():
+    for path in (REPO_ROOT / "manifests").rglob("*.yaml"):
+        for doc in yaml.safe_load_all(path.read_text()):
+            assert doc["kind"] != "Secret", path
+            assert "stringData" not in doc and "data" not in doc, path
