@@ -12,6 +12,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from infra import pins
 from infra.clusters.pool import gpu_pool_spec
 from infra.offline.engine import read_stack_config
 from infra.workload.manifests import render_manifests, workload_spec
@@ -19,7 +20,8 @@ from infra.workload.objects import workload_objects
 from infra.workload.spec import GPU_RESOURCE
 from tests.conftest import REPO_ROOT, STACKS, make_config
 
-CRD = Path(__file__).parent / "schemas" / "ray.io_rayservices-v1.4.2.yaml"
+# The CRD of the pinned operator: a new pin needs its CRD copied here from shared/kuberay-crds.
+CRD = Path(__file__).parent / "schemas" / f"ray.io_rayservices-v{pins.KUBERAY_OPERATOR_CHART_VERSION}.yaml"
 NON_CORE = {"RayService", "ServiceMonitor", "PodMonitor"}
 
 
