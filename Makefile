@@ -2,6 +2,9 @@
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
+# checkov has its own virtualenv: its pinned dependencies would fight the Pulumi SDK's.
+TOOLS := .venv-tools
+CHECKOV_VERSION := 3.3.30
 STACK ?= eval
 
 .PHONY: plan test test-fast install clean
@@ -12,7 +15,12 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[aws,gcp,test]'
 	touch $@
 
-install: $(VENV)/.installed
+$(TOOLS)/.installed:
+	test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS) || python3 -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install --quiet 'checkov==$(CHECKOV_VERSION)'
+	touch $@
+
+install: $(VENV)/.installed $(TOOLS)/.installed
 
 plan: install
 	$(PY) scripts/plan.py --stack $(STACK)
@@ -24,4 +32,4 @@ test-fast: install
 	$(PY) -m pytest -m "not server"
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) $(TOOLS) .pytest_cache .hypothesis

@@ -122,7 +122,11 @@ def test_worker_mounts_shm_and_the_model_cache():
     assert mounts["dshm"] == "/dev/shm"
     env = {e["name"]: e for e in pod["containers"][0]["env"]}
     assert env["VLLM_WORKER_MULTIPROC_METHOD"]["value"] == "spawn"
-    assert env["VLLM_API_KEY"]["valueFrom"]["secretKeyRef"]["name"] == workload_spec(make_config()).api_key_secret
+    sources = volumes["credentials"]["projected"]["sources"]
+    assert sources[0]["secret"]["name"] == workload_spec(make_config()).api_key_secret
+    serve = yaml.safe_load(objects["RayService"]["spec"]["serveConfigV2"])
+    key_file = serve["applications"][0]["args"]["api_key_file"]
+    assert key_file == f"{mounts['credentials']}/{sources[0]['secret']['items'][0]['path']}"
 
 
 def test_serve_config_carries_the_serving_settings():

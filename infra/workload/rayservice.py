@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from infra import pins
 from infra.workload.pods import (
-    api_key_env,
+    HUB_TOKEN_FILE,
     container_security_context,
+    credentials_volume,
+    image_pull_policy,
     pod_security_context,
     scratch_volume,
-    secret_env,
 )
 from infra.workload.serve_config import serve_config_yaml
 from infra.workload.spec import (
@@ -79,7 +80,7 @@ def _head_group(spec: WorkloadSpec) -> dict:
                     {
                         "name": "ray-head",
                         "image": spec.image,
-                        "imagePullPolicy": "IfNotPresent",
+                        "imagePullPolicy": image_pull_policy(spec.image),
                         "ports": _ports()
                         + [
                             {"name": "gcs", "containerPort": 6379},
@@ -87,7 +88,6 @@ def _head_group(spec: WorkloadSpec) -> dict:
                             {"name": "client", "containerPort": 10001},
                         ],
                         "resources": {"requests": dict(HEAD_RESOURCES), "limits": dict(HEAD_RESOURCES)},
-                        "env": [api_key_env(spec)],
                         "securityContext": container_security_context(),
                         "livenessProbe": _raylet_probe(failure_threshold=30, initial_delay=30),
                         "readinessProbe": _raylet_probe(failure_threshold=6, initial_delay=10),
@@ -105,6 +105,7 @@ def _worker_group(spec: WorkloadSpec) -> dict:
     gpus = str(cfg.tensor_parallel_size)
     resources = {"cpu": WORKER_CPU, "memory": WORKER_MEMORY, GPU_RESOURCE: gpus}
     tmp_volume, tmp_mount = scratch_volume()
+    credentials, credentials_mount = credentials_volume(spec, hub_token=True)
     return {
         "groupName": "gpu",
         "replicas": 1,
@@ -122,15 +123,14 @@ def _worker_group(spec: WorkloadSpec) -> dict:
                     {
                         "name": "ray-worker",
                         "image": spec.image,
-                        "imagePullPolicy": "IfNotPresent",
+                        "imagePullPolicy": image_pull_policy(spec.image),
                         "ports": _ports(),
                         "resources": {"requests": dict(resources), "limits": dict(resources)},
                         "env": [
                             # vLLM's TP workers must not fork a process that already initialised CUDA.
                             {"name": "VLLM_WORKER_MULTIPROC_METHOD", "value": "spawn"},
                             {"name": "HF_HOME", "value": f"{MODEL_CACHE_PATH}/huggingface"},
-                            api_key_env(spec),
-                            secret_env("HF_TOKEN", spec.hub_token_secret, "token", optional=True),
+                            {"name": "HF_TOKEN_PATH", "value": HUB_TOKEN_FILE},
                         ],
                         "securityContext": container_security_context(),
                         # The raylet answers within seconds of start; the model may load for an hour,
@@ -139,6 +139,7 @@ def _worker_group(spec: WorkloadSpec) -> dict:
                         "readinessProbe": _raylet_probe(failure_threshold=6, initial_delay=10),
                         "volumeMounts": [
                             tmp_mount,
+                            credentials_mount,
                             {"name": "dshm", "mountPath": "/dev/shm"},
                             {"name": "model-cache", "mountPath": MODEL_CACHE_PATH},
                         ],
@@ -146,6 +147,7 @@ def _worker_group(spec: WorkloadSpec) -> dict:
                 ],
                 "volumes": [
                     tmp_volume,
+                    credentials,
                     {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": SHM_SIZE}},
                     {"name": "model-cache", "persistentVolumeClaim": {"claimName": spec.model_cache_claim}},
                 ],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import yaml
 
+from infra.workload.pods import API_KEY_FILE
 from infra.workload.spec import MODEL_CACHE_PATH, WorkloadSpec
 
 SERVE_IMPORT_PATH = "qwen2vl_serve.app:build_app"
@@ -27,7 +28,7 @@ def vllm_server_args(spec: WorkloadSpec) -> dict:
         "gpu_memory_utilization": cfg.gpu_memory_utilization,
         "dtype": cfg.dtype,
         "download_dir": f"{MODEL_CACHE_PATH}/huggingface",
-        "api_key_env": "VLLM_API_KEY",
+        "api_key_file": API_KEY_FILE,
     }
     if cfg.quantization != "auto":
         args["quantization"] = cfg.quantization

@@ -5,7 +5,15 @@ from __future__ import annotations
 import hashlib
 import json
 
-from infra.workload.pods import api_key_env, container_security_context, pod_security_context, scratch_volume
+from infra.workload.pods import (
+    API_KEY_FILE,
+    checkov_annotations,
+    container_security_context,
+    credentials_volume,
+    image_pull_policy,
+    pod_security_context,
+    scratch_volume,
+)
 from infra.workload.serve_config import vllm_server_args
 from infra.workload.spec import WorkloadSpec
 
@@ -27,11 +35,12 @@ def smoke_job_name(spec: WorkloadSpec) -> str:
 def smoke_job(spec: WorkloadSpec) -> dict:
     cfg = spec.cfg
     tmp_volume, tmp_mount = scratch_volume()
+    credentials, credentials_mount = credentials_volume(spec, hub_token=False)
     resources = {"cpu": "500m", "memory": "512Mi"}
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": spec.metadata(smoke_job_name(spec), "smoke-test"),
+        "metadata": spec.metadata(smoke_job_name(spec), "smoke-test", annotations=checkov_annotations(spec.image)),
         "spec": {
             "backoffLimit": 1,
             "activeDeadlineSeconds": ACTIVE_DEADLINE_SECONDS,
@@ -45,23 +54,22 @@ def smoke_job(spec: WorkloadSpec) -> dict:
                         {
                             "name": "smoke",
                             "image": spec.image,
-                            "imagePullPolicy": "IfNotPresent",
+                            "imagePullPolicy": image_pull_policy(spec.image),
                             "command": [
                                 "python", "-m", "qwen2vl_serve.smoke",
                                 "--base-url", spec.endpoint_url,
                                 "--model", cfg.served_model_name,
-                                "--api-key-env", "API_KEY",
+                                "--api-key-file", API_KEY_FILE,
                                 "--concurrency", str(cfg.max_num_seqs),
                                 "--wait-ready", str(WAIT_FOR_READY_SECONDS),
                                 "--report", "/tmp/smoke-report.json",
                             ],
-                            "env": [api_key_env(spec, "API_KEY")],
                             "resources": {"requests": dict(resources), "limits": dict(resources)},
                             "securityContext": container_security_context(),
-                            "volumeMounts": [tmp_mount],
+                            "volumeMounts": [tmp_mount, credentials_mount],
                         }
                     ],
-                    "volumes": [tmp_volume],
+                    "volumes": [tmp_volume, credentials],
                 },
             },
         },
