@@ -135,6 +135,11 @@ KEYS: tuple[Key, ...] = (
     Key("zones", "Zones for the GPU node pool, as a JSON list; empty = let the cloud choose.",
         _string_list(_matching(re.compile(r"^[a-z]{2,}(-[a-z0-9]+){2,4}$"))), (), '\'["us-east-1a"]\'',
         "a JSON list of zone names"),
+    Key("gcpProject", "Google Cloud project of the GKE cluster (required for gcp).",
+        _matching(re.compile(r"^[a-z][-a-z0-9]{4,28}[a-z0-9]$")), None, "my-gpu-project", "a GCP project id"),
+    Key("subnetIds", "Existing subnets for EKS, as a JSON list; empty = the stack makes a VPC.",
+        _string_list(_matching(re.compile(r"^subnet-[0-9a-f]{8,17}$"))), (), '\'["subnet-0abc1234"]\'',
+        "a JSON list of subnet ids (subnet-...)"),
     Key("kubeContext", "kubeconfig context of the existing cluster (cloud=existing); empty = current context.",
         _matching(re.compile(r"^[A-Za-z0-9_.@:/-]{1,253}$")), None, "kind-qwen2vl", "a kubeconfig context name"),
     Key("kubernetesVersion", "Kubernetes minor version of the cluster; also the schema version manifests are checked against.",
@@ -215,6 +220,8 @@ class StackConfig:
     cloud: str
     region: str | None
     zones: tuple[str, ...]
+    gcp_project: str | None
+    subnet_ids: tuple[str, ...]
     kube_context: str | None
     kubernetes_version: str
     gpu_type: str
@@ -264,6 +271,8 @@ def _cross_check(values: dict[str, Any], stack: str) -> None:
     if values["cloud"] in ("aws", "gcp") and values["region"] is None:
         raise ConfigError("region", None, f"cloud {values['cloud']} needs a region", stack,
                           "us-east-1" if values["cloud"] == "aws" else "us-central1")
+    if values["cloud"] == "gcp" and values["gcp_project"] is None:
+        raise ConfigError("gcpProject", None, "cloud gcp needs the project of the cluster", stack, "my-gpu-project")
     if values["gpu_nodes_min"] > values["gpu_nodes_max"]:
         raise ConfigError("gpuNodesMin", values["gpu_nodes_min"],
                           f"must not exceed gpuNodesMax ({values['gpu_nodes_max']})", stack,

@@ -9,7 +9,7 @@ sys.path.insert(0, str(REPO_ROOT))
 from infra.config import parse_stack_config  # noqa: E402
 from infra.offline.engine import run_plan  # noqa: E402
 
-STACKS = ("eval", "staging", "prod")
+STACKS = ("eval", "staging", "prod", "local")
 
 
 def make_config(stack: str = "test", **raw):

@@ -20,7 +20,7 @@ def test_any_value_either_parses_or_names_its_key(key, value):
     try:
         parse_stack_config({key: value}, "test")
     except ConfigError as error:
-        assert error.key in (key, "region", "gpuNodesMin", "maxModelLen", "gpuType")
+        assert error.key in (key, "region", "gcpProject", "gpuNodesMin", "maxModelLen", "gpuType")
         assert f"qwen2vl:{error.key}" in str(error)
         assert "pulumi config set" in str(error)
 

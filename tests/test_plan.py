@@ -88,10 +88,10 @@ def test_preflight_failure_stops_before_any_resource(tmp_path):
 
 def test_strict_mocks_reject_unknown_calls():
     mocks = StrictMocks()
-    with pytest.raises(UnmockedCall, match="aws:index/getAvailabilityZones"):
-        mocks.call(type("Args", (), {"token": "aws:index/getAvailabilityZones:getAvailabilityZones", "args": {}})())
-    with pytest.raises(UnmockedCall, match="aws:eks/cluster:Cluster"):
-        mocks.new_resource(type("Args", (), {"typ": "aws:eks/cluster:Cluster", "name": "c", "inputs": {},
+    with pytest.raises(UnmockedCall, match="aws:ec2/getAmi:getAmi"):
+        mocks.call(type("Args", (), {"token": "aws:ec2/getAmi:getAmi", "args": {}, "provider": ""})())
+    with pytest.raises(UnmockedCall, match="aws:rds/instance:Instance"):
+        mocks.new_resource(type("Args", (), {"typ": "aws:rds/instance:Instance", "name": "c", "inputs": {},
                                              "custom": True})())
 
 

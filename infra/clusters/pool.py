@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from infra.config import StackConfig
@@ -29,6 +30,11 @@ class GpuPoolSpec:
     @property
     def placement(self) -> GpuPlacement:
         return GpuPlacement(dict(self.labels))
+
+    def cloud_taint(self) -> dict[str, str]:
+        """The taint in the EKS and GKE APIs' spelling (NO_SCHEDULE for Kubernetes' NoSchedule)."""
+        effect = re.sub(r"(?<!^)(?=[A-Z])", "_", self.taint["effect"]).upper()
+        return {"key": self.taint["key"], "value": self.taint["value"], "effect": effect}
 
 
 def node_shape(cfg: StackConfig) -> InstanceShape | None:

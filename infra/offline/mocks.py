@@ -32,6 +32,28 @@ def _helm_release(name: str, inputs: dict) -> dict:
     return {"status": {"status": "deployed", "version": inputs.get("version"), "namespace": inputs.get("namespace")}}
 
 
+def _named(name: str, inputs: dict, key: str = "name") -> dict:
+    """Providers name a resource after its logical name plus a random suffix when none is given."""
+    return {key: inputs.get(key) or f"{name}-{_fake_id('name', name)[:7]}"}
+
+
+def _eks_cluster(name: str, inputs: dict) -> dict:
+    return {
+        **_named(name, inputs),
+        "arn": f"arn:aws:eks:offline:000000000000:cluster/{name}",
+        "endpoint": f"https://{_fake_id('eks', name)}.gr7.offline.eks.amazonaws.com",
+        "certificateAuthority": {"data": "T0ZGTElORS1DQQ=="},
+    }
+
+
+def _gke_cluster(name: str, inputs: dict) -> dict:
+    return {**_named(name, inputs), "endpoint": "203.0.113.10", "masterAuth": {"clusterCaCertificate": "T0ZGTElORS1DQQ=="}}
+
+
+def _iam_role(name: str, inputs: dict) -> dict:
+    return {**_named(name, inputs), "arn": f"arn:aws:iam::000000000000:role/{name}"}
+
+
 KUBERNETES_TYPES = (
     "pulumi:providers:kubernetes",
     "kubernetes:core/v1:Namespace",
@@ -51,23 +73,41 @@ RESOURCE_OUTPUTS: dict[str, Outputs] = {
     "kubernetes:helm.sh/v3:Release": _helm_release,
     "pulumi:providers:random": _same,
     "random:index/randomPassword:RandomPassword": _random_password,
+    "pulumi:providers:aws": _same,
+    "aws:ec2/vpc:Vpc": _same,
+    "aws:ec2/internetGateway:InternetGateway": _same,
+    "aws:ec2/routeTable:RouteTable": _same,
+    "aws:ec2/routeTableAssociation:RouteTableAssociation": _same,
+    "aws:ec2/subnet:Subnet": _same,
+    "aws:iam/role:Role": _iam_role,
+    "aws:iam/rolePolicyAttachment:RolePolicyAttachment": _same,
+    "aws:eks/cluster:Cluster": _eks_cluster,
+    "aws:eks/nodeGroup:NodeGroup": lambda name, inputs: _named(name, inputs, "nodeGroupName"),
+    "pulumi:providers:gcp": _same,
+    "gcp:container/cluster:Cluster": _gke_cluster,
+    "gcp:container/nodePool:NodePool": _named,
 }
 
 COMPONENT_PREFIX = "qwen2vl:"
 
-INVOKE_RESULTS: dict[str, Callable[[dict], dict]] = {}
+def _availability_zones(args: dict, region: str) -> dict:
+    return {"names": [f"{region}{suffix}" for suffix in "abc"], "zoneIds": [f"use1-az{i}" for i in (1, 2, 4)],
+            "id": region, "groupNames": [region]}
 
 
-def register_resource_outputs(type_token: str, outputs: Outputs) -> None:
-    RESOURCE_OUTPUTS[type_token] = outputs
-
-
-def register_invoke(token: str, result: Callable[[dict], dict]) -> None:
-    INVOKE_RESULTS[token] = result
+# Invokes answer from the inputs of the provider they run on (for example its region).
+INVOKE_RESULTS: dict[str, Callable[[dict, str], dict]] = {
+    "aws:index/getAvailabilityZones:getAvailabilityZones": _availability_zones,
+}
 
 
 class StrictMocks(pulumi.runtime.Mocks):
+    def __init__(self) -> None:
+        self.provider_regions: dict[str, str] = {}
+
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict]:
+        if args.typ.startswith("pulumi:providers:"):
+            self.provider_regions[args.name] = args.inputs.get("region", "")
         outputs = RESOURCE_OUTPUTS.get(args.typ)
         if outputs is None and not args.custom and args.typ.startswith(COMPONENT_PREFIX):
             outputs = _same  # our own ComponentResources: the engine only records them
@@ -80,4 +120,5 @@ class StrictMocks(pulumi.runtime.Mocks):
         result = INVOKE_RESULTS.get(args.token)
         if result is None:
             raise UnmockedCall(f"invoke {args.token} has no offline mock")
-        return result(args.args), []
+        provider_name = args.provider.split("::")[3] if args.provider else ""
+        return result(args.args, self.provider_regions.get(provider_name, "")), []
