@@ -1,0 +1,83 @@
+"""The smoke library against a fault-injecting server: each fault fails with its own clear message."""
+
+import json
+import sys
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+from tests.fault_server import FaultServer, decode_png
+
+sys.path.insert(0, str(REPO_ROOT / "images" / "vllm"))
+from qwen2vl_serve import smoke  # noqa: E402
+
+
+def run(server, *extra, key="k"):
+    lines = []
+    code = smoke.main(["--base-url", server.url, "--model", "qwen2vl", "--api-key-env", "SMOKE_KEY",
+                       "--concurrency", "4", "--timeout", "2", "--retries", "1", *extra], printer=lines.append)
+    return code, "\n".join(lines)
+
+
+@pytest.fixture
+def server(monkeypatch):
+    monkeypatch.setenv("SMOKE_KEY", "k")
+    with FaultServer(hang_s=4) as running:
+        yield running
+
+
+def test_healthy_endpoint_passes_every_check(server, tmp_path):
+    report_path = tmp_path / "report.json"
+    code, output = run(server, "--report", str(report_path))
+    assert code == 0, output
+    report = json.loads(report_path.read_text())
+    assert report["ok"] and [c["name"] for c in report["checks"]] == list(smoke.CHECKS)
+    assert report["latency"]["requests"] == 4 and report["latency"]["output_tokens"] > 0
+    assert report["latency"]["ttft_p95_s"] >= report["latency"]["ttft_p50_s"] > 0
+    # The image really went out as a decodable PNG data URL.
+    images = [part for body in server.requests if isinstance(body["messages"][0]["content"], list)
+              for part in body["messages"][0]["content"] if part["type"] == "image_url"]
+    assert images and decode_png(images[0]["image_url"]["url"]) == (64, 64)
+    assert all(body.get("stream") for body in server.requests[-4:])
+
+
+@pytest.mark.parametrize("fault, check, words", [
+    ("http_500", "text_chat", "returned HTTP 500; the server answered: {\"error\": \"CUDA error"),
+    ("wrong_model", "models", "served model 'qwen2vl' is not listed (listed: ['someone-else'])"),
+    ("empty_content", "text_chat", "the model answered with empty content"),
+    ("hang", "text_chat", "no answer from POST /v1/chat/completions after 2 tries: TimeoutError"),
+    ("malformed_json", "text_chat", "did not return JSON; the server answered: {\"choices\": ["),
+    ("dropped_stream", "burst", "the stream ended without its final 'data: [DONE]'"),
+])
+def test_each_fault_fails_with_its_own_message(server, fault, check, words):
+    server.fault = fault
+    code, output = run(server, "--checks", check)
+    assert code == 1
+    assert f"[{check}] " in output and words in output, output
+    assert f"smoke failed: {check}" in output
+
+
+def test_wrong_api_key_is_reported_with_the_answer(server, monkeypatch):
+    monkeypatch.setenv("SMOKE_KEY", "wrong")
+    code, output = run(server, "--checks", "models")
+    assert code == 1 and "HTTP 401" in output and "Unauthorized" in output
+
+
+def test_bad_arguments_exit_2(server):
+    assert run(server, "--checks", "models,nope")[0] == 2
+    assert smoke.main(["--base-url", "ftp://x", "--model", "m"], printer=lambda *_: None) == 2
+
+
+def test_wait_ready_is_bounded(monkeypatch):
+    monkeypatch.setenv("SMOKE_KEY", "k")
+    lines = []
+    code = smoke.main(["--base-url", "http://127.0.0.1:9", "--model", "m", "--wait-ready", "1",
+                       "--timeout", "0.2", "--retries", "0"], printer=lines.append)
+    assert code == 1 and "not ready after 1 s" in lines[-1]
+
+
+def test_percentiles():
+    assert smoke.percentile([3, 1, 2, 4, 5], 0.5) == 3
+    assert smoke.percentile([1.0] * 18 + [10.0, 10.0], 0.95) == 10.0
+    assert smoke.percentile([1.0] * 19 + [10.0], 0.95) == 1.0  # nearest rank: 1 of 20 is above p95
+    assert smoke.percentile([], 0.5) == 0.0
