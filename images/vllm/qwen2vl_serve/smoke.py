@@ -202,11 +202,16 @@ def _content(check: str, answer: dict) -> str:
 
 
 class Smoke:
-    def __init__(self, client: Client, model: str, concurrency: int = 16, max_tokens: int = 32) -> None:
+    def __init__(self, client: Client, model: str, concurrency: int = 16, max_tokens: int = 32,
+                 extra_fields: dict | None = None, require_content: bool = True) -> None:
         self.client = client
         self.model = model
         self.concurrency = concurrency
         self.max_tokens = max_tokens
+        # Extra request fields, for example vLLM's ignore_eos for a fixed-length benchmark.
+        self.extra_fields = dict(extra_fields or {})
+        # A benchmark of random weights may stream tokens that decode to nothing; a smoke check may not.
+        self.require_content = require_content
 
     def wait_ready(self, seconds: float, poll_s: float = 5.0) -> None:
         deadline = time.monotonic() + seconds
@@ -230,7 +235,7 @@ class Smoke:
 
     def _chat(self, content, **extra) -> dict:
         return {"model": self.model, "messages": [{"role": "user", "content": content}],
-                "max_tokens": self.max_tokens, "temperature": 0.7, **extra}
+                "max_tokens": self.max_tokens, "temperature": 0.7, **self.extra_fields, **extra}
 
     def check_text_chat(self) -> str:
         answer = self.client.json("text_chat", "POST", "/v1/chat/completions",
@@ -256,13 +261,16 @@ class Smoke:
                 if piece:
                     arrivals.append(arrived)
                     text += piece
-        if not text.strip():
+        end = time.monotonic()
+        if self.require_content and not text.strip():
             raise SmokeFailure("burst", f"streamed request {index} produced no content")
         gaps = [b - a for a, b in zip(arrivals, arrivals[1:])]
-        return StreamTiming(ttft_s=arrivals[0] - start, inter_token_s=gaps,
-                            tokens=usage_tokens or len(arrivals), total_s=time.monotonic() - start)
+        first = arrivals[0] if arrivals else end
+        return StreamTiming(ttft_s=first - start, inter_token_s=gaps,
+                            tokens=usage_tokens or len(arrivals), total_s=end - start)
 
-    def check_burst(self, progress: Callable[[int, int], None] | None = None) -> tuple[str, dict]:
+    def load(self, requests: int, concurrency: int, progress: Callable[[int, int], None] | None = None) -> dict:
+        """`requests` streamed chat completions, `concurrency` at a time; latency and throughput figures."""
         done = 0
         lock = threading.Lock()
 
@@ -272,17 +280,18 @@ class Smoke:
             with lock:
                 done += 1
                 if progress:
-                    progress(done, self.concurrency)
+                    progress(done, requests)
             return timing
 
         started = time.monotonic()
-        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-            timings = list(pool.map(one, range(self.concurrency)))
+        with ThreadPoolExecutor(max_workers=concurrency) as pool:
+            timings = list(pool.map(one, range(requests)))
         wall = time.monotonic() - started
         gaps = [gap for t in timings for gap in t.inter_token_s]
         tokens = sum(t.tokens for t in timings)
-        latency = {
+        return {
             "requests": len(timings),
+            "concurrency": concurrency,
             "ttft_p50_s": percentile([t.ttft_s for t in timings], 0.5),
             "ttft_p95_s": percentile([t.ttft_s for t in timings], 0.95),
             "itl_p50_s": percentile(gaps, 0.5),
@@ -294,7 +303,11 @@ class Smoke:
             "throughput_tokens_per_s": tokens / wall if wall > 0 else 0.0,
             "mean_ttft_s": statistics.fmean(t.ttft_s for t in timings),
         }
-        return f"{len(timings)} streams, {tokens} tokens in {wall:.2f} s", latency
+
+    def check_burst(self, progress: Callable[[int, int], None] | None = None) -> tuple[str, dict]:
+        latency = self.load(self.concurrency, self.concurrency, progress)
+        return (f"{latency['requests']} streams, {latency['output_tokens']} tokens in {latency['wall_s']:.2f} s",
+                latency)
 
     def run(self, checks: tuple[str, ...] = CHECKS, progress=None) -> SmokeReport:
         report = SmokeReport(self.client.parsed.geturl(), self.model)
