@@ -81,3 +81,69 @@ def test_percentiles():
     assert smoke.percentile([1.0] * 18 + [10.0, 10.0], 0.95) == 10.0
     assert smoke.percentile([1.0] * 19 + [10.0], 0.95) == 1.0  # nearest rank: 1 of 20 is above p95
     assert smoke.percentile([], 0.5) == 0.0
+
+
+class FakeKubernetesApi:
+    """Just enough of the ConfigMap API to check what the smoke Job writes, and with which token."""
+
+    def __init__(self, token: str):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        import threading
+
+        self.configmaps, self.calls = {}, []
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def answer(self, status, body):
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def handle_write(self):
+                api.calls.append((self.command, self.path))
+                if self.headers.get("Authorization") != f"Bearer {token}":
+                    return self.answer(401, {"message": "Unauthorized"})
+                obj = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
+                if self.command == "POST" and key in api.configmaps:
+                    return self.answer(409, {"reason": "AlreadyExists"})
+                api.configmaps[key] = obj
+                return self.answer(201 if self.command == "POST" else 200, obj)
+
+            do_POST = do_PUT = handle_write
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+
+def test_report_is_stored_in_a_configmap_then_replaced(tmp_path):
+    token = tmp_path / "token"
+    token.write_text("sa-token\n")
+    api = FakeKubernetesApi("sa-token")
+    try:
+        smoke.write_report_configmap("qwen2vl/qwen2vl-smoke-report", {"ok": True}, api.url, str(token), None)
+        smoke.write_report_configmap("qwen2vl/qwen2vl-smoke-report", {"ok": False}, api.url, str(token), None)
+    finally:
+        api.httpd.shutdown()
+    stored = api.configmaps[("qwen2vl", "qwen2vl-smoke-report")]
+    assert json.loads(stored["data"]["report.json"]) == {"ok": False}
+    assert api.calls == [("POST", "/api/v1/namespaces/qwen2vl/configmaps"),
+                         ("POST", "/api/v1/namespaces/qwen2vl/configmaps"),
+                         ("PUT", "/api/v1/namespaces/qwen2vl/configmaps/qwen2vl-smoke-report")]
+
+
+def test_report_write_refused_by_the_api_is_a_named_failure(tmp_path):
+    token = tmp_path / "token"
+    token.write_text("wrong")
+    api = FakeKubernetesApi("sa-token")
+    try:
+        with pytest.raises(smoke.SmokeFailure, match=r"\[report\] POST .* returned HTTP 401"):
+            smoke.write_report_configmap("qwen2vl/r", {"ok": True}, api.url, str(token), None)
+    finally:
+        api.httpd.shutdown()

@@ -47,6 +47,7 @@ class RecordedResource:
     retain_on_delete: bool
     provider: str | None
     depends_on: list[str]
+    read: bool = False  # read with Resource.get, not managed
 
     @property
     def key(self) -> str:
@@ -62,6 +63,7 @@ class RecordedResource:
             "retainOnDelete": self.retain_on_delete,
             "provider": self.provider,
             "dependsOn": self.depends_on,
+            "read": self.read,
             "inputs": self.inputs,
         }
 
@@ -120,6 +122,24 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
             )
         )
         return super().RegisterResource(request)
+
+    def ReadResource(self, request):  # noqa: N802 (gRPC method name)
+        """`Resource.get` reads an existing object; the plan shows it like `pulumi preview` does ("read")."""
+        self.recorded.append(
+            RecordedResource(
+                type=request.type,
+                name=request.name,
+                parent=_urn_key(request.parent) if request.parent else None,
+                inputs={"id": request.id},
+                custom=True,
+                protect=False,
+                retain_on_delete=False,
+                provider=request.provider.split("::")[3] if request.provider else None,
+                depends_on=sorted(_urn_key(urn) for urn in request.dependencies),
+                read=True,
+            )
+        )
+        return super().ReadResource(request)
 
 
 def project_name(repo_root: Path = REPO_ROOT) -> str:

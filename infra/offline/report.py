@@ -77,6 +77,7 @@ def _tree(result: PlanResult, show_inputs: bool) -> Tree:
         if resource.parent is None:
             continue
         flags = " [magenta](protected)[/magenta]" if resource.protect else ""
+        flags += " [blue](read)[/blue]" if resource.read else ""
         parent = nodes.get(resource.parent, root)
         node = parent.add(f"[cyan]{resource.type}[/cyan] {escape(resource.name)}{flags}")
         if show_inputs and resource.custom and resource.inputs:

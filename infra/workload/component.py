@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -10,7 +11,7 @@ import pulumi_kubernetes as k8s
 
 from infra.workload.objects import workload_objects
 from infra.workload.resources import register
-from infra.workload.smoke_job import ACTIVE_DEADLINE_SECONDS
+from infra.workload.smoke_job import ACTIVE_DEADLINE_SECONDS, smoke_report_name
 from infra.workload.spec import WorkloadSpec
 
 STATEFUL_KINDS = ("Namespace", "PersistentVolumeClaim")
@@ -59,8 +60,16 @@ class ServingWorkload(pulumi.ComponentResource):
                 )
             self.resources[kind] = register(obj, pulumi.ResourceOptions.merge(base, opts_for))
 
+        # The smoke Job writes its report into a ConfigMap; read it back once the Job has completed.
+        job = self.resources["Job"]
+        report = k8s.core.v1.ConfigMap.get(
+            "smoke-report",
+            job.metadata.apply(lambda _: f"{spec.namespace}/{smoke_report_name(spec)}"),
+            opts=pulumi.ResourceOptions(parent=self, provider=args.provider, depends_on=[job]),
+        )
+        self.smoke_report = report.data.apply(lambda data: json.loads((data or {}).get("report.json", "null")))
         self.endpoint = pulumi.Output.from_input(spec.endpoint_url)
-        self.register_outputs({"endpoint": self.endpoint, "namespace": spec.namespace})
+        self.register_outputs({"endpoint": self.endpoint, "namespace": spec.namespace, "smokeReport": self.smoke_report})
 
     def _secret(self, name: str, key: str, value: pulumi.Output[str], spec: WorkloadSpec, opts) -> k8s.core.v1.Secret:
         return k8s.core.v1.Secret(

@@ -6,7 +6,7 @@ from infra.workload.monitoring import pod_monitor, service_monitor
 from infra.workload.namespace import namespace
 from infra.workload.network import endpoint_service, ingress, network_policy
 from infra.workload.rayservice import rayservice
-from infra.workload.smoke_job import smoke_job
+from infra.workload.smoke_job import smoke_job, smoke_role, smoke_role_binding, smoke_service_account
 from infra.workload.spec import WorkloadSpec
 from infra.workload.storage import model_cache_claim
 
@@ -22,6 +22,9 @@ def workload_objects(spec: WorkloadSpec) -> list[dict]:
         ingress(spec),
         service_monitor(spec),
         pod_monitor(spec),
+        smoke_service_account(spec),
+        smoke_role(spec),
+        smoke_role_binding(spec),
         smoke_job(spec),
     ]
     return [obj for obj in objects if obj is not None]

@@ -10,11 +10,17 @@ _TYPED = {
     ("v1", "PersistentVolumeClaim"): k8s.core.v1.PersistentVolumeClaim,
     ("v1", "Service"): k8s.core.v1.Service,
     ("v1", "Secret"): k8s.core.v1.Secret,
+    ("v1", "ServiceAccount"): k8s.core.v1.ServiceAccount,
     ("batch/v1", "Job"): k8s.batch.v1.Job,
+    ("rbac.authorization.k8s.io/v1", "Role"): k8s.rbac.v1.Role,
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"): k8s.rbac.v1.RoleBinding,
     ("networking.k8s.io/v1", "NetworkPolicy"): k8s.networking.v1.NetworkPolicy,
     ("networking.k8s.io/v1", "Ingress"): k8s.networking.v1.Ingress,
 }
-_FIELDS = {"metadata": "metadata", "spec": "spec", "stringData": "string_data", "type": "type"}
+_FIELDS = {
+    "metadata": "metadata", "spec": "spec", "stringData": "string_data", "type": "type", "rules": "rules",
+    "roleRef": "role_ref", "subjects": "subjects", "automountServiceAccountToken": "automount_service_account_token",
+}
 
 
 def resource_name(obj: dict) -> str:

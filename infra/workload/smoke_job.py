@@ -32,6 +32,48 @@ def smoke_job_name(spec: WorkloadSpec) -> str:
     return f"{spec.name}-smoke-{smoke_fingerprint(spec)}"
 
 
+def smoke_report_name(spec: WorkloadSpec) -> str:
+    return f"{spec.name}-smoke-report"
+
+
+def smoke_account_name(spec: WorkloadSpec) -> str:
+    return f"{spec.name}-smoke"
+
+
+def smoke_service_account(spec: WorkloadSpec) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": spec.metadata(smoke_account_name(spec), "smoke-test"),
+        "automountServiceAccountToken": False,
+    }
+
+
+def smoke_role(spec: WorkloadSpec) -> dict:
+    """The smoke Job may write its report ConfigMap, and nothing else."""
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": spec.metadata(smoke_account_name(spec), "smoke-test"),
+        "rules": [
+            {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create"]},
+            {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [smoke_report_name(spec)],
+             "verbs": ["get", "update"]},
+        ],
+    }
+
+
+def smoke_role_binding(spec: WorkloadSpec) -> dict:
+    name = smoke_account_name(spec)
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": spec.metadata(name, "smoke-test"),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": spec.namespace}],
+    }
+
+
 def smoke_job(spec: WorkloadSpec) -> dict:
     cfg = spec.cfg
     tmp_volume, tmp_mount = scratch_volume()
@@ -40,7 +82,15 @@ def smoke_job(spec: WorkloadSpec) -> dict:
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": spec.metadata(smoke_job_name(spec), "smoke-test", annotations=checkov_annotations(spec.image)),
+        "metadata": spec.metadata(
+            smoke_job_name(spec),
+            "smoke-test",
+            annotations={
+                **checkov_annotations(spec.image),
+                "checkov.io/skip2": "CKV_K8S_38=the Job's token is needed to write its report ConfigMap; "
+                "its Role allows exactly that",
+            },
+        ),
         "spec": {
             "backoffLimit": 1,
             "activeDeadlineSeconds": ACTIVE_DEADLINE_SECONDS,
@@ -48,7 +98,8 @@ def smoke_job(spec: WorkloadSpec) -> dict:
                 "metadata": {"labels": spec.labels("smoke-test")},
                 "spec": {
                     "restartPolicy": "Never",
-                    "automountServiceAccountToken": False,
+                    "serviceAccountName": smoke_account_name(spec),
+                    "automountServiceAccountToken": True,
                     "securityContext": pod_security_context(),
                     "containers": [
                         {
@@ -63,6 +114,7 @@ def smoke_job(spec: WorkloadSpec) -> dict:
                                 "--concurrency", str(cfg.max_num_seqs),
                                 "--wait-ready", str(WAIT_FOR_READY_SECONDS),
                                 "--report", "/tmp/smoke-report.json",
+                                "--report-configmap", f"{spec.namespace}/{smoke_report_name(spec)}",
                             ],
                             "resources": {"requests": dict(resources), "limits": dict(resources)},
                             "securityContext": container_security_context(),

@@ -325,6 +325,47 @@ class Smoke:
         return report
 
 
+SERVICE_ACCOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+
+def write_report_configmap(target: str, report: dict, api_url: str | None = None,
+                           token_path: str = f"{SERVICE_ACCOUNT}/token", ca_path: str | None = f"{SERVICE_ACCOUNT}/ca.crt",
+                           timeout_s: float = 30.0) -> None:
+    """Stores the report as report.json in ConfigMap NAMESPACE/NAME through the Kubernetes API (in-cluster
+    service-account credentials), creating it or replacing its data."""
+    namespace, _, name = target.partition("/")
+    if not namespace or not name:
+        raise ValueError(f"--report-configmap must be NAMESPACE/NAME, got {target!r}")
+    if api_url is None:
+        api_url = f"https://{os.environ['KUBERNETES_SERVICE_HOST']}:{os.environ.get('KUBERNETES_SERVICE_PORT', '443')}"
+    parsed = urllib.parse.urlsplit(api_url)
+    with open(token_path) as handle:
+        token = handle.read().strip()
+    if parsed.scheme == "https":
+        import ssl
+
+        conn_factory = lambda: http.client.HTTPSConnection(  # noqa: E731
+            parsed.hostname, parsed.port, timeout=timeout_s, context=ssl.create_default_context(cafile=ca_path))
+    else:
+        conn_factory = lambda: http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=timeout_s)  # noqa: E731
+    body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": namespace},
+            "data": {"report.json": json.dumps(report, sort_keys=True)}}
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    collection = f"/api/v1/namespaces/{namespace}/configmaps"
+    for method, path in (("POST", collection), ("PUT", f"{collection}/{name}")):
+        conn = conn_factory()
+        try:
+            conn.request(method, path, body=json.dumps(body), headers=headers)
+            response = conn.getresponse()
+            answer = response.read().decode(errors="replace")
+        finally:
+            conn.close()
+        if response.status < 300:
+            return
+        if not (method == "POST" and response.status == 409):  # 409: it exists, so replace it
+            raise SmokeFailure("report", f"{method} {path} returned HTTP {response.status}", answer)
+
+
 def read_api_key(key_file: str | None, key_env: str | None) -> str | None:
     if key_file:
         with open(key_file) as handle:
@@ -351,6 +392,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--wait-ready", type=float, default=0.0, help="seconds to wait for /v1/models first")
     p.add_argument("--checks", default=",".join(CHECKS), help=f"comma-separated subset of {','.join(CHECKS)}")
     p.add_argument("--report", help="write the JSON report here")
+    p.add_argument("--report-configmap", help="also store it in this NAMESPACE/NAME ConfigMap (in-cluster)")
     return p
 
 
@@ -396,6 +438,12 @@ def main(argv: list[str] | None = None, progress=None, printer=print) -> int:
     if args.report:
         with open(args.report, "w") as handle:
             json.dump(report.as_dict(), handle, indent=2)
+    if args.report_configmap:
+        try:
+            write_report_configmap(args.report_configmap, report.as_dict())
+        except (SmokeFailure, OSError, KeyError, ValueError) as error:
+            printer(f"could not store the report in {args.report_configmap}: {error}")
+            return 1
     failed = [c.name for c in report.checks if not c.ok]
     if failed:
         printer(f"smoke failed: {', '.join(failed)}")
