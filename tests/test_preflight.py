@@ -57,6 +57,7 @@ def test_72b_first_revision_tp4_is_the_famous_error():
         "Consider reducing tensor_parallel_size or running with --quantization gptq."
     )
     assert "padded to 29696 (smallest that loads at TP 4; 29696 loads at TP 1/2/4/8)" in down.fix
+    assert "python scripts/pad_checkpoint.py SRC DST --tp 4" in down.fix
     assert "--tensor-parallel-size 1" in down.fix
     # The plain kernel does not help: 7392 is not a multiple of the group size 128 either.
     assert "--quantization awq" not in down.fix

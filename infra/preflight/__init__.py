@@ -6,6 +6,7 @@ from infra.preflight.engine import (
     PreflightRequest,
     Verdict,
     catalog_request,
+    padded_intermediate_size,
     run_preflight,
 )
 from infra.preflight.model import ModelConfigError
@@ -17,5 +18,6 @@ __all__ = [
     "PreflightRequest",
     "Verdict",
     "catalog_request",
+    "padded_intermediate_size",
     "run_preflight",
 ]

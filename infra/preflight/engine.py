@@ -456,6 +456,11 @@ class _Evaluation:
                     f"use a checkpoint with intermediate_size padded to {here} (smallest that loads at TP {self.tp}; "
                     f"{everywhere} loads at TP 1/2/4/8)"
                 )
+                if self.dims.quantization.method == "awq":
+                    fixes.append(
+                        f"pad the checkpoint you have, losslessly and in minutes: "
+                        f"python scripts/pad_checkpoint.py SRC DST --tp {self.tp}"
+                    )
         if KERNELS[self.kernel].marlin:
             plain = KERNELS[self.kernel].checkpoint
             if self._serves(quantization=plain):
@@ -535,3 +540,11 @@ def catalog_request(model: str, revision: str | None = None, **kwargs: Any) -> P
     except catalog.CatalogError as exc:
         raise PreflightInputError(str(exc)) from exc
     return PreflightRequest(model_config=entry.config_at(revision), model_repo=entry.repo, revision=revision, **kwargs)
+
+
+def padded_intermediate_size(request: PreflightRequest, tp_sizes: Iterable[int]) -> int | None:
+    """The smallest intermediate_size >= the model's whose MLP layers load at every TP in `tp_sizes`
+    with the request's kernel, GPU and vLLM version."""
+    _validate(request)
+    return _Evaluation(request, parse_model_config(request.model_config), suggest=False).smallest_padded_intermediate(
+        tp_sizes)

@@ -1,0 +1,1 @@
+"""Checkpoint tools (pure Python and numpy; no Pulumi)."""
