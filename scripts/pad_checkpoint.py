@@ -18,6 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from rich.console import Console  # noqa: E402
+from rich.markup import escape  # noqa: E402
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: E402
 
 from infra.checkpoint.padding import PaddingError, pad_checkpoint, read_config, text_config  # noqa: E402
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
 
             plan = pad_checkpoint(args.src, args.dst, target, report)
     except (PaddingError, ModelConfigError, PreflightInputError) as error:
-        console.print(f"[red]cannot pad:[/red] {error}")
+        console.print(f"[red]cannot pad:[/red] {escape(str(error))}")
         return 1
     console.print(f"intermediate_size {plan.intermediate} -> {plan.target} in {len(plan.shards)} shard(s), "
                   f"{time.monotonic() - started:.1f} s; written to {args.dst}")
