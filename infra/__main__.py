@@ -10,17 +10,20 @@ from infra.cost import estimate_cost
 from infra.credentials import endpoint_api_key
 from infra.platform.device_plugin import NvidiaDevicePlugin
 from infra.platform.kuberay import KubeRayOperator
-from infra.preflight_gate import PreflightFailed, check_stack
-from infra.serving_image import image_reference
+from infra.preflight_gate import ModelLockRequired, PreflightFailed, check_stack, model_lock
+from infra.run_mode import deploying
 from infra.workload.component import ServingWorkload, ServingWorkloadArgs
-from infra.workload.spec import WorkloadSpec
+from infra.workload.manifests import workload_spec
 
 try:
     cfg = load_stack_config()
     verdict = check_stack(cfg)
-except (ConfigError, PreflightFailed) as error:
+    lock, lock_warning = model_lock(cfg, deploying())
+except (ConfigError, PreflightFailed, ModelLockRequired) as error:
     # RunError prints the message alone: a person-readable paragraph, not a traceback.
     raise pulumi.RunError(str(error)) from error
+if lock_warning:
+    pulumi.log.warn(lock_warning)
 
 secrets = read_secrets()
 cluster = create_cluster(cfg)
@@ -30,7 +33,7 @@ if not cluster.provides_device_plugin:
     after_pool.append(device_plugin)
 operator = KubeRayOperator("kuberay", cluster.provider, after_pool, protect=cfg.protect)
 
-spec = WorkloadSpec(cfg, image_reference(cfg), cluster.placement, operator.namespace)
+spec = workload_spec(cfg, lock)
 api_key = endpoint_api_key(secrets)
 workload = ServingWorkload(
     "qwen2vl",

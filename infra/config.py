@@ -167,6 +167,13 @@ KEYS: tuple[Key, ...] = (
         _matching(REPO), pins.MODEL_REPO, pins.MODEL_REPO, "an owner/name repository id"),
     Key("modelRevision", "Commit of the model repository (7 to 40 hex characters).",
         _matching(REVISION), pins.MODEL_REVISION, pins.MODEL_REVISION, "7 to 40 lowercase hex characters"),
+    Key("requireModelLock", "Refuse `pulumi up` unless infra/model.lock.json resolves modelRevision (prod).",
+        _bool, False, "true", "true or false"),
+    Key("hubEndpoint", "Hugging Face hub mirror (HF_ENDPOINT) for model downloads; empty = huggingface.co.",
+        _matching(re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]+)?(/[A-Za-z0-9._~/-]*)?$")), None,
+        "https://hf-mirror.example.com", "an http(s) URL"),
+    Key("modelSource", "Where vLLM downloads the model: the Hugging Face hub (or hubEndpoint) or ModelScope.",
+        _one_of("huggingface", "modelscope"), "huggingface", "modelscope", "one of huggingface, modelscope"),
     Key("modelConfigFile", "config.json of a model missing from the preflight catalog (path from the repository root).",
         _matching(re.compile(r"^[A-Za-z0-9_./-]+\.json$")), None, "models/my-model/config.json",
         "a relative path to a .json file"),
@@ -235,6 +242,9 @@ class StackConfig:
     ttl_hours: int | None
     model_repo: str
     model_revision: str
+    require_model_lock: bool
+    hub_endpoint: str | None
+    model_source: str
     model_config_file: str | None
     quantization: str
     tensor_parallel_size: int

@@ -8,6 +8,7 @@ from pathlib import Path
 from infra import pins
 from infra.config import PROJECT, ConfigError, StackConfig
 from infra.preflight import PreflightRequest, Verdict, run_preflight
+from infra.model_lock import LOCK_PATH, load_lock, lock_matches
 from infra.preflight.catalog import CatalogError, catalog_model
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -75,3 +76,27 @@ def check_stack(cfg: StackConfig) -> Verdict:
     if not verdict.ok:
         raise PreflightFailed(verdict, cfg.stack)
     return verdict
+
+
+class ModelLockRequired(Exception):
+    """A stack that requires a resolved model lock is being deployed without one."""
+
+
+def model_lock(cfg: StackConfig, deploying: bool) -> tuple[dict | None, str | None]:
+    """(the lock, if it resolves this stack's model revision; else a warning naming the fix).
+
+    Raises ModelLockRequired when the stack sets requireModelLock and this run deploys."""
+    lock = load_lock()
+    if lock_matches(lock, cfg.model_repo, cfg.model_revision):
+        return lock, None
+    state = (f"is for {lock.get('repo')}@{lock.get('commit') or lock.get('revision')}, not resolved"
+             if not lock.get("resolved") else f"resolves {lock.get('repo')}@{lock.get('commit')}")
+    message = (
+        f"No resolved model lock for {cfg.model_repo}@{cfg.model_revision} ({LOCK_PATH.name} {state}); the weights "
+        f"are downloaded by revision without verification. Resolve it where the hub is reachable with "
+        f"`python scripts/lock_model.py --repo {cfg.model_repo} --revision {cfg.model_revision}` and commit the lock."
+    )
+    if cfg.require_model_lock and deploying:
+        raise ModelLockRequired(f"{message} Stack {cfg.stack} sets {PROJECT}:requireModelLock, so pulumi up refuses "
+                                "to run until then.")
+    return None, message

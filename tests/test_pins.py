@@ -12,6 +12,8 @@ from tests.conftest import REPO_ROOT
 EXEMPT_PREFIXES = ("docs/", "manifests/", "README.md")
 # The preflight's model catalog records facts about several repositories, the pinned one among them.
 EXEMPT_VALUES = {("infra/preflight/models.yaml", pins.MODEL_REPO)}
+# The model lock records the pin it resolves; test_model_lock_is_for_the_pinned_model keeps them equal.
+EXEMPT_FILES = ("infra/model.lock.json",)
 
 PINNED = {
     name: value
@@ -31,7 +33,7 @@ def tracked_files():
                             capture_output=True, text=True, check=True).stdout.split()
     for name in listed:
         path = REPO_ROOT / name
-        if name in ("infra/pins.py", "tests/test_pins.py") or name.startswith(EXEMPT_PREFIXES) or not path.is_file():
+        if name in ("infra/pins.py", "tests/test_pins.py", *EXEMPT_FILES) or name.startswith(EXEMPT_PREFIXES) or not path.is_file():
             continue
         try:
             yield name, path.read_text()
@@ -54,3 +56,11 @@ def test_pin_is_not_repeated(name):
 def test_short_version_is_not_repeated(name):
     offenders = [f for f, text in tracked_files() if SHORT_PATTERNS[name].search(text)]
     assert not offenders, f"{name} is repeated in {offenders}; import it from infra.pins"
+
+
+def test_model_lock_is_for_the_pinned_model():
+    from infra.model_lock import load_lock
+
+    lock = load_lock()
+    assert lock["repo"] == pins.MODEL_REPO
+    assert lock["revision"] == pins.MODEL_REVISION or (lock["commit"] or "").startswith(pins.MODEL_REVISION)

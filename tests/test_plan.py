@@ -112,3 +112,19 @@ def test_every_resource_has_a_component_or_is_top_level(plan_of):
     for r in plan_of("staging").resources:
         if r.type.startswith("kubernetes:"):
             assert r.parent and r.parent.startswith("qwen2vl:"), r.name
+
+
+def test_unresolved_lock_is_a_warning_in_the_plan(plan_of):
+    warnings = " ".join(plan_of("prod").warnings)
+    assert "No resolved model lock" in warnings
+    assert "python scripts/lock_model.py --repo Qwen/Qwen2-VL-72B-Instruct-AWQ" in warnings
+
+
+def test_prod_up_refuses_without_a_resolved_lock(monkeypatch):
+    import infra.run_mode
+
+    monkeypatch.setattr(infra.run_mode, "deploying", lambda: True)  # what `pulumi up` would report
+    result = run_plan("prod")
+    assert not result.ok and "requireModelLock, so pulumi up refuses to run" in result.error
+    assert [r.type for r in result.resources] == ["pulumi:pulumi:Stack"]
+    assert run_plan("staging").ok  # staging does not require the lock

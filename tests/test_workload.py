@@ -215,3 +215,39 @@ def test_no_secret_material_in_manifests():
         for doc in yaml.safe_load_all(path.read_text()):
             assert doc["kind"] != "Secret", path
             assert "stringData" not in doc and "data" not in doc, path
+
+
+RESOLVED_LOCK = {"repo": pins.MODEL_REPO, "revision": pins.MODEL_REVISION, "resolved": True,
+                 "commit": pins.MODEL_REVISION + "0" * (40 - len(pins.MODEL_REVISION)),
+                 "files": [{"path": "config.json", "size": 10, "sha256": "0" * 64}]}
+
+
+def test_a_resolved_lock_fetches_and_verifies_before_vllm_starts():
+    cfg = make_config(hubEndpoint="https://hf-mirror.example.com")
+    objects = by_kind(workload_objects(workload_spec(cfg, RESOLVED_LOCK)))
+    lock_map = objects["ConfigMap"]
+    assert json.loads(lock_map["data"]["model.lock.json"])["commit"] == RESOLVED_LOCK["commit"]
+    pod = worker_group(objects.values())["template"]["spec"]
+    fetch = pod["initContainers"][0]
+    assert fetch["command"][:4] == ["python", "-m", "qwen2vl_serve.model_files", "fetch"]
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert env["HF_HUB_OFFLINE"] == "1" and env["HF_ENDPOINT"] == "https://hf-mirror.example.com"
+    serve = yaml.safe_load(objects["RayService"]["spec"]["serveConfigV2"])
+    args = serve["applications"][0]["args"]
+    assert args["model"] == fetch["command"][fetch["command"].index("--dir") + 1]
+    assert "revision" not in args
+    for obj in objects.values():
+        if obj["kind"] not in NON_CORE:
+            kubernetes_validate.validate(obj, "1.31.0", strict=True)
+    jsonschema.validate(objects["RayService"], rayservice_schema())
+
+
+def test_without_a_lock_vllm_downloads_by_revision_and_modelscope_is_an_option():
+    objects = by_kind(objects_of(make_config(modelSource="modelscope")))
+    assert "ConfigMap" not in objects
+    pod = worker_group(objects.values())["template"]["spec"]
+    assert "initContainers" not in pod
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert env["VLLM_USE_MODELSCOPE"] == "True" and "HF_HUB_OFFLINE" not in env
+    args = yaml.safe_load(objects["RayService"]["spec"]["serveConfigV2"])["applications"][0]["args"]
+    assert args["revision"] == pins.MODEL_REVISION

@@ -8,6 +8,8 @@ recorded as the engine receives them, with secret values replaced by "[secret]".
 from __future__ import annotations
 
 import json
+import logging
+import os
 import runpy
 import sys
 from dataclasses import dataclass, field
@@ -24,6 +26,7 @@ from pulumi.runtime.sync_await import _sync_await
 
 from infra.config import StackConfig, parse_stack_config
 from infra.offline.mocks import StrictMocks
+from infra.run_mode import OFFLINE_PLAN_ENV
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SECRET_SIG_KEY = "4dabf18193072939515e22adb298388d"
@@ -76,6 +79,7 @@ class PlanResult:
     outputs: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     cause: BaseException | None = None
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -96,6 +100,20 @@ def _urn_key(urn: str) -> str:
     """'type::name' from a URN (the last type of a parent chain)."""
     parts = urn.split("::")
     return f"{parts[2].split('$')[-1]}::{parts[3]}"
+
+
+class WarningCollector(logging.Handler):
+    """What the program logs with pulumi.log.warn, which `pulumi preview` would print."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+        self.messages: list[str] = []
+        self.logger = logging.getLogger(f"qwen2vl.offline.{id(self)}")
+        self.logger.propagate = False
+        self.logger.addHandler(self)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
 
 
 class RecordingMonitor(pulumi_mocks.MockMonitor):
@@ -215,14 +233,24 @@ def run_plan(stack: str, stack_dir: Path = REPO_ROOT, secret_values: dict[str, s
     monitor = RecordingMonitor(mocks)
     # Each plan gets its own root stack resource, as each `pulumi preview` does.
     settings.set_root_resource(None)
-    pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=False, monitor=monitor)
+    warnings = WarningCollector()
+    pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=False, monitor=monitor,
+                             logger=warnings.logger)
     pulumi.runtime.set_all_config(config, secret_keys)
     if str(repo_root) not in sys.path:
         sys.path.insert(0, str(repo_root))
+    previous = os.environ.get(OFFLINE_PLAN_ENV)
+    os.environ[OFFLINE_PLAN_ENV] = "1"
     try:
         _sync_await(run_pulumi_func(lambda: runpy.run_path(str(repo_root / "infra"), run_name="__main__")))
     except pulumi.RunError as error:
         result.error, result.cause = str(error), error.__cause__
+    finally:
+        if previous is None:
+            os.environ.pop(OFFLINE_PLAN_ENV, None)
+        else:
+            os.environ[OFFLINE_PLAN_ENV] = previous
+    result.warnings = list(warnings.messages)
     root = pulumi.runtime.get_root_resource()
     result.resources = list(monitor.recorded)
     if result.ok:

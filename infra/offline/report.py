@@ -39,6 +39,7 @@ def plan_document(result: PlanResult) -> dict[str, Any]:
         "project": result.project,
         "ok": result.ok,
         "error": result.error,
+        "warnings": result.warnings,
         "preflight": preflight_of(result),
         "resources": [r.as_dict() for r in result.resources if r.parent is not None],
         "outputs": result.outputs,
@@ -92,6 +93,8 @@ def print_plan(console: Console, result: PlanResult, show_inputs: bool = False) 
     preflight = preflight_of(result)
     if preflight:
         print_preflight(console, preflight)
+    for warning in result.warnings:
+        console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
     if not result.ok:
         # The preflight's reasons are printed above; the error's first line says what happened.
         error = result.error.splitlines()[0] if preflight else result.error

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from infra.workload.model_source import model_lock_config_map
 from infra.workload.monitoring import pod_monitor, service_monitor
 from infra.workload.namespace import namespace
 from infra.workload.network import endpoint_service, ingress, network_policy
@@ -17,6 +18,7 @@ def workload_objects(spec: WorkloadSpec) -> list[dict]:
         namespace(spec),
         model_cache_claim(spec),
         network_policy(spec),
+        model_lock_config_map(spec),
         rayservice(spec),
         endpoint_service(spec),
         ingress(spec),

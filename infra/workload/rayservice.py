@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from infra import pins
+from infra.workload.model_source import model_fetch_init_container, model_lock_volume, vllm_model_env
 from infra.workload.pods import (
-    HUB_TOKEN_FILE,
     container_security_context,
     credentials_volume,
     image_pull_policy,
@@ -106,7 +106,9 @@ def _worker_group(spec: WorkloadSpec) -> dict:
     resources = {"cpu": WORKER_CPU, "memory": WORKER_MEMORY, GPU_RESOURCE: gpus}
     tmp_volume, tmp_mount = scratch_volume()
     credentials, credentials_mount = credentials_volume(spec, hub_token=True)
-    return {
+    dshm_mount = {"name": "dshm", "mountPath": "/dev/shm"}
+    cache_mount = {"name": "model-cache", "mountPath": MODEL_CACHE_PATH}
+    group = {
         "groupName": "gpu",
         "replicas": 1,
         "minReplicas": 1,
@@ -129,20 +131,14 @@ def _worker_group(spec: WorkloadSpec) -> dict:
                         "env": [
                             # vLLM's TP workers must not fork a process that already initialised CUDA.
                             {"name": "VLLM_WORKER_MULTIPROC_METHOD", "value": "spawn"},
-                            {"name": "HF_HOME", "value": f"{MODEL_CACHE_PATH}/huggingface"},
-                            {"name": "HF_TOKEN_PATH", "value": HUB_TOKEN_FILE},
+                            *vllm_model_env(spec),
                         ],
                         "securityContext": container_security_context(),
                         # The raylet answers within seconds of start; the model may load for an hour,
                         # which the RayService thresholds (not these probes) cover.
                         "livenessProbe": _raylet_probe(failure_threshold=30, initial_delay=30),
                         "readinessProbe": _raylet_probe(failure_threshold=6, initial_delay=10),
-                        "volumeMounts": [
-                            tmp_mount,
-                            credentials_mount,
-                            {"name": "dshm", "mountPath": "/dev/shm"},
-                            {"name": "model-cache", "mountPath": MODEL_CACHE_PATH},
-                        ],
+                        "volumeMounts": [tmp_mount, credentials_mount, dshm_mount, cache_mount],
                     }
                 ],
                 "volumes": [
@@ -150,10 +146,15 @@ def _worker_group(spec: WorkloadSpec) -> dict:
                     credentials,
                     {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": SHM_SIZE}},
                     {"name": "model-cache", "persistentVolumeClaim": {"claimName": spec.model_cache_claim}},
+                    *filter(None, [model_lock_volume(spec)]),
                 ],
             },
         },
     }
+    fetch = model_fetch_init_container(spec, [tmp_mount, credentials_mount, cache_mount])
+    if fetch:
+        group["template"]["spec"]["initContainers"] = [fetch]
+    return group
 
 
 def rayservice(spec: WorkloadSpec) -> dict:

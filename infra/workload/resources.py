@@ -11,6 +11,7 @@ _TYPED = {
     ("v1", "Service"): k8s.core.v1.Service,
     ("v1", "Secret"): k8s.core.v1.Secret,
     ("v1", "ServiceAccount"): k8s.core.v1.ServiceAccount,
+    ("v1", "ConfigMap"): k8s.core.v1.ConfigMap,
     ("batch/v1", "Job"): k8s.batch.v1.Job,
     ("rbac.authorization.k8s.io/v1", "Role"): k8s.rbac.v1.Role,
     ("rbac.authorization.k8s.io/v1", "RoleBinding"): k8s.rbac.v1.RoleBinding,
@@ -19,7 +20,7 @@ _TYPED = {
 }
 _FIELDS = {
     "metadata": "metadata", "spec": "spec", "stringData": "string_data", "type": "type", "rules": "rules",
-    "roleRef": "role_ref", "subjects": "subjects", "automountServiceAccountToken": "automount_service_account_token",
+    "roleRef": "role_ref", "subjects": "subjects", "automountServiceAccountToken": "automount_service_account_token", "data": "data",
 }
 
 

@@ -18,16 +18,20 @@ GRACEFUL_SHUTDOWN_TIMEOUT_S = 60
 def vllm_server_args(spec: WorkloadSpec) -> dict:
     """Arguments of the Serve application: vLLM's OpenAI server flags, as data."""
     cfg = spec.cfg
+    if spec.model_lock:
+        # The init container fetched and verified the locked files; vLLM loads them from disk.
+        source = {"model": spec.model_dir}
+    else:
+        source = {"model": cfg.model_repo, "revision": cfg.model_revision,
+                  "download_dir": f"{MODEL_CACHE_PATH}/huggingface"}
     args = {
-        "model": cfg.model_repo,
-        "revision": cfg.model_revision,
+        **source,
         "served_model_name": cfg.served_model_name,
         "tensor_parallel_size": cfg.tensor_parallel_size,
         "max_model_len": cfg.max_model_len,
         "max_num_seqs": cfg.max_num_seqs,
         "gpu_memory_utilization": cfg.gpu_memory_utilization,
         "dtype": cfg.dtype,
-        "download_dir": f"{MODEL_CACHE_PATH}/huggingface",
         "api_key_file": API_KEY_FILE,
     }
     if cfg.quantization != "auto":

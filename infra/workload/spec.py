@@ -35,6 +35,8 @@ class WorkloadSpec:
     image: str
     placement: GpuPlacement
     operator_namespace: str
+    # The resolved model lock (infra/model.lock.json) when it matches the configured revision.
+    model_lock: dict | None = None
 
     @property
     def name(self) -> str:
@@ -72,6 +74,15 @@ class WorkloadSpec:
     @property
     def model_cache_claim(self) -> str:
         return f"{self.name}-model-cache"
+
+    @property
+    def model_lock_config_map(self) -> str:
+        return f"{self.name}-model-lock"
+
+    @property
+    def model_dir(self) -> str:
+        """Where the locked model's files are fetched to on the cache volume."""
+        return f"{MODEL_CACHE_PATH}/{self.cfg.model_repo.replace('/', '--')}"
 
     @property
     def endpoint_service(self) -> str:
