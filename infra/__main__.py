@@ -12,6 +12,7 @@ from infra.platform.device_plugin import NvidiaDevicePlugin
 from infra.platform.kuberay import KubeRayOperator
 from infra.preflight_gate import ModelLockRequired, PreflightFailed, check_stack, model_lock
 from infra.run_mode import deploying
+from infra.serving_image import ServingImage
 from infra.workload.component import ServingWorkload, ServingWorkloadArgs
 from infra.workload.manifests import workload_spec
 
@@ -34,10 +35,12 @@ if not cluster.provides_device_plugin:
 operator = KubeRayOperator("kuberay", cluster.provider, after_pool, protect=cfg.protect)
 
 spec = workload_spec(cfg, lock)
+image_ref = pulumi.Output.from_input(cfg.image) if cfg.image else ServingImage(
+    "serving-image", cfg, spec.model_dir, secrets.hub_token, cluster.cloud_provider).ref
 api_key = endpoint_api_key(secrets)
 workload = ServingWorkload(
     "qwen2vl",
-    ServingWorkloadArgs(spec, cluster.provider, api_key, secrets.hub_token, after=[operator]),
+    ServingWorkloadArgs(spec, cluster.provider, api_key, secrets.hub_token, image_ref, after=[operator]),
 )
 
 pulumi.export(outputs.PREFLIGHT, verdict.as_dict())
@@ -51,6 +54,6 @@ pulumi.export(outputs.NAMESPACE, cfg.namespace)
 pulumi.export(outputs.ENDPOINT, workload.endpoint)
 pulumi.export(outputs.SERVED_MODEL, cfg.served_model_name)
 pulumi.export(outputs.MODEL, {"repo": cfg.model_repo, "revision": cfg.model_revision})
-pulumi.export(outputs.IMAGE, spec.image)
+pulumi.export(outputs.IMAGE, image_ref)
 pulumi.export(outputs.API_KEY, api_key)
 pulumi.export(outputs.SMOKE_REPORT, workload.smoke_report)

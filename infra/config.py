@@ -199,6 +199,11 @@ KEYS: tuple[Key, ...] = (
     Key("image", "Serving image reference, by digest for prod; empty = the image this stack builds.",
         _matching(IMAGE_REF), None, "registry.example.com/qwen2vl-vllm@sha256:<64 hex>",
         "an image reference, preferably name@sha256:digest"),
+    Key("registry", "Registry to push the built image to on an existing cluster (cloud=existing).",
+        _matching(re.compile(r"^[a-z0-9][a-z0-9.-]*(:[0-9]+)?(/[a-z0-9._-]+)*$")), None, "registry.example.com/ml",
+        "a registry host and path such as registry.example.com/ml"),
+    Key("bakeModel", "Bake the locked model files into the image at build time instead of fetching them at start.",
+        _bool, False, "true", "true or false"),
     Key("modelCacheSize", "Size of the model cache volume.",
         _matching(QUANTITY), "200Gi", "200Gi", "a Kubernetes quantity such as 200Gi"),
     Key("storageClass", "StorageClass of the model cache volume; empty = the cluster default.",
@@ -256,6 +261,8 @@ class StackConfig:
     served_model_name: str
     namespace: str
     image: str | None
+    registry: str | None
+    bake_model: bool
     model_cache_size: str
     storage_class: str | None
     allowed_cidrs: tuple[str, ...]
@@ -290,6 +297,14 @@ def _cross_check(values: dict[str, Any], stack: str) -> None:
     if values["max_model_len"] < values["max_num_seqs"]:
         raise ConfigError("maxModelLen", values["max_model_len"],
                           f"must be at least maxNumSeqs ({values['max_num_seqs']})", stack, "8192")
+    if values["image"] is None and values["vllm_version"] != pins.VLLM_VERSION:
+        raise ConfigError("vllmVersion", values["vllm_version"],
+                          f"the image this stack builds is locked to vLLM {pins.VLLM_VERSION} "
+                          "(images/vllm/requirements.lock); set image to one with this vLLM, or change the pins "
+                          "and run scripts/lock_image.py", stack, pins.VLLM_VERSION)
+    if values["cloud"] == "existing" and values["image"] is None and values["registry"] is None:
+        raise ConfigError("registry", None, "an existing cluster needs a registry to push the built image to "
+                          "(or set image to a pushed one)", stack, "registry.example.com/ml")
     if values["cloud"] in ("aws", "gcp"):
         gpu = catalog.gpu(values["gpu_type"])
         tp = values["tensor_parallel_size"]

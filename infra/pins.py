@@ -30,3 +30,8 @@ MODEL_REPO = "Qwen/Qwen2-VL-72B-Instruct-AWQ"
 MODEL_REVISION = "712d5a5"
 
 SERVED_MODEL_NAME = "qwen2vl"
+
+# The image's Python dependencies besides vLLM and Ray, where the resolver must not take the newest:
+# vLLM 0.6.3.post1 runs Qwen2-VL with transformers 4.45-4.46 (5.x changed the processor API), and
+# numpy 2 breaks its compiled extensions.
+IMAGE_CONSTRAINTS = ("transformers==4.46.1", "numpy<2")

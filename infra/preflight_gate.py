@@ -96,6 +96,9 @@ def model_lock(cfg: StackConfig, deploying: bool) -> tuple[dict | None, str | No
         f"are downloaded by revision without verification. Resolve it where the hub is reachable with "
         f"`python scripts/lock_model.py --repo {cfg.model_repo} --revision {cfg.model_revision}` and commit the lock."
     )
+    if cfg.bake_model:
+        raise ModelLockRequired(f"{message} Stack {cfg.stack} sets {PROJECT}:bakeModel, and the image build "
+                                "needs the lock to know which files to bake in.")
     if cfg.require_model_lock and deploying:
         raise ModelLockRequired(f"{message} Stack {cfg.stack} sets {PROJECT}:requireModelLock, so pulumi up refuses "
                                 "to run until then.")

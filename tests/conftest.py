@@ -22,6 +22,8 @@ def make_config(stack: str = "test", **raw):
             return json.dumps(list(value))
         return str(value)
 
+    # The default target (an existing cluster) needs somewhere to push the built image.
+    raw.setdefault("registry", "registry.example.com/ml")
     return parse_stack_config({key: text(value) for key, value in raw.items()}, stack)
 
 

@@ -20,7 +20,7 @@ def test_any_value_either_parses_or_names_its_key(key, value):
     try:
         parse_stack_config({key: value}, "test")
     except ConfigError as error:
-        assert error.key in (key, "region", "gcpProject", "gpuNodesMin", "maxModelLen", "gpuType")
+        assert error.key in (key, "region", "gcpProject", "registry", "gpuNodesMin", "maxModelLen", "gpuType", "vllmVersion")
         assert f"qwen2vl:{error.key}" in str(error)
         assert "pulumi config set" in str(error)
 
@@ -56,7 +56,7 @@ def test_every_invalid_value_is_a_config_error_naming_the_key(data, key):
 
 
 def test_defaults_are_valid_and_typed():
-    cfg = parse_stack_config({}, "test")
+    cfg = parse_stack_config({"registry": "registry.example.com/ml"}, "test")
     assert cfg.tensor_parallel_size == 4 and cfg.max_num_seqs == 16
     assert cfg.gpu_memory_utilization == pytest.approx(0.9)
     assert cfg.allowed_cidrs == () and cfg.cloud == "existing"

@@ -2,6 +2,7 @@
 
 import re
 import subprocess
+import sys
 
 import pytest
 
@@ -13,7 +14,8 @@ EXEMPT_PREFIXES = ("docs/", "manifests/", "README.md")
 # The preflight's model catalog records facts about several repositories, the pinned one among them.
 EXEMPT_VALUES = {("infra/preflight/models.yaml", pins.MODEL_REPO)}
 # The model lock records the pin it resolves; test_model_lock_is_for_the_pinned_model keeps them equal.
-EXEMPT_FILES = ("infra/model.lock.json",)
+# The image's requirements lock is generated from the pins; test_image_lock_matches_the_pins checks it.
+EXEMPT_FILES = ("infra/model.lock.json", "images/vllm/requirements.lock")
 
 PINNED = {
     name: value
@@ -64,3 +66,9 @@ def test_model_lock_is_for_the_pinned_model():
     lock = load_lock()
     assert lock["repo"] == pins.MODEL_REPO
     assert lock["revision"] == pins.MODEL_REVISION or (lock["commit"] or "").startswith(pins.MODEL_REVISION)
+
+
+def test_image_lock_matches_the_pins():
+    proc = subprocess.run([sys.executable, "scripts/lock_image.py", "--check"], cwd=REPO_ROOT, capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, proc.stderr

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from infra import outputs
+from infra import outputs, pins
 from infra.offline.engine import run_plan
 from infra.offline.mocks import StrictMocks, UnmockedCall
 from infra.offline.report import plan_document
@@ -78,7 +78,8 @@ def test_broken_stack_file_gives_one_paragraph(tmp_path):
 
 
 def test_preflight_failure_stops_before_any_resource(tmp_path):
-    write_stack(tmp_path, "eval", {"qwen2vl:modelRevision": "3eb1d44f25054b16ac89a34bae70ca3049fcf1d0"})
+    write_stack(tmp_path, "eval", {"qwen2vl:modelRevision": "3eb1d44f25054b16ac89a34bae70ca3049fcf1d0",
+                                   "qwen2vl:registry": "registry.example.com/ml"})
     result = run_plan("eval", tmp_path)
     assert not result.ok
     assert "min_thread_k = 128" in result.error and "29696" in result.error
@@ -117,7 +118,7 @@ def test_every_resource_has_a_component_or_is_top_level(plan_of):
 def test_unresolved_lock_is_a_warning_in_the_plan(plan_of):
     warnings = " ".join(plan_of("prod").warnings)
     assert "No resolved model lock" in warnings
-    assert "python scripts/lock_model.py --repo Qwen/Qwen2-VL-72B-Instruct-AWQ" in warnings
+    assert f"python scripts/lock_model.py --repo {pins.MODEL_REPO}" in warnings
 
 
 def test_prod_up_refuses_without_a_resolved_lock(monkeypatch):

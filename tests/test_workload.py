@@ -16,6 +16,7 @@ from infra import pins
 from infra.clusters.pool import gpu_pool_spec
 from infra.offline.engine import read_stack_config
 from infra.workload.manifests import render_manifests, workload_spec
+from infra.workload.component import substitute
 from infra.workload.objects import workload_objects
 from infra.workload.spec import GPU_RESOURCE
 from tests.conftest import REPO_ROOT, STACKS, make_config
@@ -173,8 +174,13 @@ def _normalise(value):
 
 @pytest.mark.parametrize("stack", STACKS)
 def test_manifests_are_exactly_what_pulumi_registers(plan_of, stack):
-    registered = {(r.type.split(":")[-1], r.inputs["metadata"]["name"]): r.inputs
-                  for r in plan_of(stack).resources if r.type.startswith("kubernetes:") and r.custom
+    """Identical but for the image: Pulumi runs the pushed digest where the manifests name the build."""
+    result = plan_of(stack)
+    pushed = result.outputs["image"]
+    built = workload_spec(read_stack_config(stack)).image
+    assert "@sha256:" in pushed
+    registered = {(r.type.split(":")[-1], r.inputs["metadata"]["name"]): substitute(r.inputs, pushed, built)
+                  for r in result.resources if r.type.startswith("kubernetes:") and r.custom
                   and "metadata" in r.inputs}
     rendered = [yaml.safe_load(text) for name, text in render_manifests(read_stack_config(stack)).items()
                 if name != "kustomization.yaml"]

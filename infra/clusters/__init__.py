@@ -25,6 +25,8 @@ class ClusterHandle:
     # Whether the cloud installs the NVIDIA device plugin on GPU nodes itself (GKE does).
     provides_device_plugin: bool
     gpu_pool_ready: Sequence[pulumi.Resource] = field(default_factory=list)
+    # The cloud's provider (region, project, default tags) for other cloud resources such as the registry.
+    cloud_provider: pulumi.ProviderResource | None = None
 
 
 def create_cluster(cfg: StackConfig) -> ClusterHandle:

@@ -77,6 +77,7 @@ class EksCluster(pulumi.ComponentResource):
         pool = gpu_pool_spec(cfg)
         provider = aws.Provider("aws", region=cfg.region, default_tags={"tags": dict(pool.tags)},
                                 opts=pulumi.ResourceOptions(parent=self))
+        self.cloud_provider = provider
         child = pulumi.ResourceOptions(parent=self, provider=provider)
         stateful = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(protect=cfg.protect))
         subnet_ids = self._network(name, cfg, child, stateful)
@@ -166,5 +167,6 @@ def create(cfg: StackConfig) -> ClusterHandle:
         gpu_pool_name=eks.gpu_node_group.node_group_name,
         kubeconfig=eks.kubeconfig,
         provides_device_plugin=False,
+        cloud_provider=eks.cloud_provider,
         gpu_pool_ready=[eks.gpu_node_group],
     )

@@ -46,6 +46,7 @@ class GkeCluster(pulumi.ComponentResource):
         pool = gpu_pool_spec(cfg)
         provider = gcp.Provider("gcp", project=cfg.gcp_project, region=cfg.region,
                                 default_labels=dict(pool.tags), opts=pulumi.ResourceOptions(parent=self))
+        self.cloud_provider = provider
         child = pulumi.ResourceOptions(parent=self, provider=provider)
         stateful = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(protect=cfg.protect))
         zones = list(cfg.zones) or None
@@ -117,5 +118,6 @@ def create(cfg: StackConfig) -> ClusterHandle:
         gpu_pool_name=gke.gpu_pool.name,
         kubeconfig=gke.kubeconfig,
         provides_device_plugin=True,
+        cloud_provider=gke.cloud_provider,
         gpu_pool_ready=[gke.gpu_pool],
     )

@@ -17,12 +17,22 @@ from infra.workload.spec import WorkloadSpec
 STATEFUL_KINDS = ("Namespace", "PersistentVolumeClaim")
 
 
+def substitute(value, needle: str, replacement):
+    """`value` with every string equal to `needle` replaced (the builders' image name by the digest)."""
+    if isinstance(value, dict):
+        return {k: substitute(v, needle, replacement) for k, v in value.items()}
+    if isinstance(value, list):
+        return [substitute(v, needle, replacement) for v in value]
+    return replacement if value == needle else value
+
+
 @dataclass
 class ServingWorkloadArgs:
     spec: WorkloadSpec
     provider: k8s.Provider
     api_key: pulumi.Output[str]
     hub_token: pulumi.Output[str] | None
+    image_ref: pulumi.Output[str]  # the pushed image by digest, replacing spec.image in every object
     after: Sequence[pulumi.Resource]  # the KubeRay operator (and whatever it waits for)
 
 
@@ -44,7 +54,7 @@ class ServingWorkload(pulumi.ComponentResource):
             secrets.append(self._secret(spec.hub_token_secret, "token", args.hub_token, spec, in_namespace))
 
         self.resources: dict[str, pulumi.CustomResource] = {}
-        for obj in rest:
+        for obj in (substitute(o, spec.image, args.image_ref) for o in rest):
             kind = obj["kind"]
             opts_for = pulumi.ResourceOptions(depends_on=[self.namespace, *secrets])
             if kind in STATEFUL_KINDS:

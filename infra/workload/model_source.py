@@ -13,7 +13,8 @@ LOCK_FILE = "model.lock.json"
 
 
 def fetches_locked_files(spec: WorkloadSpec) -> bool:
-    return spec.model_lock is not None and spec.cfg.model_source == "huggingface"
+    """An init container fetches the locked files (unless the image already carries them)."""
+    return spec.model_lock is not None and spec.cfg.model_source == "huggingface" and not spec.cfg.bake_model
 
 
 def hub_env(spec: WorkloadSpec) -> list[dict]:
@@ -28,8 +29,8 @@ def vllm_model_env(spec: WorkloadSpec) -> list[dict]:
     env = hub_env(spec)
     if spec.cfg.model_source == "modelscope":
         env.append({"name": "VLLM_USE_MODELSCOPE", "value": "True"})
-    if fetches_locked_files(spec):
-        # Everything is on disk and verified; vLLM must not reach for the hub.
+    if spec.model_lock is not None and spec.cfg.model_source == "huggingface":
+        # Everything is on disk and verified (fetched at start or baked in); vLLM must not reach for the hub.
         env.append({"name": "HF_HUB_OFFLINE", "value": "1"})
     return env
 

@@ -16,6 +16,14 @@ RAY_METRICS_PORT = 8080
 DASHBOARD_PORT = 8265
 DASHBOARD_AGENT_PORT = 52365
 MODEL_CACHE_PATH = "/models"
+# Baked into the image, outside the cache volume's mount point (which would hide it).
+BAKED_MODEL_PATH = "/opt/models"
+
+
+def model_dir_for(cfg: StackConfig) -> str:
+    """Where the locked model's files are: baked into the image, or fetched to the cache volume."""
+    root = BAKED_MODEL_PATH if cfg.bake_model else MODEL_CACHE_PATH
+    return f"{root}/{cfg.model_repo.replace('/', '--')}"
 
 
 @dataclass(frozen=True)
@@ -81,8 +89,7 @@ class WorkloadSpec:
 
     @property
     def model_dir(self) -> str:
-        """Where the locked model's files are fetched to on the cache volume."""
-        return f"{MODEL_CACHE_PATH}/{self.cfg.model_repo.replace('/', '--')}"
+        return model_dir_for(self.cfg)
 
     @property
     def endpoint_service(self) -> str:
