@@ -6,7 +6,7 @@ from infra import outputs
 from infra.clusters import create_cluster
 from infra.config import ConfigError
 from infra.config_reader import load_stack_config, read_secrets
-from infra.cost import estimate_cost
+from infra.cost import BudgetExceeded, check_budget
 from infra.credentials import endpoint_api_key
 from infra.platform.device_plugin import NvidiaDevicePlugin
 from infra.platform.kuberay import KubeRayOperator
@@ -19,8 +19,9 @@ from infra.workload.manifests import workload_spec
 try:
     cfg = load_stack_config()
     verdict = check_stack(cfg)
+    cost = check_budget(cfg)
     lock, lock_warning = model_lock(cfg, deploying())
-except (ConfigError, PreflightFailed, ModelLockRequired) as error:
+except (ConfigError, PreflightFailed, BudgetExceeded, ModelLockRequired) as error:
     # RunError prints the message alone: a person-readable paragraph, not a traceback.
     raise pulumi.RunError(str(error)) from error
 if lock_warning:
@@ -44,7 +45,7 @@ workload = ServingWorkload(
 )
 
 pulumi.export(outputs.PREFLIGHT, verdict.as_dict())
-pulumi.export(outputs.HOURLY_COST_USD, estimate_cost(cfg).as_dict())
+pulumi.export(outputs.HOURLY_COST_USD, cost.as_dict())
 pulumi.export(outputs.CLUSTER_NAME, cluster.name)
 pulumi.export(outputs.GPU_POOL, cluster.gpu_pool_name)
 if cluster.kubeconfig is not None:

@@ -154,6 +154,10 @@ KEYS: tuple[Key, ...] = (
         _bool, False, "true", "true or false"),
     Key("hourlyPriceUsd", "Override of the catalog's hourly price of one GPU node, for the cost estimate.",
         _float_in(0.0, 1000.0, low_open=True), None, "12.5", "a positive number of US dollars"),
+    Key("maxHourlyUsd", "Budget: refuse a stack whose GPU pool at its largest costs more per hour.",
+        _float_in(0.0, 10000.0, low_open=True), None, "25", "a positive number of US dollars"),
+    Key("maxTotalUsd", "Budget: refuse a stack (an eval run) whose ttlHours at the hourly cost would cost more.",
+        _float_in(0.0, 1000000.0, low_open=True), None, "100", "a positive number of US dollars"),
     Key("protect", "Protect stateful and slow-to-recreate resources from deletion (prod).",
         _bool, False, "true", "true or false"),
     Key("owner", "Owner tag/label on every cloud resource.",
@@ -241,6 +245,8 @@ class StackConfig:
     gpu_nodes_max: int
     spot: bool
     hourly_price_usd: float | None
+    max_hourly_usd: float | None
+    max_total_usd: float | None
     protect: bool
     owner: str
     cost_center: str

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from infra.clusters.pool import node_shape
-from infra.config import StackConfig
+from infra.config import PROJECT, StackConfig
 from infra.preflight.catalog import prices_as_of
 
 
@@ -50,3 +50,33 @@ def estimate_cost(cfg: StackConfig) -> CostEstimate:
         ttl_usd=ttl_usd,
         source=source,
     )
+
+
+class BudgetExceeded(Exception):
+    """The stack would cost more than its budget allows; the message names the key and the fix."""
+
+
+def check_budget(cfg: StackConfig, cost: CostEstimate | None = None) -> CostEstimate:
+    """The cost estimate, after refusing a stack over maxHourlyUsd, or over maxTotalUsd for its TTL."""
+    cost = cost or estimate_cost(cfg)
+    budgets = [(cfg.max_hourly_usd, "maxHourlyUsd"), (cfg.max_total_usd, "maxTotalUsd")]
+    if any(limit is not None for limit, _ in budgets) and cost.max_usd_per_hour is None:
+        raise BudgetExceeded(f"Stack {cfg.stack} has a budget but no known price for its GPU nodes; set "
+                             f"`pulumi config set {PROJECT}:hourlyPriceUsd <usd per node hour>`.")
+    if cfg.max_hourly_usd is not None and cost.max_usd_per_hour > cfg.max_hourly_usd:
+        raise BudgetExceeded(
+            f"Stack {cfg.stack} would cost ${cost.max_usd_per_hour:.2f}/h at its largest ({cost.max_nodes} x "
+            f"{cost.instance or 'node'} at ${cost.node_usd_per_hour:.2f}/h), over {PROJECT}:maxHourlyUsd "
+            f"${cfg.max_hourly_usd:.2f}. Lower {PROJECT}:gpuNodesMax, choose a cheaper gpuType, or raise the budget."
+        )
+    if cfg.max_total_usd is not None:
+        if cost.ttl_usd is None:
+            raise BudgetExceeded(f"Stack {cfg.stack} sets {PROJECT}:maxTotalUsd but no {PROJECT}:ttlHours to "
+                                 "bound its cost; set ttlHours.")
+        if cost.ttl_usd > cfg.max_total_usd:
+            raise BudgetExceeded(
+                f"Stack {cfg.stack} would cost ${cost.ttl_usd:.2f} over its {cost.ttl_hours} h TTL at "
+                f"${cost.max_usd_per_hour:.2f}/h, over {PROJECT}:maxTotalUsd ${cfg.max_total_usd:.2f}. Shorten "
+                f"{PROJECT}:ttlHours (at most {int(cfg.max_total_usd // cost.max_usd_per_hour)} h) or raise the budget."
+            )
+    return cost
