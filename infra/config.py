@@ -315,6 +315,13 @@ def _cross_check(values: dict[str, Any], stack: str) -> None:
         gpu = catalog.gpu(values["gpu_type"])
         tp = values["tensor_parallel_size"]
         # One replica per node: the node's GPU count is the tensor-parallel size, nothing idles.
+        sizes = sorted({shape.gpus for spec in catalog.gpu_catalog().values() for shape in spec.shapes_in(values["cloud"])})
+        if tp not in sizes:
+            raise ConfigError(
+                "tensorParallelSize", tp,
+                f"every GPU node runs one replica on all its GPUs, and {values['cloud']} instances in the catalog "
+                f"have {' or '.join(map(str, sizes))} GPUs", stack, str(sizes[0]),
+            )
         if not gpu.shapes_in(values["cloud"], gpus=tp):
             alternatives = sorted(
                 name for name, spec in catalog.gpu_catalog().items() if spec.shapes_in(values["cloud"], gpus=tp)

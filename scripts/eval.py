@@ -1,0 +1,53 @@
+#!/usr/bin/env python3
+"""Run one cost-bounded evaluation: a fresh eval stack, `pulumi up` (which waits for the smoke Job), a
+report (JSON and Markdown, with cost), then destroy, on success, failure, timeout and Ctrl-C alike.
+
+    python scripts/eval.py [--model REPO] [--revision REV] [--gpu GPU] [--tp N] [--ttl-hours H]
+                           [--timeout-minutes M] [--keep] [--report-dir reports/]
+
+Needs the Pulumi CLI, a `pulumi login`, and the cloud credentials of the eval stack (Pulumi.eval.yaml).
+Exit 0 when the evaluation passed, 1 when it failed, 2 when it was refused before anything was created.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from infra.evaluation.lifecycle import AutomationWorkspace, EvalOptions, EvalRefused, run_evaluation  # noqa: E402
+
+PULUMI_MISSING = ("The Pulumi CLI is not installed: install it with `curl -fsSL https://get.pulumi.com | sh` "
+                  "(see https://www.pulumi.com/docs/install/), then `pulumi login`.")
+
+
+def main(argv: list[str] | None = None, workspace_factory=AutomationWorkspace) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", dest="model_repo")
+    parser.add_argument("--revision", dest="model_revision")
+    parser.add_argument("--gpu", dest="gpu_type")
+    parser.add_argument("--tp", dest="tensor_parallel_size", type=int)
+    parser.add_argument("--ttl-hours", type=int)
+    parser.add_argument("--timeout-minutes", type=float, default=120.0)
+    parser.add_argument("--keep", action="store_true", help="keep a passing stack until its TTL")
+    parser.add_argument("--report-dir", type=Path, default=Path("reports"))
+    args = parser.parse_args(argv)
+    if workspace_factory is AutomationWorkspace and shutil.which("pulumi") is None:
+        print(PULUMI_MISSING)
+        return 2
+    options = EvalOptions(**{k: v for k, v in vars(args).items()})
+    try:
+        result = run_evaluation(workspace_factory(), options)
+    except EvalRefused as error:
+        print(f"evaluation refused, nothing was created: {error}")
+        return 2
+    print(f"{result.stack}: {result.outcome}; report {result.report_path}; "
+          f"{'destroyed' if result.destroyed else 'NOT destroyed'}")
+    return 0 if result.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
