@@ -27,7 +27,8 @@ def one(result, type_token, name_suffix=""):
 
 @pytest.mark.parametrize("gpu, instance", [("L4", "g6.12xlarge"), ("L40S", "g6e.12xlarge"), ("A10G", "g5.12xlarge")])
 def test_eks_gpu_instance_follows_the_gpu(tmp_path, gpu, instance):
-    group = one(stack_with(tmp_path, "eval", gpuType=gpu), "aws:eks/nodeGroup:NodeGroup", "-gpu")
+    group = one(stack_with(tmp_path, "eval", gpuType=gpu, maxHourlyUsd=50, maxTotalUsd=500),
+                "aws:eks/nodeGroup:NodeGroup", "-gpu")
     assert group.inputs["instanceTypes"] == [instance]
     assert group.inputs["amiType"] == "AL2023_x86_64_NVIDIA"
     assert group.inputs["labels"][GPU_TYPE_LABEL] == gpu

@@ -7,6 +7,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from infra import pins
+
 from infra.evaluation.lifecycle import (
     TTL_TAG,
     EvalOptions,
@@ -19,7 +21,7 @@ from infra.evaluation.lifecycle import (
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
 PASSING = {"smokeReport": {"ok": True, "latency": {"ttft_p50_s": 0.4, "requests": 16}},
-           "model": {"repo": "Qwen/Qwen2-VL-72B-Instruct-AWQ", "revision": "712d5a5"}, "apiKey": "[secret]"}
+           "model": {"repo": pins.MODEL_REPO, "revision": pins.MODEL_REVISION}, "apiKey": "[secret]"}
 
 
 class RecordingWorkspace:
