@@ -81,7 +81,7 @@ def test_installed_cpu_vllm_parses_the_same_command(tmp_path):
         "print(json.dumps({'tp': parsed.tensor_parallel_size, 'seqs': parsed.max_num_seqs,"
         " 'name': parsed.served_model_name}))"
     )
-    args = {k: v for k, v in full_args(tmp_path).__dict__.items() if k != "extra_env"}
+    args = {k: v for k, v in full_args(tmp_path).__dict__.items() if k not in ("extra_env", "extra_args")}
     proc = subprocess.run([str(SERVING_PYTHON), "-c", code, json.dumps(args)], cwd=REPO_ROOT, env=serving_env(),
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -39,6 +39,8 @@ class ServerArgs:
     # Seconds to wait for /health: a 72B download and load can take most of an hour.
     ready_timeout_s: float = 3600.0
     extra_env: Mapping[str, str] = field(default_factory=dict)
+    # Further vLLM flags, for flags that exist only in some vLLM releases (not used by the RayService).
+    extra_args: tuple[str, ...] = ()
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> "ServerArgs":
@@ -71,7 +73,7 @@ def command(args: ServerArgs, port: int, host: str = "127.0.0.1") -> list[str]:
     for flag, value in optional.items():
         if value is not None:
             cmd += [flag, str(value)]
-    return cmd
+    return cmd + list(args.extra_args)
 
 
 def child_environment(args: ServerArgs, base: Mapping[str, str] | None = None) -> dict[str, str]:
