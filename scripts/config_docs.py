@@ -38,7 +38,7 @@ def render() -> str:
         "(state, outputs and the offline plan show them only as `[secret]`).",
         "",
         f"- `{PROJECT}:{SECRET_KEYS[0]}`: the endpoint's API key. Unset: one is generated and kept in the stack's",
-        f"  state; read it with `pulumi stack output apiKey --show-secrets`.",
+        "  state; read it with `pulumi stack output apiKey --show-secrets`.",
         f"- `{PROJECT}:{SECRET_KEYS[1]}`: a Hugging Face token, only for gated or private model repositories.",
         "",
     ]

@@ -52,7 +52,7 @@ def test_every_invalid_value_is_a_config_error_naming_the_key(data, key):
         parse_stack_config({key: value}, "eval")
     assert info.value.key == key
     assert f"qwen2vl:{key} = {value!r}" in str(info.value)
-    assert f"--stack eval" in str(info.value)
+    assert "--stack eval" in str(info.value)
 
 
 def test_defaults_are_valid_and_typed():

@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 import zipfile
-from pathlib import Path
 
 import pytest
 
@@ -76,7 +75,7 @@ def test_installed_cpu_vllm_parses_the_same_command(tmp_path):
         "from qwen2vl_serve.server import ServerArgs, command;"
         "from vllm.entrypoints.launchers.cli_args import make_arg_parser;"
         "from vllm.utils.argparse_utils import FlexibleArgumentParser;"
-        f"args = ServerArgs(**json.loads(sys.argv[1]));"
+        "args = ServerArgs(**json.loads(sys.argv[1]));"
         "parsed = make_arg_parser(FlexibleArgumentParser()).parse_args(command(args, 9000)[3:]);"
         "print(json.dumps({'tp': parsed.tensor_parallel_size, 'seqs': parsed.max_num_seqs,"
         " 'name': parsed.served_model_name}))"

@@ -29,6 +29,26 @@ class ClusterHandle:
     cloud_provider: pulumi.ProviderResource | None = None
 
 
+def managed_cluster_handle(cfg: StackConfig, component: pulumi.ComponentResource, cluster_name: pulumi.Input[str],
+                           gpu_pool: pulumi.CustomResource, gpu_pool_name: pulumi.Input[str],
+                           provides_device_plugin: bool) -> ClusterHandle:
+    """The handle of a cluster this stack made (EKS, GKE): a provider on its kubeconfig, after its GPU pool."""
+    from infra.clusters.pool import gpu_pool_spec
+
+    provider = k8s.Provider(f"{cfg.cloud}-cluster", kubeconfig=component.kubeconfig,
+                            opts=pulumi.ResourceOptions(parent=component, depends_on=[gpu_pool]))
+    return ClusterHandle(
+        name=cluster_name,
+        provider=provider,
+        placement=gpu_pool_spec(cfg).placement,
+        gpu_pool_name=gpu_pool_name,
+        kubeconfig=component.kubeconfig,
+        provides_device_plugin=provides_device_plugin,
+        cloud_provider=component.cloud_provider,
+        gpu_pool_ready=[gpu_pool],
+    )
+
+
 def create_cluster(cfg: StackConfig) -> ClusterHandle:
     module = importlib.import_module(TARGET_MODULES[cfg.cloud])
     return module.create(cfg)

@@ -6,9 +6,8 @@ import json
 
 import pulumi
 import pulumi_aws as aws
-import pulumi_kubernetes as k8s
 
-from infra.clusters import ClusterHandle
+from infra.clusters import ClusterHandle, managed_cluster_handle
 from infra.clusters.kubeconfig import exec_kubeconfig
 from infra.clusters.pool import GpuPoolSpec, gpu_pool_spec
 from infra.config import StackConfig
@@ -157,16 +156,5 @@ class EksCluster(pulumi.ComponentResource):
 
 def create(cfg: StackConfig) -> ClusterHandle:
     eks = EksCluster("qwen2vl", cfg)
-    provider = k8s.Provider("eks", kubeconfig=eks.kubeconfig,
-                            opts=pulumi.ResourceOptions(parent=eks, depends_on=[eks.gpu_node_group]))
-    pool = gpu_pool_spec(cfg)
-    return ClusterHandle(
-        name=eks.cluster.name,
-        provider=provider,
-        placement=pool.placement,
-        gpu_pool_name=eks.gpu_node_group.node_group_name,
-        kubeconfig=eks.kubeconfig,
-        provides_device_plugin=False,
-        cloud_provider=eks.cloud_provider,
-        gpu_pool_ready=[eks.gpu_node_group],
-    )
+    return managed_cluster_handle(cfg, eks, eks.cluster.name, eks.gpu_node_group, eks.gpu_node_group.node_group_name,
+                                  provides_device_plugin=False)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pulumi
 import pulumi_gcp as gcp
-import pulumi_kubernetes as k8s
 
-from infra.clusters import ClusterHandle
+from infra.clusters import ClusterHandle, managed_cluster_handle
 from infra.clusters.kubeconfig import exec_kubeconfig
 from infra.clusters.pool import GpuPoolSpec, gpu_pool_spec
 from infra.config import StackConfig
@@ -108,16 +107,6 @@ class GkeCluster(pulumi.ComponentResource):
 
 def create(cfg: StackConfig) -> ClusterHandle:
     gke = GkeCluster("qwen2vl", cfg)
-    provider = k8s.Provider("gke", kubeconfig=gke.kubeconfig,
-                            opts=pulumi.ResourceOptions(parent=gke, depends_on=[gke.gpu_pool]))
-    pool = gpu_pool_spec(cfg)
-    return ClusterHandle(
-        name=gke.cluster.name,
-        provider=provider,
-        placement=pool.placement,
-        gpu_pool_name=gke.gpu_pool.name,
-        kubeconfig=gke.kubeconfig,
-        provides_device_plugin=True,
-        cloud_provider=gke.cloud_provider,
-        gpu_pool_ready=[gke.gpu_pool],
-    )
+    # GKE installs the NVIDIA driver and device plugin on GPU nodes itself.
+    return managed_cluster_handle(cfg, gke, gke.cluster.name, gke.gpu_pool, gke.gpu_pool.name,
+                                  provides_device_plugin=True)

@@ -16,7 +16,7 @@ from packaging.version import InvalidVersion, Version
 from infra import pins
 from infra.preflight import catalog
 from infra.preflight.kernels import KERNELS, QUANTIZATION_CHOICES, evaluate_layer, resolve_kernel
-from infra.preflight.layers import attention_splits, text_layers, vision_layers
+from infra.preflight.layers import text_layers, vision_layers
 from infra.preflight.memory import MAX_IMAGE_TOKENS, MemoryEstimate, estimate_memory, largest_fitting_model_len
 from infra.preflight.model import ModelDims, parse_model_config
 
