@@ -4,6 +4,7 @@ from the one pool spec, invokes are mocked explicitly, and order and protection 
 import pytest
 import yaml
 
+from infra import outputs as output_names
 from infra.clusters.pool import gpu_pool_spec
 from infra.offline.engine import read_stack_config, run_plan
 from infra.workload.spec import GPU_POOL_LABEL, GPU_TYPE_LABEL
@@ -139,7 +140,7 @@ def test_prod_protects_the_cluster_and_pool_staging_does_not(plan_of):
 
 
 def test_kubeconfig_is_a_secret_output(plan_of):
-    assert plan_of("eval").outputs["kubeconfig"] == "[secret]"
+    assert plan_of("eval").outputs[output_names.KUBECONFIG] == "[secret]"
     provider = one(plan_of("eval"), "pulumi:providers:kubernetes")
     assert provider.inputs["kubeconfig"] == "[secret]"
 
@@ -147,7 +148,7 @@ def test_kubeconfig_is_a_secret_output(plan_of):
 def test_existing_cluster_uses_the_configured_context(plan_of):
     provider = one(plan_of("local"), "pulumi:providers:kubernetes")
     assert provider.inputs["context"] == "kind-qwen2vl"
-    assert "kubeconfig" not in plan_of("local").outputs
+    assert output_names.KUBECONFIG not in plan_of("local").outputs
 
 
 def test_gpu_without_a_four_gpu_shape_is_a_config_error(tmp_path):

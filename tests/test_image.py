@@ -7,6 +7,7 @@ import subprocess
 
 import pytest
 
+from infra import outputs as output_names
 from infra import pins
 from infra.config import ConfigError
 from infra.image_build import CONTEXT_INPUTS, DOCKERFILE, build_args, content_tag
@@ -70,7 +71,7 @@ def test_checkov_passes_on_the_dockerfile():
 @pytest.mark.parametrize("stack", ["eval", "staging", "local"])
 def test_workload_runs_the_pushed_image_by_digest(plan_of, stack):
     result = plan_of(stack)
-    pushed = result.outputs["image"]
+    pushed = result.outputs[output_names.IMAGE]
     assert re.fullmatch(r".+:[0-9a-z.]+-[0-9a-f]{12}@sha256:[0-9a-f]{64}", pushed)
     images = {c["image"] for r in result.resources if r.type == "kubernetes:ray.io/v1:RayService"
               for group in [r.inputs["spec"]["rayClusterConfig"]["headGroupSpec"],
@@ -86,7 +87,7 @@ def test_registry_per_cloud(plan_of):
     types = lambda stack: {r.type for r in plan_of(stack).resources}  # noqa: E731
     assert "aws:ecr/repository:Repository" in types("eval")
     assert "gcp:artifactregistry/repository:Repository" in types("staging")
-    assert plan_of("local").outputs["image"].startswith("localhost:5001/ml/qwen2vl-vllm:")
+    assert plan_of("local").outputs[output_names.IMAGE].startswith("localhost:5001/ml/qwen2vl-vllm:")
 
 
 def test_image_config_errors():

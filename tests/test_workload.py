@@ -12,11 +12,12 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from infra import outputs as output_names
 from infra import pins
 from infra.clusters.pool import gpu_pool_spec
 from infra.offline.engine import read_stack_config
-from infra.workload.manifests import render_manifests, workload_spec
 from infra.workload.component import substitute
+from infra.workload.manifests import render_manifests, workload_spec
 from infra.workload.objects import workload_objects
 from infra.workload.spec import GPU_RESOURCE
 from tests.conftest import REPO_ROOT, STACKS, make_config
@@ -176,7 +177,7 @@ def _normalise(value):
 def test_manifests_are_exactly_what_pulumi_registers(plan_of, stack):
     """Identical but for the image: Pulumi runs the pushed digest where the manifests name the build."""
     result = plan_of(stack)
-    pushed = result.outputs["image"]
+    pushed = result.outputs[output_names.IMAGE]
     built = workload_spec(read_stack_config(stack)).image
     assert "@sha256:" in pushed
     registered = {(r.type.split(":")[-1], r.inputs["metadata"]["name"]): substitute(r.inputs, pushed, built)

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable, Protocol
 
+from infra import outputs as output_names
 from infra.config import PROJECT, ConfigError, StackConfig, parse_stack_config
 from infra.cost import BudgetExceeded, check_budget
 from infra.offline.engine import REPO_ROOT, stack_config
@@ -100,12 +101,12 @@ def unique_stack_name(now: datetime) -> str:
 
 
 def markdown_summary(result: EvalResult, outputs: dict, started: datetime, finished: datetime) -> str:
-    report = outputs.get("smokeReport") or {}
+    report = outputs.get(output_names.SMOKE_REPORT) or {}
     lines = [
         f"# Evaluation {result.stack}",
         "",
         f"- outcome: **{result.outcome}**" + (f" ({result.error})" if result.error else ""),
-        f"- model: {outputs.get('model', {}).get('repo')}@{outputs.get('model', {}).get('revision')}",
+        f"- model: {outputs.get(output_names.MODEL, {}).get('repo')}@{outputs.get(output_names.MODEL, {}).get('revision')}",
         f"- started {started.isoformat(timespec='seconds')}, finished {finished.isoformat(timespec='seconds')}",
         f"- cost: about ${result.cost.get('run_usd', 0):.2f} for this run at ${result.cost.get('usd_per_hour') or 0:.2f}/h"
         f" (at most ${result.cost.get('ttl_usd') or 0:.2f} for its TTL)",
@@ -138,7 +139,7 @@ def run_evaluation(workspace: Workspace, options: EvalOptions, log: Callable[[st
     try:
         workspace.create_stack(name, {k: (v, False) for k, v in config.items()}, tags)
         outputs = workspace.up(name, log)
-        smoke = outputs.get("smokeReport") or {}
+        smoke = outputs.get(output_names.SMOKE_REPORT) or {}
         result.ok = smoke.get("ok") is not False
         result.outcome = "passed" if result.ok else "failed"
     except EvalTimeout:
