@@ -160,6 +160,25 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         return super().ReadResource(request)
 
 
+def tree_order(resources: list[RecordedResource]) -> list[RecordedResource]:
+    """Parents before children, siblings by type and name: the program registers independent resources
+    concurrently, so the order they reach the engine varies from run to run; the plan's must not."""
+    children: dict[str | None, list[RecordedResource]] = {}
+    for resource in resources:
+        children.setdefault(resource.parent, []).append(resource)
+    ordered: list[RecordedResource] = []
+
+    def visit(parent_key: str | None) -> None:
+        for child in sorted(children.get(parent_key, []), key=lambda r: (r.type, r.name)):
+            ordered.append(child)
+            visit(child.key)
+
+    visit(None)
+    # Anything whose parent was not recorded still belongs in the plan, after the tree.
+    seen = {id(r) for r in ordered}
+    return ordered + sorted((r for r in resources if id(r) not in seen), key=lambda r: (r.type, r.name))
+
+
 def project_name(repo_root: Path = REPO_ROOT) -> str:
     return yaml.safe_load((repo_root / "Pulumi.yaml").read_text())["name"]
 
@@ -252,7 +271,7 @@ def run_plan(stack: str, stack_dir: Path = REPO_ROOT, secret_values: dict[str, s
             os.environ[OFFLINE_PLAN_ENV] = previous
     result.warnings = list(warnings.messages)
     root = pulumi.runtime.get_root_resource()
-    result.resources = list(monitor.recorded)
+    result.resources = tree_order(monitor.recorded)
     if result.ok:
         result.outputs = {name: _resolve(value) for name, value in sorted(root.outputs.items())}
     return result
