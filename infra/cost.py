@@ -22,13 +22,15 @@ class CostEstimate:
     def as_dict(self) -> dict:
         return asdict(self)
 
-    def describe(self) -> str:
-        if self.max_usd_per_hour is None:
-            return f"unknown ({self.source})"
-        text = f"${self.max_usd_per_hour:.2f}/h at {self.max_nodes} x {self.instance or 'node'} ({self.source})"
-        if self.ttl_usd is not None:
-            text += f"; ${self.ttl_usd:.2f} over the {self.ttl_hours} h TTL"
-        return text
+
+
+def describe_cost(cost: dict) -> str:
+    """One line for people, from CostEstimate.as_dict() (as exported by the stack)."""
+    per_hour = cost.get("max_usd_per_hour")
+    text = "unknown" if per_hour is None else f"${per_hour:.2f}/h at {cost['max_nodes']} x {cost['instance'] or 'node'}"
+    if cost.get("ttl_usd") is not None:
+        text += f", ${cost['ttl_usd']:.2f} over the {cost['ttl_hours']} h TTL"
+    return f"{text} ({cost['source']})"
 
 
 def estimate_cost(cfg: StackConfig) -> CostEstimate:

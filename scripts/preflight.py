@@ -30,18 +30,7 @@ from infra.preflight import (  # noqa: E402
 )
 from infra.preflight.catalog import gpu_catalog, model_catalog  # noqa: E402
 from infra.preflight.kernels import QUANTIZATION_CHOICES  # noqa: E402
-
-MEMORY_LABELS = {
-    "gpu_memory_gib": "GPU memory (GiB)",
-    "budget_gib": "vLLM budget (GiB)",
-    "weights_gib": "weights per GPU (GiB)",
-    "activation_reserve_gib": "activation reserve, estimated (GiB)",
-    "kv_cache_gib": "KV cache (GiB)",
-    "kv_bytes_per_token": "KV bytes per token per GPU",
-    "kv_tokens": "KV capacity (tokens)",
-    "max_model_len": "max_model_len",
-    "concurrent_full_sequences": "concurrent max_model_len sequences",
-}
+from infra.preflight.memory import MEMORY_LABELS  # noqa: E402
 
 
 def parser() -> argparse.ArgumentParser:

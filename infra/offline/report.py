@@ -11,19 +11,9 @@ from rich.table import Table
 from rich.tree import Tree
 
 from infra import outputs as output_names
+from infra.cost import describe_cost
 from infra.offline.engine import PlanResult
-
-MEMORY_ROWS = (
-    ("gpu_memory_gib", "GPU memory (GiB)"),
-    ("budget_gib", "vLLM budget: gpu_memory_utilization x memory (GiB)"),
-    ("weights_gib", "weights per GPU (GiB)"),
-    ("activation_reserve_gib", "activation reserve, estimated (GiB)"),
-    ("kv_cache_gib", "KV cache (GiB)"),
-    ("kv_bytes_per_token", "KV bytes per token per GPU"),
-    ("kv_tokens", "KV cache capacity (tokens)"),
-    ("max_model_len", "max_model_len"),
-    ("concurrent_full_sequences", "concurrent max_model_len sequences"),
-)
+from infra.preflight.memory import MEMORY_LABELS
 
 
 def preflight_of(result: PlanResult) -> dict | None:
@@ -48,7 +38,7 @@ def plan_document(result: PlanResult) -> dict[str, Any]:
 
 def _memory_table(memory: dict) -> Table:
     table = Table(title="Memory per GPU", show_header=False, box=None, padding=(0, 2))
-    for key, label in MEMORY_ROWS:
+    for key, label in MEMORY_LABELS.items():
         if key in memory:
             table.add_row(label, str(memory[key]))
     return table
@@ -102,11 +92,7 @@ def print_plan(console: Console, result: PlanResult, show_inputs: bool = False) 
         return
     cost = result.outputs.get(output_names.HOURLY_COST_USD, {})
     if cost:
-        per_hour = cost.get("max_usd_per_hour")
-        text = "unknown" if per_hour is None else f"${per_hour:.2f}/h at {cost['max_nodes']} x {cost['instance'] or 'node'}"
-        if cost.get("ttl_usd") is not None:
-            text += f", ${cost['ttl_usd']:.2f} over the {cost['ttl_hours']} h TTL"
-        console.print(f"GPU pool cost: {text} ({escape(cost['source'])})")
+        console.print(f"GPU pool cost: {escape(describe_cost(cost))}")
     custom = sum(1 for r in result.resources if r.custom)
     console.print(f"Resources: {custom} custom resources in {len(result.resources) - custom - 1} components")
     console.print(_tree(result, show_inputs))

@@ -42,6 +42,20 @@ class MemoryEstimate:
         return {k: round(v, 2) if isinstance(v, float) else v for k, v in asdict(self).items()}
 
 
+# How people read each field of MemoryEstimate (the plan and the preflight command print the same table).
+MEMORY_LABELS = {
+    "gpu_memory_gib": "GPU memory (GiB)",
+    "budget_gib": "vLLM budget: gpu_memory_utilization x memory (GiB)",
+    "weights_gib": "weights per GPU (GiB)",
+    "activation_reserve_gib": "activation reserve, estimated (GiB)",
+    "kv_cache_gib": "KV cache (GiB)",
+    "kv_bytes_per_token": "KV bytes per token per GPU",
+    "kv_tokens": "KV cache capacity (tokens)",
+    "max_model_len": "max_model_len",
+    "concurrent_full_sequences": "concurrent max_model_len sequences",
+}
+
+
 def quantized_bytes_per_param(dims: ModelDims) -> float:
     q = dims.quantization
     if q.method == "none":
