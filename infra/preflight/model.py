@@ -16,11 +16,10 @@ class Quantization:
     bits: int
     group_size: int  # -1 = one group per output channel
     zero_point: bool
-    desc_act: bool
     unquantized_modules: tuple[str, ...]
 
 
-NO_QUANTIZATION = Quantization("none", 16, -1, False, False, ())
+NO_QUANTIZATION = Quantization("none", 16, -1, False, ())
 
 
 @dataclass(frozen=True)
@@ -79,7 +78,6 @@ def _quantization(config: Mapping[str, Any]) -> Quantization:
         bits=bits,
         group_size=group,
         zero_point=bool(quant.get("zero_point", method == "awq")),
-        desc_act=bool(quant.get("desc_act", False)),
         unquantized_modules=tuple(skipped),
     )
 
