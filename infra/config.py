@@ -146,6 +146,10 @@ KEYS: tuple[Key, ...] = (
         _matching(K8S_MINOR), "1.31", "1.31", "a minor version such as 1.31"),
     Key("gpuType", "GPU model of the node pool, a name from infra/preflight/gpus.yaml.",
         _one_of(*_GPU_NAMES), "A100-80GB", "L4", "one of " + ", ".join(_GPU_NAMES)),
+    Key("systemInstanceType", "Instance (aws) or machine type (gcp) of the system node pool, which runs the Ray head, "
+        "the KubeRay operator and the cluster add-ons; empty = the cloud's default in infra/nodepool.py.",
+        _matching(re.compile(r"^[a-z][a-z0-9]*[.-][a-z0-9.-]+$")), None, "m6i.xlarge",
+        "an instance type such as m6i.xlarge (aws) or e2-standard-4 (gcp)"),
     Key("gpuNodesMin", "Smallest number of GPU nodes (0 lets the pool scale to zero when idle).",
         _int_in(0, 16), 0, "0", "an integer from 0 to 16"),
     Key("gpuNodesMax", "Largest number of GPU nodes; caps the hourly cost.",
@@ -241,6 +245,7 @@ class StackConfig:
     kube_context: str | None
     kubernetes_version: str
     gpu_type: str
+    system_instance_type: str | None
     gpu_nodes_min: int
     gpu_nodes_max: int
     spot: bool

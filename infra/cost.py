@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from infra.clusters.pool import node_shape
+from infra.nodepool import node_shape
 from infra.config import PROJECT, StackConfig
 from infra.preflight.catalog import prices_as_of
 

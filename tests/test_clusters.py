@@ -5,9 +5,9 @@ import pytest
 import yaml
 
 from infra import outputs as output_names
-from infra.clusters.pool import gpu_pool_spec
+from infra.nodepool import gpu_pool_spec
 from infra.offline.engine import read_stack_config, run_plan
-from infra.workload.spec import GPU_POOL_LABEL, GPU_TYPE_LABEL
+from infra.nodepool import GPU_POOL_LABEL, GPU_TYPE_LABEL
 from tests.conftest import REPO_ROOT, write_stack
 
 

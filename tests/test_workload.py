@@ -14,12 +14,12 @@ import yaml
 
 from infra import outputs as output_names
 from infra import pins
-from infra.clusters.pool import gpu_pool_spec
+from infra.nodepool import gpu_pool_spec
 from infra.offline.engine import read_stack_config
 from infra.workload.component import substitute
 from infra.workload.manifests import render_manifests, workload_spec
 from infra.workload.objects import workload_objects
-from infra.workload.spec import GPU_RESOURCE
+from infra.nodepool import GPU_RESOURCE
 from tests.conftest import REPO_ROOT, STACKS, make_config
 
 # The CRD of the pinned operator: a new pin needs its CRD copied here from shared/kuberay-crds.

@@ -10,7 +10,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from infra.config import StackConfig
-from infra.workload.spec import GpuPlacement
+from infra.nodepool import GpuPlacement, gpu_pool_spec
 
 TARGET_MODULES = {"existing": "infra.clusters.existing", "aws": "infra.clusters.aws", "gcp": "infra.clusters.gcp"}
 
@@ -33,8 +33,6 @@ def managed_cluster_handle(cfg: StackConfig, component: pulumi.ComponentResource
                            gpu_pool: pulumi.CustomResource, gpu_pool_name: pulumi.Input[str],
                            provides_device_plugin: bool) -> ClusterHandle:
     """The handle of a cluster this stack made (EKS, GKE): a provider on its kubeconfig, after its GPU pool."""
-    from infra.clusters.pool import gpu_pool_spec
-
     provider = k8s.Provider(f"{cfg.cloud}-cluster", kubeconfig=component.kubeconfig,
                             opts=pulumi.ResourceOptions(parent=component, depends_on=[gpu_pool]))
     return ClusterHandle(

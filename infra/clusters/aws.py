@@ -9,13 +9,12 @@ import pulumi_aws as aws
 
 from infra.clusters import ClusterHandle, managed_cluster_handle
 from infra.clusters.kubeconfig import exec_kubeconfig
-from infra.clusters.pool import GpuPoolSpec, gpu_pool_spec
+from infra.nodepool import GpuPoolSpec, gpu_pool_spec, system_pool_spec
 from infra.config import StackConfig
 
 # The EKS-optimised AMI with NVIDIA drivers and the container toolkit (the device plugin is ours).
 GPU_AMI_TYPE = "AL2023_x86_64_NVIDIA"
 SYSTEM_AMI_TYPE = "AL2023_x86_64_STANDARD"
-SYSTEM_INSTANCE_TYPE = "m6i.xlarge"
 VPC_CIDR = "10.42.0.0/16"
 SUBNET_COUNT = 2  # EKS needs subnets in at least two availability zones
 CLUSTER_POLICIES = ("AmazonEKSClusterPolicy",)
@@ -74,6 +73,7 @@ class EksCluster(pulumi.ComponentResource):
     def __init__(self, name: str, cfg: StackConfig, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("qwen2vl:clusters:EksCluster", name, None, opts)
         pool = gpu_pool_spec(cfg)
+        system = system_pool_spec(cfg)
         provider = aws.Provider("aws", region=cfg.region, default_tags={"tags": dict(pool.tags)},
                                 opts=pulumi.ResourceOptions(parent=self))
         self.cloud_provider = provider
@@ -96,9 +96,10 @@ class EksCluster(pulumi.ComponentResource):
             cluster_name=self.cluster.name,
             node_role_arn=node_role.arn,
             subnet_ids=subnet_ids,
-            instance_types=[SYSTEM_INSTANCE_TYPE],
+            instance_types=[system.instance],
             ami_type=SYSTEM_AMI_TYPE,
-            scaling_config=aws.eks.NodeGroupScalingConfigArgs(min_size=1, max_size=2, desired_size=1),
+            scaling_config=aws.eks.NodeGroupScalingConfigArgs(min_size=system.min_nodes, max_size=system.max_nodes,
+                                                              desired_size=system.min_nodes),
             opts=child,
         )
         gpu = gpu_node_group_args(pool, name)

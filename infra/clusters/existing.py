@@ -10,7 +10,7 @@ from __future__ import annotations
 import pulumi_kubernetes as k8s
 
 from infra.clusters import ClusterHandle
-from infra.clusters.pool import gpu_pool_spec
+from infra.nodepool import gpu_pool_spec
 from infra.config import StackConfig
 
 

@@ -7,10 +7,9 @@ import pulumi_gcp as gcp
 
 from infra.clusters import ClusterHandle, managed_cluster_handle
 from infra.clusters.kubeconfig import exec_kubeconfig
-from infra.clusters.pool import GpuPoolSpec, gpu_pool_spec
+from infra.nodepool import GpuPoolSpec, gpu_pool_spec, system_pool_spec
 from infra.config import StackConfig
 
-SYSTEM_MACHINE_TYPE = "e2-standard-4"
 OAUTH_SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
 
 
@@ -67,7 +66,7 @@ class GkeCluster(pulumi.ComponentResource):
             cluster=self.cluster.id,
             location=cfg.region,
             node_count=1,
-            node_config=gcp.container.NodePoolNodeConfigArgs(machine_type=SYSTEM_MACHINE_TYPE,
+            node_config=gcp.container.NodePoolNodeConfigArgs(machine_type=system_pool_spec(cfg).instance,
                                                              oauth_scopes=OAUTH_SCOPES),
             opts=child,
         )

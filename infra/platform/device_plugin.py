@@ -8,7 +8,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from infra import pins
-from infra.workload.spec import GPU_TAINT, GpuPlacement
+from infra.nodepool import GPU_TAINT, GpuPlacement
 
 
 class NvidiaDevicePlugin(pulumi.ComponentResource):

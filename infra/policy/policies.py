@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterable
 
 import yaml
 
-from infra.workload.spec import GPU_POOL_LABEL
+from infra.nodepool import GPU_POOL_LABEL
 
 MAX_GPU_NODES = 16
 COST_TAGS = ("owner", "cost-center")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import yaml
 
-from infra.clusters.pool import gpu_pool_spec
+from infra.nodepool import gpu_pool_spec
 from infra.config import StackConfig
 from infra.platform.names import KUBERAY_OPERATOR_NAMESPACE
 from infra.preflight_gate import model_lock

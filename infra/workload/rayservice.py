@@ -12,11 +12,10 @@ from infra.workload.pods import (
     scratch_volume,
 )
 from infra.workload.serve_config import serve_config_yaml
+from infra.nodepool import GPU_RESOURCE, GPU_TAINT
 from infra.workload.spec import (
     DASHBOARD_AGENT_PORT,
     DASHBOARD_PORT,
-    GPU_RESOURCE,
-    GPU_TAINT,
     MODEL_CACHE_PATH,
     RAY_METRICS_PORT,
     SERVE_PORT,

@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from infra.config import StackConfig
-
-GPU_RESOURCE = "nvidia.com/gpu"
-# The node pool's taint and the workload's toleration are this one definition.
-GPU_TAINT = {"key": GPU_RESOURCE, "value": "present", "effect": "NoSchedule"}
-GPU_POOL_LABEL = "qwen2vl.io/gpu-pool"
-GPU_TYPE_LABEL = "qwen2vl.io/gpu-type"
+from infra.nodepool import GpuPlacement
 SERVE_PORT = 8000
 RAY_METRICS_PORT = 8080
 DASHBOARD_PORT = 8265
@@ -24,17 +19,6 @@ def model_dir_for(cfg: StackConfig) -> str:
     """Where the locked model's files are: baked into the image, or fetched to the cache volume."""
     root = BAKED_MODEL_PATH if cfg.bake_model else MODEL_CACHE_PATH
     return f"{root}/{cfg.model_repo.replace('/', '--')}"
-
-
-@dataclass(frozen=True)
-class GpuPlacement:
-    """How GPU pods find the GPU pool: the pool's node labels; its taint is GPU_TAINT."""
-
-    node_selector: dict[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def for_pool(cls, pool_name: str, gpu_type: str) -> "GpuPlacement":
-        return cls({GPU_POOL_LABEL: pool_name, GPU_TYPE_LABEL: gpu_type})
 
 
 @dataclass(frozen=True)

@@ -1,18 +1,38 @@
-"""The GPU node pool as one cloud-neutral spec; aws.py and gcp.py adapt it to their APIs."""
+"""The node pools, described once: shape, labels, taint, size. The cluster modules create them, the
+workload builders place pods on them, and the placement check simulates the scheduler over them; none
+of those imports another for these facts."""
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from infra.config import StackConfig
 from infra.preflight.catalog import InstanceShape
-from infra.workload.spec import GPU_TAINT, GpuPlacement
 
+GPU_RESOURCE = "nvidia.com/gpu"
+# The node pool's taint and the workload's toleration are this one definition.
+GPU_TAINT = {"key": GPU_RESOURCE, "value": "present", "effect": "NoSchedule"}
+GPU_POOL_LABEL = "qwen2vl.io/gpu-pool"
+GPU_TYPE_LABEL = "qwen2vl.io/gpu-type"
 POOL_NAME = "gpu"
+SYSTEM_POOL_NAME = "system"
+# The system pool's default shape per cloud (config key systemInstanceType overrides it).
+SYSTEM_INSTANCE_DEFAULTS = {"aws": "m6i.xlarge", "gcp": "e2-standard-4"}
 # Room for the serving image (~15 GB), container layers being unpacked, and logs; the model itself
 # lives on the cache volume.
 GPU_NODE_DISK_GB = 200
+
+
+@dataclass(frozen=True)
+class GpuPlacement:
+    """How GPU pods find the GPU pool: the pool's node labels; its taint is GPU_TAINT."""
+
+    node_selector: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def for_pool(cls, pool_name: str, gpu_type: str) -> "GpuPlacement":
+        return cls({GPU_POOL_LABEL: pool_name, GPU_TYPE_LABEL: gpu_type})
 
 
 @dataclass(frozen=True)
@@ -58,3 +78,19 @@ def gpu_pool_spec(cfg: StackConfig) -> GpuPoolSpec:
         disk_gb=GPU_NODE_DISK_GB,
         tags=cfg.labels,
     )
+
+
+@dataclass(frozen=True)
+class SystemPoolSpec:
+    """The untainted pool for everything that needs no GPU: the Ray head, operators, cluster add-ons."""
+
+    name: str
+    instance: str | None  # None on an existing cluster
+    min_nodes: int
+    max_nodes: int
+    tags: dict[str, str]
+
+
+def system_pool_spec(cfg: StackConfig) -> SystemPoolSpec:
+    instance = cfg.system_instance_type or SYSTEM_INSTANCE_DEFAULTS.get(cfg.cloud)
+    return SystemPoolSpec(name=SYSTEM_POOL_NAME, instance=instance, min_nodes=1, max_nodes=2, tags=cfg.labels)
