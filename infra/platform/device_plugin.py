@@ -8,7 +8,8 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from infra import pins
-from infra.nodepool import GPU_TAINT, GpuPlacement
+from infra.nodepool import GpuPlacement
+from infra.platform.chart_values import device_plugin_values
 
 
 class NvidiaDevicePlugin(pulumi.ComponentResource):
@@ -29,11 +30,7 @@ class NvidiaDevicePlugin(pulumi.ComponentResource):
             namespace="kube-system",
             atomic=True,
             timeout=600,
-            values={
-                # Runs only on the GPU pool, through its taint.
-                "nodeSelector": dict(placement.node_selector),
-                "tolerations": [{"key": GPU_TAINT["key"], "operator": "Exists", "effect": GPU_TAINT["effect"]}],
-            },
+            values=device_plugin_values(placement),
             opts=pulumi.ResourceOptions(parent=self, provider=provider, depends_on=list(after)),
         )
         self.register_outputs({"version": pins.NVIDIA_DEVICE_PLUGIN_CHART_VERSION})

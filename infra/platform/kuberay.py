@@ -8,6 +8,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from infra import pins
+from infra.platform.chart_values import kuberay_operator_values
 from infra.platform.names import KUBERAY_OPERATOR_NAMESPACE as OPERATOR_NAMESPACE
 
 
@@ -37,7 +38,7 @@ class KubeRayOperator(pulumi.ComponentResource):
             skip_crds=False,
             atomic=True,
             timeout=600,
-            values={"resources": {"requests": {"cpu": "100m", "memory": "512Mi"}, "limits": {"memory": "512Mi"}}},
+            values=kuberay_operator_values(),
             opts=pulumi.ResourceOptions.merge(base, pulumi.ResourceOptions(depends_on=[namespace])),
         )
         self.namespace = OPERATOR_NAMESPACE
