@@ -1,4 +1,9 @@
-"""What the GPU pool costs per hour at its largest, and over an eval stack's TTL."""
+"""What the GPU pool costs per hour at its largest, and over an eval stack's TTL.
+
+"At its largest" is the most GPU nodes the stack's pool can run at once, by the cloud's own rules
+(max_gpu_nodes), not gpuNodesMax alone: a regional GKE pool starts initial_node_count nodes in *each* of
+its zones, whatever its autoscaling total_max_node_count says.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,11 @@ from dataclasses import asdict, dataclass
 from infra.nodepool import node_shape
 from infra.config import PROJECT, StackConfig
 from infra.preflight.catalog import prices_as_of
+
+# A regional GKE cluster's node pools span three zones of the region unless node_locations says otherwise:
+# https://cloud.google.com/kubernetes-engine/docs/concepts/regional-clusters ("By default, GKE replicates
+# each node pool across three zones of the control plane's region").
+GKE_DEFAULT_ZONE_COUNT = 3
 
 
 @dataclass(frozen=True)
@@ -33,6 +43,33 @@ def describe_cost(cost: dict) -> str:
     return f"{text} ({cost['source']})"
 
 
+def pool_node_ceiling(cloud: str, max_nodes: int, initial_per_zone: int = 0, zone_count: int = 1) -> int:
+    """The most nodes one GPU pool runs at once.
+
+    EKS: a managed node group's scalingConfig.maxSize bounds its Auto Scaling group, desired size included.
+    GKE: autoscaling.total_max_node_count bounds what the autoscaler adds, but the pool is created with
+    initial_node_count nodes per zone ("In regional or multi-zonal clusters, this is the number of nodes per
+    zone", pulumi_gcp 10.2.0 container/node_pool.py, initial_node_count), before the autoscaler acts.
+    """
+    if cloud == "gcp":
+        return max(max_nodes, initial_per_zone * zone_count)
+    return max_nodes
+
+
+def gke_zone_count(cfg: StackConfig) -> int:
+    """The zones a regional GKE pool of this stack spans: qwen2vl:zones, else GKE's default three."""
+    return len(cfg.zones) or GKE_DEFAULT_ZONE_COUNT
+
+
+def max_gpu_nodes(cfg: StackConfig) -> int:
+    """The most GPU nodes the stack's pools can run at once, by its cloud's rules. The GKE pool is created
+    with initial_node_count = gpuNodesMin per zone (infra/clusters/gcp.py); a change there must change this
+    (tests/test_cost_budget.py compares it with the pool the program registers)."""
+    if cfg.cloud == "gcp":
+        return pool_node_ceiling("gcp", cfg.gpu_nodes_max, cfg.gpu_nodes_min, gke_zone_count(cfg))
+    return pool_node_ceiling(cfg.cloud, cfg.gpu_nodes_max)
+
+
 def estimate_cost(cfg: StackConfig) -> CostEstimate:
     shape = node_shape(cfg)
     if cfg.hourly_price_usd is not None:
@@ -41,12 +78,13 @@ def estimate_cost(cfg: StackConfig) -> CostEstimate:
         price, source = shape.usd_per_hour, f"catalog on-demand price as of {prices_as_of()}"
     else:
         price, source = None, "no price known: set hourlyPriceUsd"
-    per_hour = None if price is None else round(price * cfg.gpu_nodes_max, 2)
+    nodes = max_gpu_nodes(cfg)
+    per_hour = None if price is None else round(price * nodes, 2)
     ttl_usd = None if per_hour is None or cfg.ttl_hours is None else round(per_hour * cfg.ttl_hours, 2)
     return CostEstimate(
         instance=shape.instance if shape else None,
         node_usd_per_hour=price,
-        max_nodes=cfg.gpu_nodes_max,
+        max_nodes=nodes,
         max_usd_per_hour=per_hour,
         ttl_hours=cfg.ttl_hours,
         ttl_usd=ttl_usd,
@@ -69,7 +107,8 @@ def check_budget(cfg: StackConfig, cost: CostEstimate | None = None) -> CostEsti
         raise BudgetExceeded(
             f"Stack {cfg.stack} would cost ${cost.max_usd_per_hour:.2f}/h at its largest ({cost.max_nodes} x "
             f"{cost.instance or 'node'} at ${cost.node_usd_per_hour:.2f}/h), over {PROJECT}:maxHourlyUsd "
-            f"${cfg.max_hourly_usd:.2f}. Lower {PROJECT}:gpuNodesMax, choose a cheaper gpuType, or raise the budget."
+            f"${cfg.max_hourly_usd:.2f}. Lower {PROJECT}:gpuNodesMax (and gpuNodesMin: a GKE pool starts that many "
+            f"per zone), choose a cheaper gpuType, or raise the budget."
         )
     if cfg.max_total_usd is not None:
         if cost.ttl_usd is None:

@@ -1,0 +1,48 @@
+"""The budget counts the GPU nodes the stack's pools can really run at once (max_gpu_nodes), checked
+against the pools the program registers."""
+
+import pytest
+
+from infra.cost import BudgetExceeded, check_budget, estimate_cost, max_gpu_nodes, pool_node_ceiling
+from infra.offline.engine import read_stack_config
+from tests.conftest import make_config
+
+GCP = {"cloud": "gcp", "gcpProject": "my-gpu-project", "region": "us-central1", "gpuType": "A100-80GB"}
+
+
+def test_a_regional_gke_pool_starts_its_initial_count_in_every_zone():
+    # initial_node_count 1 in GKE's default three zones: three nodes at create, though autoscaling stops at 2.
+    cfg = make_config(**GCP, gpuNodesMin=1, gpuNodesMax=2)
+    assert max_gpu_nodes(cfg) == 3 and estimate_cost(cfg).max_nodes == 3
+    assert max_gpu_nodes(make_config(**GCP, gpuNodesMin=1, gpuNodesMax=2, zones=["us-central1-a"])) == 2
+    assert max_gpu_nodes(make_config(**GCP, gpuNodesMin=0, gpuNodesMax=2)) == 2
+
+
+def test_eks_node_group_is_bounded_by_its_max_size():
+    cfg = make_config(cloud="aws", region="us-east-1", gpuType="L4", gpuNodesMin=1, gpuNodesMax=2)
+    assert max_gpu_nodes(cfg) == 2
+
+
+def test_budget_refuses_the_nodes_gke_starts_per_zone():
+    # 2 x a2-ultragpu-4g fit $40/h; the 3 the pool starts at create do not.
+    node_price = estimate_cost(make_config(**GCP, gpuNodesMin=0, gpuNodesMax=1)).node_usd_per_hour
+    budget = round(node_price * 2 + 1, 2)
+    check_budget(make_config(**GCP, gpuNodesMin=0, gpuNodesMax=2, maxHourlyUsd=budget))
+    with pytest.raises(BudgetExceeded, match=r"at its largest \(3 x a2-ultragpu-4g"):
+        check_budget(make_config(**GCP, gpuNodesMin=1, gpuNodesMax=2, maxHourlyUsd=budget))
+
+
+def _registered_pool_ceiling(plan) -> int:
+    """The most nodes the GPU pool the program registered runs at once, from its recorded inputs."""
+    pool = next(r for r in plan.resources if r.name.endswith("-gpu") and r.custom)
+    if pool.type == "gcp:container/nodePool:NodePool":
+        zones = pool.inputs.get("nodeLocations") or []
+        return pool_node_ceiling("gcp", pool.inputs["autoscaling"]["totalMaxNodeCount"],
+                                 pool.inputs.get("initialNodeCount", 0), len(zones) or 3)
+    return pool_node_ceiling("aws", pool.inputs["scalingConfig"]["maxSize"])
+
+
+@pytest.mark.parametrize("stack", ["eval", "staging", "prod"])
+def test_budget_covers_the_pool_the_program_registers(plan_of, stack):
+    plan = plan_of(stack)
+    assert estimate_cost(read_stack_config(stack)).max_nodes == _registered_pool_ceiling(plan)
