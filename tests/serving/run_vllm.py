@@ -29,7 +29,7 @@ def main(workdir: Path) -> None:
                       # Repeated benchmark runs send the same prompts; cached prefixes would make each run
                       # faster than the one before and bias whichever client runs later.
                       extra_args=("--no-enable-prefix-caching",))
-    server = VllmProcess(args, workdir / "vllm.log")
+    server = VllmProcess(args)
     cpus = os.environ.get("VLLM_TEST_CPUS")
     if cpus:
         # Keep the server off the cores a load generator measures from (vLLM inherits the affinity).

@@ -1,15 +1,15 @@
-"""The Ray Serve application: one replica owns the node's GPUs and runs vLLM's OpenAI server as a
-child process; the replica's HTTP ingress forwards every request to it, streaming the answer back.
+"""The Ray Serve application: one replica owns the node's GPUs and runs vLLM's OpenAI server as a child
+process; the replica's HTTP ingress checks the API key, fits images to the model's limit, and forwards
+the request to vLLM, streaming the answer back.
 
-RayService's serveConfigV2 points at `qwen2vl_serve.app:build_app` with the server args.
+RayService's serveConfigV2 points at `qwen2vl_serve.app:build_app` with the server args. docs/serving.md
+describes the auth boundary, logs, the process lifecycle and the image limits.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -17,7 +17,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from ray import serve
 
-from qwen2vl_serve.server import ServerArgs, ServerStartError, VllmProcess
+from qwen2vl_serve.access import authorised, read_key, requires_key
+from qwen2vl_serve.image_limits import ImageRejected, fit_request_body
+from qwen2vl_serve.metrics_endpoint import MetricsEndpoint
+from qwen2vl_serve.server import ServerArgs, ServerStartError, VllmProcess, pinned_source
 
 logger = logging.getLogger("ray.serve")
 ingress = FastAPI(title="qwen2vl")
@@ -30,12 +33,28 @@ REQUEST_TIMEOUT_S = 1800
 @serve.ingress(ingress)
 class VLLMServer:
     async def __init__(self, args: ServerArgs) -> None:
-        log_dir = Path(tempfile.mkdtemp(prefix="vllm-"))
-        self.server = VllmProcess(args, log_dir / "vllm.log")
+        # Ray 2.38 may call __del__ while this constructor is still awaiting (serve/_private/replica.py:731-748,
+        # 884-905): every attribute __del__ reads is set before the first await, and nothing starts after
+        # __del__ has run.
+        self.stopping = False
+        self.server: VllmProcess | None = None
+        self.metrics: MetricsEndpoint | None = None
+        self.session: aiohttp.ClientSession | None = None
+        self.key = read_key(args.api_key_file)
+        if self.key is None:
+            logger.warning("no api_key_file: every path of this endpoint answers without a key")
+        args = await asyncio.to_thread(pinned_source, args)
+        if self.stopping:
+            raise ServerStartError("the replica was stopped while the model downloaded")
+        self.server = VllmProcess(args)
         self.server.start()
-        logger.info("started vLLM (pid %s) on port %s; waiting for /health", self.server.process.pid, self.server.port)
-        # Waiting here, not in check_health: Serve restarts a replica whose health check fails,
-        # and a 72B model needs many minutes before vLLM answers.
+        logger.info("started vLLM (group leader pid %s) on port %s; waiting for /health",
+                    self.server.process.pid, self.server.port)
+        if args.metrics_port is not None:
+            self.metrics = MetricsEndpoint(args.metrics_port, self.server.base_url)
+            self.metrics.begin()
+        # Waiting here, not in check_health: Serve health-checks a replica only after its constructor
+        # returned, and a 72B model needs many minutes before vLLM answers.
         ready_after = await asyncio.to_thread(self.server.wait_ready)
         logger.info("vLLM ready after %.0f s", ready_after)
         self.session = aiohttp.ClientSession(
@@ -43,15 +62,26 @@ class VLLMServer:
         )
 
     async def check_health(self) -> None:
-        if self.server.process.poll() is not None:
+        # A failure here, REPLICA_HEALTH_CHECK_UNHEALTHY_THRESHOLD (3) times in a row, makes Serve stop this
+        # replica and start another (Ray 2.38 serve/_private/deployment_state.py:821-860, constants.py:137).
+        if self.server.exited():
             raise ServerStartError(f"vLLM exited with code {self.server.process.returncode}:\n{self.server.log_tail()}")
         if not await asyncio.to_thread(self.server.healthy):
             raise ServerStartError("vLLM's /health does not answer")
 
     @ingress.api_route("/{path:path}", methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"])
     async def forward(self, path: str, request: Request):
+        if self.key is not None and requires_key(request.method, path) and not authorised(
+                request.headers.get("authorization"), self.key):
+            return JSONResponse({"error": "Unauthorized"}, status_code=401)
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_HEADERS}
         body = await request.body()
+        if request.method == "POST" and body:
+            try:
+                body = await asyncio.to_thread(fit_request_body, body)
+            except ImageRejected as error:
+                return JSONResponse({"object": "error", "message": str(error), "type": "BadRequestError",
+                                     "code": 400}, status_code=400)
         try:
             upstream = await self.session.request(
                 request.method, f"/{path}", params=request.query_params, headers=headers, data=body
@@ -70,8 +100,16 @@ class VLLMServer:
         return StreamingResponse(relay(), status_code=upstream.status, headers=response_headers)
 
     async def __del__(self) -> None:
-        await self.session.close()
-        self.server.stop()
+        # vLLM first, whatever state the constructor reached: it holds the GPUs.
+        self.stopping = True
+        try:
+            if getattr(self, "server", None) is not None:
+                await asyncio.to_thread(self.server.stop)
+        finally:
+            if getattr(self, "metrics", None) is not None:
+                await self.metrics.stop()
+            if getattr(self, "session", None) is not None:
+                await self.session.close()
 
 
 def build_app(args: dict[str, Any]) -> serve.Application:

@@ -52,6 +52,23 @@ def fetch(lock: dict, directory: Path, token: str | None = None) -> None:
                       allow_patterns=[entry["path"] for entry in lock["files"]])
 
 
+# What vLLM 0.6.3 reads from a Qwen2-VL repository: config, tokenizer, processor and chat template (json,
+# merges.txt) and the safetensors shards.
+SNAPSHOT_PATTERNS = ["*.json", "*.txt", "*.safetensors"]
+
+
+def download_revision(repo: str, revision: str, cache_dir: str | None, token: str | None = None) -> Path:
+    """The local snapshot of `repo` at `revision` (downloaded into the hub cache layout under `cache_dir`,
+    the same layout vLLM's --download-dir uses, so an earlier download is reused). Given to vLLM as
+    --model, it makes weights, tokenizer *and* processor come from the revision: vLLM 0.6.3 loads
+    Qwen2-VL's processor by model name alone (vllm/model_executor/models/qwen2_vl.py:651,667,786), which
+    for a hub name means the main branch."""
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(repo, revision=revision, cache_dir=cache_dir, token=token,
+                                  allow_patterns=SNAPSHOT_PATTERNS))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Fetch and verify the locked model files.")
     parser.add_argument("action", choices=("fetch", "verify"))

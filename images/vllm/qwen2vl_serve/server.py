@@ -2,21 +2,34 @@
 
 Only flags that exist in the pinned vLLM release and in today's CPU build are used (the tests parse
 this command with the installed vLLM's own argument parser).
+
+Process lifecycle: vLLM runs under qwen2vl_serve.group_leader, in a process group of its own; stop()
+ends every member of that group, and the leader ends it by itself when the replica is gone.
+Logs: vLLM's output goes to the replica's stderr line by line (Ray's worker log, or the container's
+stderr with RAY_LOG_TO_STDERR=1: ray/_private/node.py:833-843 in Ray 2.38), and the last lines stay in
+memory for the error a failed start raises. Nothing is written to a file.
 """
 
 from __future__ import annotations
 
+import collections
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import IO, Any, Callable, Mapping
+
+from qwen2vl_serve.group_leader import end_group, group_members
+
+TAIL_LINES = 200  # vLLM's last lines kept for ServerStartError (each cut to TAIL_LINE_CHARS)
+TAIL_LINE_CHARS = 2000
 
 
 class ServerStartError(RuntimeError):
@@ -36,6 +49,8 @@ class ServerArgs:
     quantization: str | None = None
     download_dir: str | None = None
     api_key_file: str | None = None
+    # When set, the replica serves vLLM's Prometheus metrics (GET /metrics, no key) on 0.0.0.0:metrics_port.
+    metrics_port: int | None = None
     # Seconds to wait for /health: a 72B download and load can take most of an hour.
     ready_timeout_s: float = 3600.0
     extra_env: Mapping[str, str] = field(default_factory=dict)
@@ -51,6 +66,13 @@ class ServerArgs:
         return cls(**values)
 
 
+def quantization_flag(value: str | None) -> str | None:
+    """vLLM's --quantization value for a configured one: `none` means "no flag", because 0.6.3's parser
+    accepts only QUANTIZATION_METHODS keys or None (vllm/engine/arg_utils.py:447-450,
+    vllm/model_executor/layers/quantization/__init__.py:32-56), and none of those keys is "none"."""
+    return None if value in (None, "none") else value
+
+
 def command(args: ServerArgs, port: int, host: str = "127.0.0.1") -> list[str]:
     """The vLLM OpenAI server command line for these args (no secret on it: the key goes by env)."""
     cmd = [
@@ -61,13 +83,20 @@ def command(args: ServerArgs, port: int, host: str = "127.0.0.1") -> list[str]:
         "--dtype", args.dtype,
         "--host", host,
         "--port", str(port),
+        # Prompts are user data: without this vLLM logs every prompt and its token ids in full
+        # (vllm/engine/arg_utils.py:1105 disable_log_requests=False; api_server.py:477-480).
+        "--disable-log-requests",
     ]
     optional = {
         "--max-model-len": args.max_model_len,
         "--max-num-seqs": args.max_num_seqs,
         "--gpu-memory-utilization": args.gpu_memory_utilization,
         "--revision": args.revision,
-        "--quantization": args.quantization,
+        # The tokenizer follows --revision in 0.6.3 (vllm/config.py:147-148), but say so: the processor does
+        # not (qwen2_vl.py:651,667,786 load it with no revision), which is why app.py hands vLLM a local
+        # snapshot of the revision when it has to download (model_files.download_revision).
+        "--tokenizer-revision": args.revision,
+        "--quantization": quantization_flag(args.quantization),
         "--download-dir": args.download_dir,
     }
     for flag, value in optional.items():
@@ -87,6 +116,17 @@ def child_environment(args: ServerArgs, base: Mapping[str, str] | None = None) -
     return env
 
 
+def pinned_source(args: ServerArgs, download: Callable[..., Path] | None = None) -> ServerArgs:
+    """Args whose model is a local snapshot of the revision when vLLM would otherwise download it by hub
+    name: then weights, tokenizer and processor all come from the revision (model_files.download_revision).
+    A model already on disk (the model-lock path) is left as it is."""
+    if args.revision is None or Path(args.model).exists():
+        return args
+    if download is None:
+        from qwen2vl_serve.model_files import download_revision as download
+    return replace(args, model=str(download(args.model, args.revision, args.download_dir)))
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -94,28 +134,45 @@ def free_port() -> int:
 
 
 class VllmProcess:
-    """One vLLM server child process, started and stopped by PID."""
+    """One vLLM server, led by qwen2vl_serve.group_leader in its own process group; started and stopped
+    by PID and process group."""
 
-    def __init__(self, args: ServerArgs, log_path: Path) -> None:
+    def __init__(self, args: ServerArgs) -> None:
         self.args = args
         self.port = free_port()
-        self.log_path = log_path
         self.process: subprocess.Popen | None = None
+        self.tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+        self._relay: threading.Thread | None = None
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        log = open(self.log_path, "ab")
+        # By file, so the leader starts whatever the child's PYTHONPATH is.
+        leader = [sys.executable, str(Path(__file__).with_name("group_leader.py")), "--parent", str(os.getpid()), "--"]
         self.process = subprocess.Popen(
-            command(self.args, self.port),
+            leader + command(self.args, self.port),
             env=child_environment(self.args),
-            stdout=log,
+            stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group, so stop() reaches vLLM's workers too
         )
-        log.close()
+        self._relay = threading.Thread(target=self._relay_output, args=(self.process.stdout,), daemon=True,
+                                       name="vllm-output")
+        self._relay.start()
+
+    def _relay_output(self, stream: IO[bytes], sink: IO[bytes] | None = None) -> None:
+        """Copies vLLM's output to the replica's stderr, keeping the last lines for error messages."""
+        sink = sink or sys.stderr.buffer
+        for line in iter(stream.readline, b""):
+            self.tail.append(line.decode(errors="replace").rstrip("\n")[:TAIL_LINE_CHARS])
+            try:
+                sink.write(line)
+                sink.flush()
+            except (OSError, ValueError):
+                pass
+        stream.close()
 
     def healthy(self, timeout: float = 5.0) -> bool:
         try:
@@ -125,16 +182,16 @@ class VllmProcess:
             return False
 
     def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        return "\n".join(list(self.tail)[-lines:])
+
+    def exited(self) -> bool:
+        return self.process is None or self.process.poll() is not None
 
     def wait_ready(self, poll_s: float = 1.0) -> float:
         """Seconds until /health answered; raises ServerStartError when vLLM exits or times out."""
         start = time.monotonic()
         while time.monotonic() - start < self.args.ready_timeout_s:
-            if self.process is None or self.process.poll() is not None:
+            if self.exited():
                 code = None if self.process is None else self.process.returncode
                 raise ServerStartError(f"vLLM exited with code {code} before it was ready:\n{self.log_tail()}")
             if self.healthy():
@@ -144,11 +201,23 @@ class VllmProcess:
         raise ServerStartError(f"vLLM was not ready after {self.args.ready_timeout_s:.0f} s:\n{self.log_tail()}")
 
     def stop(self, grace_s: float = 20.0) -> None:
-        if self.process is None or self.process.poll() is not None:
+        """Ends vLLM's whole process group, also when its leader has already exited (a TP worker may
+        outlive it): SIGTERM, then SIGKILL after `grace_s`."""
+        if self.process is None:
             return
-        os.killpg(self.process.pid, signal.SIGTERM)
+        pgid = self.process.pid  # start_new_session: the leader's pid is the group's id
+        try:
+            os.killpg(pgid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
         try:
             self.process.wait(grace_s)
         except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
+            pass
+        if group_members(pgid):
+            end_group(pgid, grace_s)
+        if self.process.poll() is None:
+            self.process.kill()
             self.process.wait(grace_s)
+        if self._relay is not None:
+            self._relay.join(grace_s)
