@@ -1,26 +1,26 @@
-"""Prometheus scraping through the Prometheus operator (when its CRDs are installed)."""
+"""What Prometheus and Grafana get: a PodMonitor on the pods' private metrics ports (never the public,
+key-protected endpoint), the alert rules as a PrometheusRule, and the dashboard as a ConfigMap."""
 
 from __future__ import annotations
 
+import json
+
+import yaml
+
+from infra.observability.alerts import rule_groups
+from infra.observability.dashboard import SIDECAR_LABEL, dashboard
 from infra.workload.spec import WorkloadSpec
 
-
-def service_monitor(spec: WorkloadSpec) -> dict | None:
-    if not spec.cfg.prometheus_operator:
-        return None
-    return {
-        "apiVersion": "monitoring.coreos.com/v1",
-        "kind": "ServiceMonitor",
-        "metadata": spec.metadata(spec.name, "metrics"),
-        "spec": {
-            "selector": {"matchLabels": spec.labels("endpoint")},
-            "endpoints": [{"port": "http", "path": "/metrics", "interval": "30s"}],
-        },
-    }
+# Container port names: Ray's metrics on every Ray pod, vLLM's own on the GPU worker (served by the
+# replica without the API key, see images/vllm/qwen2vl_serve).
+RAY_METRICS_PORT_NAME = "metrics"
+VLLM_METRICS_PORT_NAME = "vllm-metrics"
+SCRAPE_INTERVAL = "30s"
 
 
 def pod_monitor(spec: WorkloadSpec) -> dict | None:
-    """Ray's own metrics on every Ray pod."""
+    """Scrapes every Ray pod of the workload on its metrics ports; a pod without one of the named ports
+    (the head has no vLLM) contributes no target for it."""
     if not spec.cfg.prometheus_operator:
         return None
     return {
@@ -29,6 +29,36 @@ def pod_monitor(spec: WorkloadSpec) -> dict | None:
         "metadata": spec.metadata(f"{spec.name}-ray", "metrics"),
         "spec": {
             "selector": {"matchLabels": dict(spec.selector)},
-            "podMetricsEndpoints": [{"port": "metrics", "interval": "30s"}],
+            "podMetricsEndpoints": [
+                {"port": RAY_METRICS_PORT_NAME, "interval": SCRAPE_INTERVAL},
+                {"port": VLLM_METRICS_PORT_NAME, "path": "/metrics", "interval": SCRAPE_INTERVAL},
+            ],
         },
     }
+
+
+def prometheus_rule(spec: WorkloadSpec) -> dict | None:
+    if not spec.cfg.prometheus_operator:
+        return None
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PrometheusRule",
+        "metadata": spec.metadata(f"{spec.name}-alerts", "alerts"),
+        "spec": {"groups": rule_groups(spec.cfg)},
+    }
+
+
+def dashboard_config_map(spec: WorkloadSpec) -> dict:
+    metadata = spec.metadata(f"{spec.name}-dashboard", "dashboard")
+    metadata["labels"].update(SIDECAR_LABEL)
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": metadata,
+        "data": {f"{spec.name}-serving.json": json.dumps(dashboard(spec.cfg), indent=2, sort_keys=True)},
+    }
+
+
+def rule_file(spec: WorkloadSpec) -> str:
+    """The rules as a Prometheus rule file, for `promtool check rules` and `promtool test rules`."""
+    return yaml.safe_dump({"groups": rule_groups(spec.cfg)}, sort_keys=False)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from infra.workload.model_source import model_lock_config_map
-from infra.workload.monitoring import pod_monitor, service_monitor
+from infra.workload.monitoring import dashboard_config_map, pod_monitor, prometheus_rule
 from infra.workload.namespace import namespace
 from infra.workload.network import endpoint_service, ingress, network_policy
 from infra.workload.rayservice import rayservice
@@ -22,8 +22,9 @@ def workload_objects(spec: WorkloadSpec) -> list[dict]:
         rayservice(spec),
         endpoint_service(spec),
         ingress(spec),
-        service_monitor(spec),
         pod_monitor(spec),
+        prometheus_rule(spec),
+        dashboard_config_map(spec),
         smoke_service_account(spec),
         smoke_role(spec),
         smoke_role_binding(spec),

@@ -1,0 +1,24 @@
+"""The pinned vLLM release's own source files, read from its wheel (downloaded once into .cache)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+
+from infra import pins
+from tests.conftest import REPO_ROOT
+
+WHEEL_CACHE = REPO_ROOT / ".cache" / "vllm-wheels"
+
+
+def pinned_vllm_source(*names: str) -> str:
+    """The text of `names` (paths inside the wheel, such as vllm/engine/metrics.py), joined."""
+    WHEEL_CACHE.mkdir(parents=True, exist_ok=True)
+    wheels = list(WHEEL_CACHE.glob(f"vllm-{pins.VLLM_VERSION}-*.whl"))
+    if not wheels:
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", f"vllm=={pins.VLLM_VERSION}",
+                        "-d", str(WHEEL_CACHE)], check=True, timeout=600)
+        wheels = list(WHEEL_CACHE.glob(f"vllm-{pins.VLLM_VERSION}-*.whl"))
+    with zipfile.ZipFile(wheels[0]) as wheel:
+        return "\n".join(wheel.read(name).decode() for name in names)
