@@ -5,26 +5,30 @@ report (JSON and Markdown, with cost), then destroy, on success, failure, timeou
     python scripts/eval.py [--model REPO] [--revision REV] [--gpu GPU] [--tp N] [--ttl-hours H]
                            [--timeout-minutes M] [--keep] [--report-dir reports/]
 
-Needs the Pulumi CLI, a `pulumi login`, and the cloud credentials of the eval stack (Pulumi.eval.yaml).
-Exit 0 when the evaluation passed, 1 when it failed, 2 when it was refused before anything was created.
+Needs the Pulumi CLI v3.211.0 or newer (stack tags on self-managed backends), a `pulumi login`, the template
+stack `eval` (`pulumi stack init eval`, its secrets set with `pulumi config set --secret`), and the cloud
+credentials of Pulumi.eval.yaml. Exit 0 when the evaluation passed, 1 when it failed, 2 when it was refused
+before anything was created.
 """
 
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from infra.evaluation.lifecycle import AutomationWorkspace, EvalOptions, EvalRefused, run_evaluation  # noqa: E402
+from infra.evaluation.lifecycle import (  # noqa: E402
+    CliWorkspace,
+    EvalOptions,
+    EvalRefused,
+    require_cli,
+    run_evaluation,
+)
 
-PULUMI_MISSING = ("The Pulumi CLI is not installed: install it with `curl -fsSL https://get.pulumi.com | sh` "
-                  "(see https://www.pulumi.com/docs/install/), then `pulumi login`.")
 
-
-def main(argv: list[str] | None = None, workspace_factory=AutomationWorkspace) -> int:
+def main(argv: list[str] | None = None, workspace_factory=CliWorkspace) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", dest="model_repo")
     parser.add_argument("--revision", dest="model_revision")
@@ -35,12 +39,15 @@ def main(argv: list[str] | None = None, workspace_factory=AutomationWorkspace) -
     parser.add_argument("--keep", action="store_true", help="keep a passing stack until its TTL")
     parser.add_argument("--report-dir", type=Path, default=Path("reports"))
     args = parser.parse_args(argv)
-    if workspace_factory is AutomationWorkspace and shutil.which("pulumi") is None:
-        print(PULUMI_MISSING)
-        return 2
     options = EvalOptions(**{k: v for k, v in vars(args).items()})
+    workspace = workspace_factory()
     try:
-        result = run_evaluation(workspace_factory(), options)
+        require_cli(workspace)
+    except EvalRefused as error:
+        print(error)
+        return 2
+    try:
+        result = run_evaluation(workspace, options)
     except EvalRefused as error:
         print(f"evaluation refused, nothing was created: {error}")
         return 2

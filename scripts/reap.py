@@ -8,25 +8,26 @@
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from infra.evaluation.lifecycle import AutomationWorkspace, reap  # noqa: E402
-from scripts.eval import PULUMI_MISSING  # noqa: E402
+from infra.evaluation.lifecycle import CliWorkspace, EvalRefused, reap, require_cli  # noqa: E402
 
 
-def main(argv: list[str] | None = None, workspace_factory=AutomationWorkspace) -> int:
+def main(argv: list[str] | None = None, workspace_factory=CliWorkspace) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--yes", action="store_true", help="destroy (default: only list)")
     args = parser.parse_args(argv)
-    if workspace_factory is AutomationWorkspace and shutil.which("pulumi") is None:
-        print(PULUMI_MISSING)
+    workspace = workspace_factory()
+    try:
+        require_cli(workspace)  # tags (the TTL) need Pulumi CLI >= 3.211 on self-managed backends
+    except EvalRefused as error:
+        print(error)
         return 2
-    reap(workspace_factory(), datetime.now(timezone.utc), dry_run=not args.yes)
+    reap(workspace, datetime.now(timezone.utc), dry_run=not args.yes)
     return 0
 
 

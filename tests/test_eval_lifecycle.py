@@ -1,50 +1,92 @@
-"""The evaluation lifecycle with the Automation API replaced by a recording double at its one seam:
-every way out of a run destroys the stack; TTL, budget refusal and reaping."""
+"""The evaluation lifecycle: every way out of a run destroys the stack; template secrets stay secrets; a
+timeout or Ctrl-C cancels the update and waits for its process to exit before destroying; a lock left
+behind is cancelled; the CLI's version is checked. First with a recording double at the Workspace seam,
+then with the real CliWorkspace driving a stand-in Pulumi CLI process (tests/fake_pulumi.py)."""
 
 import json
-import time
+import os
+import signal
+import sys
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
+import yaml
 
 from infra import pins
-
 from infra.evaluation.lifecycle import (
     TTL_TAG,
+    CliWorkspace,
+    ConfigEntry,
     EvalOptions,
     EvalRefused,
     StackInfo,
+    StackLocked,
     expired_stacks,
     reap,
     run_evaluation,
 )
+from infra.evaluation.pulumi_cli import PulumiCli
 
+REPO_ROOT = Path(__file__).resolve().parent.parent
+FAKE_CLI = Path(__file__).with_name("fake_pulumi.py")
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
+API_KEY = "real-api-key-7f3a9c"  # what the user set with `pulumi config set --secret qwen2vl:apiKey`
 PASSING = {"smokeReport": {"ok": True, "latency": {"ttft_p50_s": 0.4, "requests": 16}},
            "model": {"repo": pins.MODEL_REPO, "revision": pins.MODEL_REVISION}, "apiKey": "[secret]"}
+FAST = {"destroy_backoff_seconds": 0}
+
+
+def template_stack() -> dict[str, ConfigEntry]:
+    """The eval template stack as its backend holds it: Pulumi.eval.yaml plus the secret set on it."""
+    config = yaml.safe_load((REPO_ROOT / "Pulumi.eval.yaml").read_text())["config"]
+    entries = {key: ConfigEntry(str(value).lower() if isinstance(value, bool) else str(value), False)
+               for key, value in config.items()}
+    return {**entries, "qwen2vl:apiKey": ConfigEntry(API_KEY, True)}
 
 
 class RecordingWorkspace:
-    def __init__(self, up=None, destroy_failures=0, stacks=()):
+    """A backend in memory: stacks' config with secret flags, like the CLI's; records every call."""
+
+    def __init__(self, up=None, destroy_failures=0, locked_destroys=0, stacks=()):
         self.calls = []
-        self._up = up or (lambda: PASSING)
-        self.destroy_failures = destroy_failures
+        self._up = up or (lambda ws: PASSING)
+        self.destroy_failures, self.locked_destroys = destroy_failures, locked_destroys
         self.stacks = list(stacks)
+        self.config = {"eval": template_stack()}
         self.tags = {}
 
-    def create_stack(self, name, config, tags):
+    def cli_version(self):
+        return "v3.272.0"
+
+    def template_config(self, stack):
+        # As `pulumi config --json` without --show-secrets: secret values are left out.
+        return {k: ConfigEntry(None if e.secret else e.value, e.secret) for k, e in self.config[stack].items()}
+
+    def create_stack(self, name, template, overrides, tags):
         self.calls.append(("create", name))
-        self.config, self.tags[name] = config, tags
+        self.config[name] = {**self.config[template], **{k: ConfigEntry(v, False) for k, v in overrides.items()}}
+        self.tags[name] = tags
 
     def up(self, name, on_output):
         self.calls.append(("up", name))
-        return self._up()
+        return self._up(self)
+
+    def interrupt(self):
+        self.calls.append(("interrupt", None))
+        return True
 
     def destroy(self, name, on_output):
         self.calls.append(("destroy", name))
+        if self.locked_destroys:
+            self.locked_destroys -= 1
+            raise StackLocked("the stack is currently locked by 1 lock(s)")
         if self.destroy_failures:
             self.destroy_failures -= 1
             raise RuntimeError("the cloud said no")
+
+    def cancel(self, name):
+        self.calls.append(("cancel", name))
 
     def remove_stack(self, name):
         self.calls.append(("remove", name))
@@ -56,9 +98,15 @@ class RecordingWorkspace:
         return [kind for kind, _ in self.calls]
 
 
-def run(workspace, tmp_path, **options):
-    return run_evaluation(workspace, EvalOptions(report_dir=tmp_path, **options), log=lambda *_: None,
+def run(workspace, tmp_path, log=lambda *_: None, **options):
+    return run_evaluation(workspace, EvalOptions(report_dir=tmp_path, **{**FAST, **options}), log=log,
                           now=lambda: NOW)
+
+
+def raises(error):
+    def up(_workspace):
+        raise error
+    return up
 
 
 def test_passing_run_reports_and_destroys(tmp_path):
@@ -71,18 +119,25 @@ def test_passing_run_reports_and_destroys(tmp_path):
     assert "| ttft_p50_s | 0.400 |" in result.report_path.with_suffix(".md").read_text()
     assert ws.tags[result.stack][TTL_TAG] == (NOW + timedelta(hours=4)).isoformat(timespec="seconds")
     assert result.stack.startswith("eval-20261126-120000-")
-    assert ws.config["qwen2vl:ttlHours"] == ("4", False)
+
+
+def test_template_secrets_reach_the_eval_stack_as_secrets(tmp_path):
+    ws = RecordingWorkspace()
+    result = run(ws, tmp_path, ttl_hours=3)
+    copied = ws.config[result.stack]
+    assert copied["qwen2vl:apiKey"] == ConfigEntry(API_KEY, True)
+    assert copied["qwen2vl:ttlHours"] == ConfigEntry("3", False) and copied["qwen2vl:cloud"] == ConfigEntry("aws", False)
+    assert API_KEY not in result.report_path.read_text()
 
 
 @pytest.mark.parametrize("up, outcome", [
-    (lambda: (_ for _ in ()).throw(RuntimeError("smoke Job failed")), "failed"),
-    (lambda: {**PASSING, "smokeReport": {"ok": False}}, "failed"),
-    (lambda: (_ for _ in ()).throw(KeyboardInterrupt()), "interrupted"),
-    (lambda: time.sleep(5), "timeout"),
+    (raises(RuntimeError("smoke Job failed")), "failed"),
+    (lambda ws: {**PASSING, "smokeReport": {"ok": False}}, "failed"),
+    (raises(KeyboardInterrupt()), "interrupted"),
 ])
 def test_every_exit_path_destroys(tmp_path, up, outcome):
     ws = RecordingWorkspace(up=up)
-    result = run(ws, tmp_path, timeout_minutes=0.002)
+    result = run(ws, tmp_path)
     assert result.outcome == outcome and not result.ok
     assert ws.kinds()[-2:] == ["destroy", "remove"] and result.destroyed
     assert json.loads(result.report_path.read_text())["outcome"] == outcome
@@ -91,7 +146,7 @@ def test_every_exit_path_destroys(tmp_path, up, outcome):
 def test_keep_keeps_a_passing_stack_only(tmp_path):
     kept = RecordingWorkspace()
     assert not run(kept, tmp_path, keep=True).destroyed and "destroy" not in kept.kinds()
-    failing = RecordingWorkspace(up=lambda: {"smokeReport": {"ok": False}})
+    failing = RecordingWorkspace(up=lambda ws: {"smokeReport": {"ok": False}})
     assert run(failing, tmp_path, keep=True).destroyed
 
 
@@ -99,7 +154,13 @@ def test_destroy_is_retried_then_reported(tmp_path):
     once = RecordingWorkspace(destroy_failures=1)
     assert run(once, tmp_path).destroyed and once.kinds().count("destroy") == 2
     never = RecordingWorkspace(destroy_failures=5)
-    assert not run(never, tmp_path).destroyed
+    assert not run(never, tmp_path, destroy_attempts=3).destroyed and never.kinds().count("destroy") == 3
+
+
+def test_a_locked_stack_is_cancelled_before_the_next_destroy(tmp_path):
+    ws = RecordingWorkspace(locked_destroys=1)
+    assert run(ws, tmp_path).destroyed
+    assert ws.kinds()[-4:] == ["destroy", "cancel", "destroy", "remove"]
 
 
 def test_budget_refusal_creates_nothing(tmp_path):
@@ -125,18 +186,6 @@ def test_reaper_finds_only_expired_eval_stacks():
     assert ws.calls == [("destroy", "eval-old"), ("remove", "eval-old")]
 
 
-def test_missing_pulumi_cli_is_one_line(monkeypatch, capsys):
-    import scripts.eval as eval_script
-    import scripts.reap as reap_script
-
-    monkeypatch.setattr(eval_script.shutil, "which", lambda name: None)
-    assert eval_script.main([]) == 2
-    out = capsys.readouterr().out.strip()
-    assert out.count("\n") == 0 and "Pulumi CLI is not installed" in out and "get.pulumi.com" in out
-    monkeypatch.setattr(reap_script.shutil, "which", lambda name: None)
-    assert reap_script.main([]) == 2
-
-
 def test_eval_cli_with_the_double(tmp_path, capsys):
     import scripts.eval as eval_script
 
@@ -144,3 +193,112 @@ def test_eval_cli_with_the_double(tmp_path, capsys):
     assert code == 0 and "passed" in capsys.readouterr().out
     assert eval_script.main(["--ttl-hours", "48", "--report-dir", str(tmp_path)],
                             workspace_factory=RecordingWorkspace) == 2
+
+
+# --- The real CliWorkspace against a stand-in CLI process -------------------------------------------------
+
+@pytest.fixture
+def backend(tmp_path):
+    """A fake Pulumi backend holding the eval template stack, and the CliWorkspace that drives it."""
+    state = tmp_path / "backend"
+    (state / "locks").mkdir(parents=True)
+    template = {key: {"value": e.value, "secret": e.secret} for key, e in template_stack().items()}
+    (state / "stacks.json").write_text(json.dumps({"eval": {"config": template, "tags": {}, "outputs": {}}}))
+
+    def workspace(up="pass", version="v3.272.0"):
+        (state / "script.json").write_text(json.dumps({"up": up, "outputs": PASSING, "version": version}))
+        return CliWorkspace(PulumiCli(command=(sys.executable, str(FAKE_CLI)), work_dir=tmp_path,
+                                      env={"FAKE_PULUMI_STATE": str(state)}))
+
+    def events():
+        return [json.loads(line) for line in (state / "events.jsonl").read_text().splitlines()]
+
+    workspace.events, workspace.state = events, state
+    return workspace
+
+
+def index(events, kind, command, nth=0):
+    """Position of the nth `kind` event of an invocation whose argv starts with `command`."""
+    found = [i for i, e in enumerate(events) if e["event"] == kind
+             and [a for a in e["argv"] if a != "--non-interactive"][:len(command)] == command]
+    assert len(found) > nth, f"no {kind} event #{nth} of `pulumi {' '.join(command)}` in {events}"
+    return found[nth]
+
+
+def test_cli_workspace_copies_secrets_as_secrets(backend, tmp_path):
+    result = run(backend(), tmp_path / "reports")
+    assert result.outcome == "passed" and result.destroyed
+    events = backend.events()
+    update = events[index(events, "update", ["up"])]
+    assert update["config"]["qwen2vl:apiKey"] == {"value": API_KEY, "secret": True}
+    assert update["tags"][TTL_TAG] == (NOW + timedelta(hours=4)).isoformat(timespec="seconds")
+    assert not any(API_KEY in " ".join(e["argv"]) for e in events), "a secret went through a command line"
+    assert json.loads(result.report_path.read_text())["outputs"]["apiKey"] == "[secret]"
+    assert set(json.loads((backend.state / "stacks.json").read_text())) == {"eval"}  # the eval stack was removed
+
+
+def assert_stopped_then_destroyed(events):
+    signalled, exited = index(events, "signal", ["up"]), index(events, "exit", ["up"])
+    destroy = index(events, "start", ["destroy"])
+    assert signalled < exited < destroy, "destroy started before the cancelled update had exited"
+    assert "--refresh" in events[destroy]["argv"]
+
+
+def test_timeout_cancels_the_update_and_waits_for_it_before_destroying(backend, tmp_path):
+    result = run(backend(up="hold"), tmp_path / "reports", timeout_minutes=0.05)
+    assert result.outcome == "timeout" and result.destroyed
+    assert_stopped_then_destroyed(backend.events())
+    assert not any((backend.state / "locks").iterdir())
+
+
+def test_ctrl_c_cancels_the_update_and_waits_for_it_before_destroying(backend, tmp_path):
+    def press_ctrl_c_once_the_update_runs(line):
+        if line.startswith("Updating ("):
+            os.kill(os.getpid(), signal.SIGINT)  # what the terminal's Ctrl-C sends this process
+
+    result = run(backend(up="hold"), tmp_path / "reports", log=press_ctrl_c_once_the_update_runs)
+    assert result.outcome == "interrupted" and result.destroyed
+    assert_stopped_then_destroyed(backend.events())
+
+
+def test_a_lock_left_by_a_terminated_update_is_cancelled_then_destroyed(backend, tmp_path):
+    # The update ignores the first SIGINT past the grace period, is terminated by the second and leaves its lock.
+    result = run(backend(up="stuck"), tmp_path / "reports", timeout_minutes=0.05, stop_grace_minutes=0.02)
+    assert result.outcome == "timeout" and result.destroyed
+    events = backend.events()
+    assert index(events, "signal", ["up"], nth=1) < index(events, "exit", ["up"]) < index(events, "start", ["destroy"])
+    refused = index(events, "exit", ["destroy"])
+    assert events[refused]["code"] == 255
+    assert refused < index(events, "start", ["cancel"]) < index(events, "start", ["destroy"], nth=1)
+    assert index(events, "start", ["stack", "rm"]) > index(events, "start", ["destroy"], nth=1)
+
+
+@pytest.mark.parametrize("script", ["eval", "reap"])
+def test_a_pulumi_cli_older_than_3_211_is_refused_in_one_line(backend, capsys, script):
+    main = __import__(f"scripts.{script}", fromlist=["main"]).main
+    argv = ["--report-dir", str(backend.state)] if script == "eval" else []
+    assert main(argv, workspace_factory=lambda: backend(version="v3.210.0")) == 2
+    out = capsys.readouterr().out.strip()
+    assert out.count("\n") == 0 and "v3.210.0 is older than v3.211.0" in out and "#19882" in out
+    assert [e["argv"] for e in backend.events() if e["event"] == "start"] == [["--non-interactive", "version"]]
+
+
+def test_missing_pulumi_cli_is_one_line(tmp_path, capsys):
+    import scripts.eval as eval_script
+    import scripts.reap as reap_script
+
+    missing = lambda: CliWorkspace(PulumiCli(command=(str(tmp_path / "no-such-pulumi"),), work_dir=tmp_path))  # noqa: E731
+    for main in (eval_script.main, reap_script.main):
+        assert main([], workspace_factory=missing) == 2
+        out = capsys.readouterr().out.strip()
+        assert out.count("\n") == 0 and "Pulumi CLI is not installed" in out and "get.pulumi.com" in out
+
+
+def test_reaper_with_the_cli_finds_tagged_stacks(backend, tmp_path):
+    ws = backend()
+    stacks = json.loads((backend.state / "stacks.json").read_text())
+    stacks["eval-20261126-000000-abc123"] = {"config": {}, "tags": {TTL_TAG: (NOW - timedelta(hours=1)).isoformat()},
+                                             "outputs": {}}
+    (backend.state / "stacks.json").write_text(json.dumps(stacks))
+    assert reap(ws, NOW, dry_run=False, log=lambda *_: None) == ["eval-20261126-000000-abc123"]
+    assert set(json.loads((backend.state / "stacks.json").read_text())) == {"eval"}

@@ -2,37 +2,56 @@
 smoke Job), write the report, and destroy the stack on every way out: success, failure, timeout, Ctrl-C.
 Plus the reaper for stacks past their TTL.
 
-Everything that talks to Pulumi goes through the `Workspace` seam: `AutomationWorkspace` is the real
-one (the Automation API, which drives the Pulumi CLI); the tests use a recording double.
+Everything that talks to Pulumi goes through the `Workspace` seam: `CliWorkspace` is the real one (the
+Pulumi CLI, run as processes we can interrupt and wait for: infra/evaluation/pulumi_cli.py); the tests
+use a recording double and, for the stop-then-destroy path, a stand-in CLI process.
+
+The new stack's config is the template stack's, copied by the CLI (`pulumi stack init --copy-config-from`,
+which decrypts the template's secure values and encrypts them again for the new stack:
+pkg/cmd/pulumi/stack/io.go CopyEntireConfigMap, pulumi v3.211.0, lines 431-475), so secrets never pass
+through this process and stay secrets in the new stack.
 """
 
 from __future__ import annotations
 
 import json
 import secrets as token_source
-import signal
+import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable, Protocol
 
 from infra import outputs as output_names
-from infra.config import PROJECT, ConfigError, StackConfig, parse_stack_config
+from infra.config import PROJECT, SECRET_KEYS, ConfigError, StackConfig, parse_stack_config
 from infra.cost import BudgetExceeded, check_budget
-from infra.offline.engine import REPO_ROOT, stack_config
+from infra.evaluation.pulumi_cli import INSTALL_HINT, CliError, PulumiCli, version_problem
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE_STACK = "eval"
 TTL_TAG = f"{PROJECT}:ttl-expires-at"
 OWNER_TAG = f"{PROJECT}:owner"
 EVAL_PREFIX = "eval-"
+PULUMI_MISSING = (f"The Pulumi CLI is not installed: install it with `{INSTALL_HINT}` "
+                  "(see https://www.pulumi.com/docs/install/), then `pulumi login`.")
+# After a second signal the CLI exits at once; this only bounds the wait for the process to be gone.
+TERMINATE_WAIT_SECONDS = 60.0
+# Longer than any destroy of this stack should take (GKE/EKS cluster deletion is ~10-15 min).
+DESTROY_DEADLINE_MINUTES = 60
+Log = Callable[[str], None]
 
 
 class EvalRefused(Exception):
-    """The run would not be allowed (bad settings, over budget); nothing was created."""
+    """The run would not be allowed (bad settings, over budget, no usable CLI); nothing was created."""
 
 
 class EvalTimeout(Exception):
     pass
+
+
+class StackLocked(Exception):
+    """Another update holds the stack's lock."""
 
 
 @dataclass(frozen=True)
@@ -41,10 +60,20 @@ class StackInfo:
     tags: dict[str, str]
 
 
+@dataclass(frozen=True)
+class ConfigEntry:
+    value: str | None  # None for a secret: its value stays with Pulumi
+    secret: bool
+
+
 class Workspace(Protocol):
-    def create_stack(self, name: str, config: dict[str, tuple[str, bool]], tags: dict[str, str]) -> None: ...
-    def up(self, name: str, on_output: Callable[[str], None]) -> dict: ...
-    def destroy(self, name: str, on_output: Callable[[str], None]) -> None: ...
+    def cli_version(self) -> str: ...
+    def template_config(self, stack: str) -> dict[str, ConfigEntry]: ...
+    def create_stack(self, name: str, template: str, overrides: dict[str, str], tags: dict[str, str]) -> None: ...
+    def up(self, name: str, on_output: Log) -> dict: ...
+    def interrupt(self) -> bool: ...
+    def destroy(self, name: str, on_output: Log) -> None: ...
+    def cancel(self, name: str) -> None: ...
     def remove_stack(self, name: str) -> None: ...
     def list_stacks(self) -> list[StackInfo]: ...
 
@@ -57,6 +86,10 @@ class EvalOptions:
     tensor_parallel_size: int | None = None
     ttl_hours: int | None = None
     timeout_minutes: float = 120.0
+    # A cancelled update first finishes the resource operations in flight (a GPU node group takes ~10 min).
+    stop_grace_minutes: float = 30.0
+    destroy_attempts: int = 5
+    destroy_backoff_seconds: float = 30.0
     keep: bool = False
     report_dir: Path = REPO_ROOT / "reports"
 
@@ -72,28 +105,37 @@ class EvalResult:
     error: str | None = None
 
 
-def template_config(options: EvalOptions) -> tuple[dict[str, str], StackConfig]:
-    """The eval template's config with the run's overrides, validated (and budget-checked) as a stack."""
-    config, _ = stack_config(TEMPLATE_STACK)
-    overrides = {
+def require_cli(workspace: Workspace) -> None:
+    """Refuse, in one line, a machine without a Pulumi CLI recent enough for evaluations."""
+    try:
+        problem = version_problem(workspace.cli_version())
+    except FileNotFoundError:
+        problem = PULUMI_MISSING
+    if problem:
+        raise EvalRefused(problem)
+
+
+def evaluation_config(template: dict[str, ConfigEntry], options: EvalOptions) -> tuple[dict[str, str], StackConfig]:
+    """The run's overrides of the template's config, and the resulting stack config, validated as a stack.
+    Secret values are not read: the settings that decide what is created and what it costs are plain."""
+    overrides = {f"{PROJECT}:{key}": str(value) for key, value in {
         "modelRepo": options.model_repo,
         "modelRevision": options.model_revision,
         "gpuType": options.gpu_type,
         "tensorParallelSize": options.tensor_parallel_size,
         "ttlHours": options.ttl_hours,
-    }
-    for key, value in overrides.items():
-        if value is not None:
-            config[f"{PROJECT}:{key}"] = str(value)
+    }.items() if value is not None}
     prefix = f"{PROJECT}:"
-    raw = {k[len(prefix):]: v for k, v in config.items() if k.startswith(prefix)}
+    plain = {key: entry.value for key, entry in template.items() if not entry.secret}
+    raw = {key[len(prefix):]: value for key, value in {**plain, **overrides}.items()
+           if key.startswith(prefix) and key[len(prefix):] not in SECRET_KEYS}
     try:
         cfg = parse_stack_config(raw, TEMPLATE_STACK)
     except ConfigError as error:
         raise EvalRefused(str(error)) from None
     if cfg.ttl_hours is None:
         raise EvalRefused(f"an evaluation needs a TTL: set {PROJECT}:ttlHours in Pulumi.eval.yaml or pass --ttl-hours")
-    return config, cfg
+    return overrides, cfg
 
 
 def unique_stack_name(now: datetime) -> str:
@@ -120,9 +162,9 @@ def markdown_summary(result: EvalResult, outputs: dict, started: datetime, finis
     return "\n".join(lines) + "\n"
 
 
-def run_evaluation(workspace: Workspace, options: EvalOptions, log: Callable[[str], None] = print,
+def run_evaluation(workspace: Workspace, options: EvalOptions, log: Log = print,
                    now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> EvalResult:
-    config, cfg = template_config(options)
+    overrides, cfg = evaluation_config(workspace.template_config(TEMPLATE_STACK), options)
     try:
         cost = check_budget(cfg)
     except BudgetExceeded as error:
@@ -135,10 +177,9 @@ def run_evaluation(workspace: Workspace, options: EvalOptions, log: Callable[[st
     outputs: dict = {}
     log(f"evaluation stack {name}: up to ${cost.max_usd_per_hour:.2f}/h, TTL {cfg.ttl_hours} h "
         f"(at most ${cost.ttl_usd:.2f}), expires {tags[TTL_TAG]}")
-    previous_alarm = _arm_timeout(options.timeout_minutes)
     try:
-        workspace.create_stack(name, {k: (v, False) for k, v in config.items()}, tags)
-        outputs = workspace.up(name, log)
+        workspace.create_stack(name, TEMPLATE_STACK, overrides, tags)
+        outputs = run_update(workspace, name, options, log)
         smoke = outputs.get(output_names.SMOKE_REPORT) or {}
         result.ok = smoke.get("ok") is not False
         result.outcome = "passed" if result.ok else "failed"
@@ -149,34 +190,117 @@ def run_evaluation(workspace: Workspace, options: EvalOptions, log: Callable[[st
     except Exception as error:  # noqa: BLE001 -- any failure of the run still ends in destroy below
         result.outcome, result.error = "failed", f"{type(error).__name__}: {error}"
     finally:
-        _disarm_timeout(previous_alarm)
         finished = now()
         hours = (finished - started).total_seconds() / 3600
         result.cost = {"usd_per_hour": cost.max_usd_per_hour, "run_hours": round(hours, 3),
                        "run_usd": round(hours * (cost.max_usd_per_hour or 0), 2), "ttl_usd": cost.ttl_usd}
         keep = options.keep and result.outcome == "passed"
         if not keep:
-            result.destroyed = _destroy(workspace, name, log)
+            result.destroyed = destroy_stack(workspace, name, log, options.destroy_attempts,
+                                             options.destroy_backoff_seconds)
         else:
             log(f"kept {name} until {tags[TTL_TAG]}; `python scripts/reap.py --yes` destroys it after that")
         result.report_path = _write_reports(options.report_dir, result, outputs, started, finished)
     return result
 
 
-def _destroy(workspace: Workspace, name: str, log: Callable[[str], None]) -> bool:
-    for attempt in range(2):
+class _Worker:
+    """A blocking call in a thread, so the main thread stays free to notice a timeout or Ctrl-C."""
+
+    def __init__(self, call: Callable[[], object], name: str) -> None:
+        self._outcome: dict = {}
+        self._thread = threading.Thread(target=self._run, args=(call,), name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self, call: Callable[[], object]) -> None:
         try:
-            workspace.destroy(name, log)
+            self._outcome["value"] = call()
+        except BaseException as error:  # noqa: BLE001 -- handed to the waiting thread by result()
+            self._outcome["error"] = error
+
+    def wait(self, seconds: float | None) -> bool:
+        """True when the call has returned (a Ctrl-C while waiting raises KeyboardInterrupt here)."""
+        self._thread.join(seconds)
+        return not self._thread.is_alive()
+
+    def wait_through_interrupts(self, seconds: float, log: Log, what: str) -> bool:
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                return self.wait(max(0.0, deadline - time.monotonic()))
+            except KeyboardInterrupt:
+                log(f"Ctrl-C ignored: still waiting for {what} (stopping halfway would leave GPUs running)")
+
+    def result(self):
+        if not self._outcome:
+            raise TimeoutError(f"{self._thread.name} has not returned")
+        if "error" in self._outcome:
+            raise self._outcome["error"]
+        return self._outcome["value"]
+
+
+def run_update(workspace: Workspace, name: str, options: EvalOptions, log: Log) -> dict:
+    """`pulumi up` with a deadline. On timeout or Ctrl-C the update is cancelled and waited for until its
+    process has exited (so it no longer holds the stack's lock), then EvalTimeout/KeyboardInterrupt."""
+    update = _Worker(lambda: workspace.up(name, log), f"pulumi up {name}")
+    stop: BaseException
+    try:
+        if update.wait(options.timeout_minutes * 60):
+            return update.result()
+        stop = EvalTimeout()
+    except KeyboardInterrupt as interrupt:
+        stop = interrupt
+    what = f"`pulumi up` of {name} to exit"
+    log(f"cancelling the update of {name} ({'timeout' if isinstance(stop, EvalTimeout) else 'Ctrl-C'}); "
+        "it finishes the resource operations in flight first")
+    workspace.interrupt()
+    if not update.wait_through_interrupts(options.stop_grace_minutes * 60, log, what):
+        log(f"the update did not stop within {options.stop_grace_minutes:g} minutes; terminating it "
+            "(operations in flight may be left pending; the destroy refreshes first)")
+        workspace.interrupt()
+        update.wait_through_interrupts(TERMINATE_WAIT_SECONDS, log, what)
+    raise stop
+
+
+def destroy_stack(workspace: Workspace, name: str, log: Log, attempts: int = 5, backoff_seconds: float = 30.0) -> bool:
+    """Destroy (refreshing first, going on past single failures) and remove the stack, retrying with
+    exponential backoff; a lock left by an update that is gone is cancelled before the next try."""
+    delay = backoff_seconds
+    for attempt in range(1, attempts + 1):
+        destroy = _Worker(lambda: workspace.destroy(name, log), f"pulumi destroy {name}")
+        if not destroy.wait_through_interrupts(DESTROY_DEADLINE_MINUTES * 60, log, f"the destroy of {name}"):
+            log(f"the destroy of {name} still runs after {DESTROY_DEADLINE_MINUTES} minutes; cancelling it")
+            workspace.interrupt()
+            destroy.wait_through_interrupts(TERMINATE_WAIT_SECONDS, log, f"the destroy of {name} to exit")
+        try:
+            destroy.result()
             workspace.remove_stack(name)
             log(f"destroyed {name}")
             return True
-        except KeyboardInterrupt:
-            log("interrupt ignored while destroying; still destroying (Ctrl-C again would leave GPUs running)")
+        except StackLocked as error:
+            log(f"{name} is locked by an update that no longer runs ({error}); cancelling it before the next try")
+            try:
+                workspace.cancel(name)
+            except Exception as cancel_error:  # noqa: BLE001 -- reported; the next try reports the lock again
+                log(f"cancelling the update of {name} failed: {cancel_error}")
         except Exception as error:  # noqa: BLE001 -- reported, and the reaper catches what remains
-            log(f"destroying {name} failed (try {attempt + 1} of 2): {error}")
-    log(f"COULD NOT DESTROY {name}: run `pulumi destroy --stack {name} --yes` (scripts/reap.py also finds it "
-        "after its TTL)")
+            log(f"destroying {name} failed (try {attempt} of {attempts}): {error}")
+        if attempt < attempts:
+            _pause(delay, log)
+            delay *= 2
+    log(f"COULD NOT DESTROY {name}: run `pulumi destroy --refresh --stack {name} --yes` (scripts/reap.py also "
+        "finds it after its TTL)")
     return False
+
+
+def _pause(seconds: float, log: Log) -> None:
+    """Back off before the next destroy; Ctrl-C does not cut the retries short."""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            time.sleep(left)
+        except KeyboardInterrupt:
+            log("Ctrl-C ignored: the stack is still to be destroyed")
 
 
 def _write_reports(report_dir: Path, result: EvalResult, outputs: dict, started: datetime,
@@ -191,26 +315,12 @@ def _write_reports(report_dir: Path, result: EvalResult, outputs: dict, started:
     return path
 
 
-def _arm_timeout(minutes: float):
-    def expire(signum, frame):
-        raise EvalTimeout()
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, minutes * 60)
-    return previous
-
-
-def _disarm_timeout(previous) -> None:
-    signal.setitimer(signal.ITIMER_REAL, 0)
-    signal.signal(signal.SIGALRM, previous)
-
-
 def expired_stacks(workspace: Workspace, now: datetime) -> list[tuple[StackInfo, datetime]]:
     """Eval stacks whose TTL tag is in the past (stacks without a TTL tag are never reaped)."""
     expired = []
     for info in workspace.list_stacks():
         stamp = info.tags.get(TTL_TAG)
-        if not info.name.startswith(EVAL_PREFIX) or not stamp:
+        if not info.name.rsplit("/", 1)[-1].startswith(EVAL_PREFIX) or not stamp:
             continue
         expires = datetime.fromisoformat(stamp)
         if expires <= now:
@@ -218,48 +328,71 @@ def expired_stacks(workspace: Workspace, now: datetime) -> list[tuple[StackInfo,
     return expired
 
 
-def reap(workspace: Workspace, now: datetime, dry_run: bool = True,
-         log: Callable[[str], None] = print) -> list[str]:
+def reap(workspace: Workspace, now: datetime, dry_run: bool = True, log: Log = print) -> list[str]:
     names = []
     for info, expires in expired_stacks(workspace, now):
         names.append(info.name)
         if dry_run:
             log(f"would destroy {info.name} (expired {expires.isoformat(timespec='seconds')})")
         else:
-            _destroy(workspace, info.name, log)
+            destroy_stack(workspace, info.name, log)
     if not names:
         log("no evaluation stack is past its TTL")
     return names
 
 
-class AutomationWorkspace:
-    """The real workspace: Pulumi's Automation API on this project (needs the Pulumi CLI and a login)."""
+class CliWorkspace:
+    """The real workspace: the Pulumi CLI on this project (needs a `pulumi login` and the eval template
+    stack, `pulumi stack init eval`, with its secrets set by `pulumi config set --secret`)."""
 
-    def __init__(self, work_dir: Path = REPO_ROOT) -> None:
-        from pulumi import automation as auto
+    def __init__(self, cli: PulumiCli | None = None) -> None:
+        self.cli = cli or PulumiCli(work_dir=REPO_ROOT)
 
-        self.auto = auto
-        self.work_dir = str(work_dir)
-        self.workspace = auto.LocalWorkspace(work_dir=self.work_dir)
+    def cli_version(self) -> str:
+        return self.cli.run(["version"]).strip()
 
-    def _stack(self, name: str):
-        return self.auto.select_stack(stack_name=name, work_dir=self.work_dir)
+    def template_config(self, stack: str) -> dict[str, ConfigEntry]:
+        # Without --show-secrets the CLI leaves secret values out of its JSON (pkg/cmd/pulumi/config/config.go,
+        # v3.259.0, lines 1229-1235).
+        try:
+            listed = self.cli.json(["config", "--json", "--stack", stack])
+        except CliError as error:
+            raise EvalRefused(f"cannot read the config of the template stack {stack} ({error}); create it once "
+                              f"with `pulumi stack init {stack}` and set its secrets with "
+                              f"`pulumi config set --secret {PROJECT}:apiKey --stack {stack}`") from None
+        return {key: ConfigEntry(entry.get("value"), bool(entry.get("secret"))) for key, entry in listed.items()}
 
-    def create_stack(self, name: str, config: dict[str, tuple[str, bool]], tags: dict[str, str]) -> None:
-        stack = self.auto.create_stack(stack_name=name, work_dir=self.work_dir)
-        stack.set_all_config({k: self.auto.ConfigValue(value=v, secret=s) for k, (v, s) in config.items()})
+    def create_stack(self, name: str, template: str, overrides: dict[str, str], tags: dict[str, str]) -> None:
+        self.cli.run(["stack", "init", name, "--copy-config-from", template, "--no-select"])
+        for key, value in overrides.items():
+            self.cli.run(["config", "set", "--plaintext", "--stack", name, key, value])
         for key, value in tags.items():
-            self.workspace.set_tag(name, key, value)
+            self.cli.run(["stack", "tag", "set", "--stack", name, key, value])
 
-    def up(self, name: str, on_output: Callable[[str], None]) -> dict:
-        result = self._stack(name).up(on_output=on_output)
-        return {key: ("[secret]" if out.secret else out.value) for key, out in result.outputs.items()}
+    def up(self, name: str, on_output: Log) -> dict:
+        self.cli.run(["up", "--yes", "--skip-preview", "--stack", name], on_output)
+        # Without --show-secrets secret outputs read "[secret]" (display.MassageSecrets).
+        return self.cli.json(["stack", "output", "--json", "--stack", name])
 
-    def destroy(self, name: str, on_output: Callable[[str], None]) -> None:
-        self._stack(name).destroy(on_output=on_output)
+    def interrupt(self) -> bool:
+        return self.cli.interrupt()
+
+    def destroy(self, name: str, on_output: Log) -> None:
+        try:
+            self.cli.run(["destroy", "--yes", "--skip-preview", "--refresh", "--continue-on-error", "--stack", name],
+                         on_output)
+        except CliError as error:
+            if error.lock_conflict:
+                raise StackLocked(str(error)) from None
+            raise
+
+    def cancel(self, name: str) -> None:
+        self.cli.run(["cancel", "--yes", "--stack", name])
 
     def remove_stack(self, name: str) -> None:
-        self.workspace.remove_stack(name)
+        self.cli.run(["stack", "rm", "--yes", "--stack", name])
 
     def list_stacks(self) -> list[StackInfo]:
-        return [StackInfo(s.name, dict(self.workspace.list_tags(s.name))) for s in self.workspace.list_stacks()]
+        listed = self.cli.json(["stack", "ls", "--json", "--tag", TTL_TAG])
+        return [StackInfo(entry["name"], self.cli.json(["stack", "tag", "ls", "--json", "--stack", entry["name"]]))
+                for entry in listed]
