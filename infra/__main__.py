@@ -10,22 +10,28 @@ from infra.cost import BudgetExceeded, check_budget
 from infra.credentials import endpoint_api_key
 from infra.platform.device_plugin import NvidiaDevicePlugin
 from infra.platform.kuberay import KubeRayOperator
+from infra.placement import PlacementFailed, check_placement
 from infra.preflight_gate import ModelLockRequired, PreflightFailed, check_stack, model_lock
 from infra.run_mode import deploying
 from infra.serving_image import ServingImage
 from infra.workload.component import ServingWorkload, ServingWorkloadArgs
 from infra.workload.manifests import workload_spec
+from infra.workload.objects import workload_objects
 
 try:
     cfg = load_stack_config()
     verdict = check_stack(cfg)
     cost = check_budget(cfg)
     lock, lock_warning = model_lock(cfg, deploying())
-except (ConfigError, PreflightFailed, BudgetExceeded, ModelLockRequired) as error:
+    # Every pod the stack creates scheduled, every volume bound, the upgrade tried: before any resource.
+    placement = check_placement(cfg, workload_objects(workload_spec(cfg, lock)))
+except (ConfigError, PreflightFailed, BudgetExceeded, ModelLockRequired, PlacementFailed) as error:
     # RunError prints the message alone: a person-readable paragraph, not a traceback.
     raise pulumi.RunError(str(error)) from error
 if lock_warning:
     pulumi.log.warn(lock_warning)
+if placement.skipped:
+    pulumi.log.warn(placement.skipped)
 
 secrets = read_secrets()
 cluster = create_cluster(cfg)
@@ -46,6 +52,7 @@ workload = ServingWorkload(
 
 pulumi.export(outputs.PREFLIGHT, verdict.as_dict())
 pulumi.export(outputs.HOURLY_COST_USD, cost.as_dict())
+pulumi.export(outputs.PLACEMENT, placement.as_dict())
 pulumi.export(outputs.CLUSTER_NAME, cluster.name)
 pulumi.export(outputs.GPU_POOL, cluster.gpu_pool_name)
 if cluster.kubeconfig is not None:

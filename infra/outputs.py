@@ -1,6 +1,7 @@
 """Stack output names: an API shared by the program, scripts/ and tests."""
 
 PREFLIGHT = "preflight"
+PLACEMENT = "placement"
 HOURLY_COST_USD = "hourlyCostUsd"
 CLUSTER_NAME = "clusterName"
 KUBECONFIG = "kubeconfig"

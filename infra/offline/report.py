@@ -23,6 +23,13 @@ def preflight_of(result: PlanResult) -> dict | None:
     return verdict.as_dict() if verdict is not None else None
 
 
+def placement_of(result: PlanResult) -> dict | None:
+    if output_names.PLACEMENT in result.outputs:
+        return result.outputs[output_names.PLACEMENT]
+    report = getattr(result.cause, "report", None)
+    return report.as_dict() if report is not None else None
+
+
 def plan_document(result: PlanResult) -> dict[str, Any]:
     return {
         "stack": result.stack,
@@ -31,6 +38,7 @@ def plan_document(result: PlanResult) -> dict[str, Any]:
         "error": result.error,
         "warnings": result.warnings,
         "preflight": preflight_of(result),
+        "placement": placement_of(result),
         "resources": [r.as_dict() for r in result.resources if r.parent is not None],
         "outputs": result.outputs,
     }
@@ -60,6 +68,37 @@ def print_preflight(console: Console, preflight: dict, max_num_seqs: int | None 
         console.print(_memory_table(preflight["memory"]))
 
 
+def print_placement(console: Console, placement: dict) -> None:
+    """Pod -> pool, the headroom left per pool, and for each pod that would stay Pending, why."""
+    if placement.get("skipped"):
+        console.print(f"Placement: [yellow]SKIPPED[/yellow] {escape(placement['skipped'])}")
+        return
+    status = "[green]PASS[/green]" if placement["ok"] else "[red]FAIL[/red]"
+    console.print(f"Placement: {status}  (kube-scheduler filters, offline)")
+    table = Table(box=None, padding=(0, 2))
+    for column in ("pod", "kind", "requests", "pool"):
+        table.add_column(column)
+    for pod in placement["pods"]:
+        requests = ", ".join(f"{k} {v}" for k, v in pod["requests"].items())
+        pool = escape(pod["pool"]) if pod["pool"] and not pod["reasons"] else "[red]Pending[/red]"
+        table.add_row(escape(pod["pod"]), pod["kind"], escape(requests), pool)
+        for reason in pod["reasons"]:
+            table.add_row("", "", f"[red]{escape(reason)}[/red]", "")
+    console.print(table)
+    for pool in placement["pools"]:
+        free = "; ".join(f"{name} {pool[name]['free']} free of {pool[name]['allocatable']}"
+                         for name in ("cpu", "memory", "nvidia.com/gpu") if name in pool)
+        console.print(f"  pool {escape(pool['pool'])}: {pool['nodes']} x {escape(pool['instance'])}, {escape(free)}")
+    for volume in placement["volumes"]:
+        state = "[green]binds[/green]" if volume["ok"] else "[red]" + escape("; ".join(volume["reasons"])) + "[/red]"
+        console.print(f"  volume {escape(volume['claim'])} ({escape(str(volume['storageClass']))}, "
+                      f"{escape(str(volume['provisioner']))}): {state}")
+    upgrade = placement.get("upgrade") or {}
+    if upgrade:
+        state = "[green]fits[/green]" if upgrade["ok"] else "[red]" + escape("; ".join(upgrade["reasons"])) + "[/red]"
+        console.print(f"  upgrade {escape(upgrade['strategy'])}: {state} {escape(upgrade.get('note', ''))}")
+
+
 def _tree(result: PlanResult, show_inputs: bool) -> Tree:
     stack = next(r for r in result.resources if r.parent is None)
     root = Tree(f"[bold]{stack.type}[/bold] {stack.name}")
@@ -83,6 +122,9 @@ def print_plan(console: Console, result: PlanResult, show_inputs: bool = False) 
     preflight = preflight_of(result)
     if preflight:
         print_preflight(console, preflight)
+    placement = placement_of(result)
+    if placement:
+        print_placement(console, placement)
     for warning in result.warnings:
         console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
     if not result.ok:
@@ -100,7 +142,7 @@ def print_plan(console: Console, result: PlanResult, show_inputs: bool = False) 
     table.add_column("output")
     table.add_column("value")
     for name, value in result.outputs.items():
-        if name in (output_names.PREFLIGHT, output_names.HOURLY_COST_USD):
+        if name in (output_names.PREFLIGHT, output_names.HOURLY_COST_USD, output_names.PLACEMENT):
             continue
         shown = value if isinstance(value, str) else yaml.safe_dump(value, default_flow_style=True).strip()
         table.add_row(name, escape(shown))

@@ -1,0 +1,463 @@
+"""The placement check: the stack's pods placed on its node pools, its volumes bound, its upgrade
+tried, all offline and in the scheduler's words. See docs/placement.md."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import yaml
+
+from infra.config import PROJECT, ConfigError, StackConfig
+from infra.nodepool import GPU_TAINT, gpu_pool_spec, gpu_pool_zones, system_pool_spec
+from infra.placement import kuberay
+from infra.placement.charts import ReleasePods, device_plugin_pods, kuberay_operator_pods
+from infra.placement.clouds import (
+    GPU_RESOURCE,
+    UnknownInstance,
+    allocatable,
+    cloud_facts,
+    known_instances,
+    machine,
+)
+from infra.placement.quantity import CPU, MEMORY, show
+from infra.placement.scheduler import Node, matches_node_affinity, node_reasons, pod_request, untolerated_taint
+from infra.platform.addons import cluster_addons
+from infra.platform.chart_values import kuberay_operator_values
+
+RWO, RWOP = "ReadWriteOnce", "ReadWriteOncePod"
+
+
+@dataclass
+class PodPlacement:
+    pod: str
+    kind: str  # DaemonSet | Deployment | RayCluster | Job | ...
+    requests: dict[str, int]
+    pool: str | None = None  # the pool (DaemonSets: pools) it lands on; None = Pending
+    node: str | None = None
+    reasons: list[str] = field(default_factory=list)
+    volumes: list[str] = field(default_factory=list)  # claim names it mounts
+
+    @property
+    def ok(self) -> bool:
+        return self.pool is not None and not self.reasons
+
+    def as_dict(self) -> dict:
+        return {"pod": self.pod, "kind": self.kind, "pool": self.pool, "reasons": list(self.reasons),
+                "requests": {r: show(r, v) for r, v in self.requests.items()}}
+
+
+@dataclass
+class VolumeCheck:
+    claim: str
+    storage_class: str | None
+    provisioner: str | None
+    access_modes: list[str]
+    nodes: list[str]
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.reasons
+
+    def as_dict(self) -> dict:
+        return {"claim": self.claim, "storageClass": self.storage_class, "provisioner": self.provisioner,
+                "accessModes": self.access_modes, "ok": self.ok, "reasons": list(self.reasons)}
+
+
+@dataclass
+class PlacementReport:
+    stack: str
+    ok: bool
+    pods: list[PodPlacement] = field(default_factory=list)
+    volumes: list[VolumeCheck] = field(default_factory=list)
+    upgrade: dict = field(default_factory=dict)
+    serve: list[dict] = field(default_factory=list)
+    pools: list[dict] = field(default_factory=list)
+    skipped: str | None = None
+
+    def failures(self) -> list[str]:
+        lines = [f"{p.pod}: {'; '.join(p.reasons)}" for p in self.pods if not p.ok]
+        lines += [f"volume {v.claim}: {'; '.join(v.reasons)}" for v in self.volumes if not v.ok]
+        lines += [f"serve {s['deployment']}: {s['reason']}" for s in self.serve if not s["ok"]]
+        if self.upgrade and not self.upgrade.get("ok", True):
+            lines.append(f"upgrade ({self.upgrade['strategy']}): {'; '.join(self.upgrade['reasons'])}")
+        return lines
+
+    def as_dict(self) -> dict:
+        return {
+            "ok": self.ok,
+            "skipped": self.skipped,
+            "pods": [p.as_dict() for p in self.pods],
+            "volumes": [v.as_dict() for v in self.volumes],
+            "upgrade": dict(self.upgrade),
+            "serve": list(self.serve),
+            "pools": list(self.pools),
+        }
+
+
+class PlacementFailed(Exception):
+    def __init__(self, report: PlacementReport) -> None:
+        self.report = report
+        super().__init__(
+            f"Placement failed for stack {report.stack}; no resource was created. The scheduler would leave "
+            f"these Pending: {' | '.join(report.failures())}. Fix: {' '.join(_fixes(report))} "
+            f"Run `make plan` (python scripts/plan.py --stack {report.stack}) to see every pod's pool and headroom."
+        )
+
+
+def _fixes(report: PlacementReport) -> list[str]:
+    text = " ".join(report.failures())
+    fixes = []
+    if "system:" in text and "Insufficient" in text:
+        fixes.append(f"give the system pool a larger shape (pulumi config set {PROJECT}:systemInstanceType <type> "
+                     f"--stack {report.stack}) or lower the pod's requests;")
+    if "Insufficient nvidia.com/gpu" in text and "device plugin" in text:
+        fixes.append("let the device plugin reach the GPU nodes (its chart's default affinity needs a "
+                     "nvidia.com/gpu.present=true label, or pass affinity: null with allow_null_values);")
+    if "provisioner" in text or "StorageClass" in text:
+        fixes.append(f"use a StorageClass whose provisioner this stack installs (pulumi config set "
+                     f"{PROJECT}:storageClass <class> --stack {report.stack}) or install its CSI driver "
+                     "(infra/platform/addons.py);")
+    if "Multi-Attach" in text:
+        fixes.append("give each worker its own volume (ephemeral volumeClaimTemplate), a ReadWriteMany/ReadOnlyMany "
+                     "volume, or bake the model into the image;")
+    if "upgrade" in text:
+        fixes.append("set the RayService's upgradeStrategy.type to None where the GPU pool cannot hold two clusters, "
+                     "or raise gpuNodesMax with an autoscaler that adds nodes;")
+    if "serve" in text:
+        fixes.append("match Serve's replicas to the worker group's maxReplicas;")
+    return fixes or ["change the requests, the pools or their shapes so each pod fits;"]
+
+
+# ---- building the cluster ---------------------------------------------------------------------
+
+def _system_shape(cfg: StackConfig):
+    instance = system_pool_spec(cfg).instance
+    try:
+        return machine(cfg.cloud, instance)
+    except UnknownInstance:
+        choices = ", ".join(known_instances(cfg.cloud))
+        raise ConfigError("systemInstanceType", instance, f"not a {cfg.cloud} machine shape the placement check "
+                          f"knows; known: {choices}", cfg.stack, "m6i.2xlarge" if cfg.cloud == "aws" else "e2-standard-8"
+                          ) from None
+
+
+def _nodes(cfg: StackConfig) -> list[Node]:
+    facts = cloud_facts()[cfg.cloud]
+    addons = cluster_addons(cfg)
+    gpu_pool, system_pool = gpu_pool_spec(cfg), system_pool_spec(cfg)
+    nodes = []
+    system_shape = _system_shape(cfg)
+    gpu_shape = machine(cfg.cloud, gpu_pool.shape.instance)
+    for pool, shape, labels, taints in (
+        (system_pool, system_shape, {}, []),
+        (gpu_pool, gpu_shape, {**gpu_pool.node_labels, **{k: v.format(accelerator=gpu_shape.accelerator)
+                                                    for k, v in facts.get("gpu_node_labels", {}).items()}},
+         [dict(gpu_pool.taint)]),
+    ):
+        grows = pool.name in addons.autoscaled_pools
+        count = pool.max_nodes if grows else max(pool.min_nodes, 1)
+        if cfg.cloud == "gcp" and pool is system_pool:
+            # A regional GKE pool's node_count is per zone (pulumi_gcp NodePool docs); clusters/gcp.py puts
+            # the system pool in each of the GPU pool's zones.
+            count *= len(gpu_pool_zones(cfg))
+        for index in range(count):
+            name = f"{pool.name}-{index}"
+            node_labels = {**facts.get("node_labels", {}), **labels, "kubernetes.io/hostname": name,
+                           "node.kubernetes.io/instance-type": shape.instance}
+            gpu_advertised = bool(facts["provides_gpu_resource"])
+            nodes.append(Node(name, pool.name, node_labels, [dict(t) for t in taints],
+                              allocatable(shape, gpu_advertised)))
+    return nodes
+
+
+@dataclass(frozen=True)
+class ClusterPod:
+    name: str
+    kind: str
+    pod_spec: dict
+    replicas: int = 1
+
+
+def _cloud_pods(cfg: StackConfig) -> list[ClusterPod]:
+    facts = cloud_facts()[cfg.cloud]
+    entries = list(facts["system_pods"])
+    for addon in cluster_addons(cfg).managed_addons:
+        entries += facts.get("addons", {}).get(addon, {}).get("pods", [])
+    pods = []
+    for entry in entries:
+        spec = {"containers": [{"name": entry["name"], "resources": {"requests": dict(entry.get("requests", {}))}}],
+                "tolerations": list(entry.get("tolerations", []))}
+        if entry.get("affinity"):
+            spec["affinity"] = entry["affinity"]
+        pods.append(ClusterPod(f"kube-system/{entry['name']}", entry["kind"], spec, entry.get("replicas", 1)))
+    return pods
+
+
+def _release(release: ReleasePods) -> ClusterPod:
+    return ClusterPod(release.name, release.kind, release.pod_spec, release.replicas)
+
+
+def _platform_pods(cfg: StackConfig) -> list[ClusterPod]:
+    pods = []
+    if not cluster_addons(cfg).provides_device_plugin:
+        pods.append(_release(device_plugin_pods(gpu_pool_spec(cfg).placement)))
+    pods.append(_release(kuberay_operator_pods()))
+    return pods
+
+
+def _workload_pods(objects: list[dict], operator_env: list[dict] | None, prefix_suffix: str = "") -> list[ClusterPod]:
+    pods = []
+    for obj in objects:
+        kind, meta = obj["kind"], obj["metadata"]
+        name = f"{meta.get('namespace', 'default')}/{meta['name']}{prefix_suffix}"
+        if kind == "RayService":
+            pods += [ClusterPod(p.name, "RayCluster", p.pod_spec) for p in kuberay.cluster_pods(obj, name, operator_env)]
+        elif kind in ("Job", "Deployment", "StatefulSet", "DaemonSet"):
+            replicas = obj["spec"].get("replicas", 1) if kind in ("Deployment", "StatefulSet") else 1
+            pods.append(ClusterPod(name, kind, obj["spec"]["template"]["spec"], replicas))
+        elif kind == "Pod":
+            pods.append(ClusterPod(name, kind, obj["spec"]))
+    return pods
+
+
+# ---- scheduling -------------------------------------------------------------------------------
+
+def _claims(pod_spec: dict) -> list[str]:
+    return [v["persistentVolumeClaim"]["claimName"] for v in pod_spec.get("volumes", []) if "persistentVolumeClaim" in v]
+
+
+def _pool_reasons(pod_spec: dict, request: dict[str, int], nodes: list[Node], hints: dict[str, str]) -> str:
+    by_pool: dict[str, list[str]] = {}
+    for node in nodes:
+        reasons = node_reasons(pod_spec, request, node)
+        if node.pool not in by_pool or len(reasons) < len(by_pool[node.pool]):
+            by_pool[node.pool] = reasons
+    parts = []
+    for pool, reasons in by_pool.items():
+        text = ", ".join(reasons)
+        if any(r.startswith(f"Insufficient {GPU_RESOURCE}") for r in reasons) and pool in hints:
+            text += f" ({hints[pool]})"
+        parts.append(f"{pool}: {text}")
+    return f"0/{len(by_pool)} pools: " + "; ".join(parts)
+
+
+def _schedule(pod: ClusterPod, nodes: list[Node], hints: dict[str, str]) -> list[PodPlacement]:
+    request = pod_request(pod.pod_spec)
+    results = []
+    for index in range(pod.replicas):
+        name = pod.name if pod.replicas == 1 else f"{pod.name}-{index}"
+        placement = PodPlacement(name, pod.kind, request, volumes=_claims(pod.pod_spec))
+        node = next((n for n in nodes if not node_reasons(pod.pod_spec, request, n)), None)
+        if node is None:
+            placement.reasons.append(_pool_reasons(pod.pod_spec, request, nodes, hints))
+        else:
+            node.bind(name, request)
+            placement.pool, placement.node = node.pool, node.name
+        results.append(placement)
+    return results
+
+
+def _run_daemonset(pod: ClusterPod, nodes: list[Node]) -> tuple[PodPlacement, list[Node]]:
+    """A DaemonSet pod on every node whose labels and taints admit it (the DaemonSet controller uses
+    the same NodeAffinity and TaintToleration predicates, pkg/controller/daemon NodeShouldRunDaemonPod)."""
+    request = pod_request(pod.pod_spec)
+    placement = PodPlacement(pod.name, "DaemonSet", request)
+    eligible = [n for n in nodes if matches_node_affinity(pod.pod_spec, n.labels) and untolerated_taint(pod.pod_spec, n) is None]
+    placed = []
+    for node in eligible:
+        reasons = node_reasons(pod.pod_spec, request, node)
+        if reasons:
+            placement.reasons.append(f"{node.pool}: {', '.join(reasons)}")
+        else:
+            node.bind(pod.name, request)
+            placed.append(node)
+    placement.pool = ", ".join(dict.fromkeys(n.pool for n in placed)) or None
+    return placement, placed
+
+
+def _daemonsets(cfg: StackConfig, nodes: list[Node]) -> tuple[list[PodPlacement], dict[str, str]]:
+    """Place every DaemonSet; on clouds without their own device plugin, only nodes that run ours
+    advertise nvidia.com/gpu. Returns the placements and, per GPU pool lacking it, why."""
+    results, hints = [], {}
+    cluster = [*_cloud_pods(cfg), *_platform_pods(cfg)]
+    provides = cloud_facts()[cfg.cloud]["provides_gpu_resource"]
+    for pod in (p for p in cluster if p.kind == "DaemonSet"):
+        placement, placed = _run_daemonset(pod, nodes)
+        if pod.name.endswith("nvidia-device-plugin"):
+            for node in placed:
+                node.allocatable[GPU_RESOURCE] = machine(cfg.cloud, node.labels["node.kubernetes.io/instance-type"]).gpus
+            missed = [n for n in nodes if GPU_TAINT in n.taints and n not in placed]
+            for node in missed:
+                hints[node.pool] = (f"no {pod.name} pod on its nodes: "
+                                    f"{', '.join(node_reasons(pod.pod_spec, placement.requests, node)) or 'not scheduled'}")
+            if missed and not placed:
+                placement.reasons.append("runs on 0 GPU nodes: " + "; ".join(f"{p}: {h}" for p, h in hints.items()))
+        results.append(placement)
+    if not provides and not any(p.name.endswith("nvidia-device-plugin") for p in cluster):
+        hints.update({n.pool: "no device plugin installed" for n in nodes if GPU_TAINT in n.taints})
+    return results, hints
+
+
+# ---- volumes ----------------------------------------------------------------------------------
+
+def _storage_classes(cfg: StackConfig) -> dict[str, dict]:
+    classes = {name: dict(entry) for name, entry in cloud_facts()[cfg.cloud]["storage_classes"].items()}
+    for obj in cluster_addons(cfg).storage_classes:
+        default = obj.get("metadata", {}).get("annotations", {}).get("storageclass.kubernetes.io/is-default-class")
+        if default == "true":
+            for entry in classes.values():
+                entry["default"] = False
+        classes[obj["metadata"]["name"]] = {"provisioner": obj["provisioner"], "default": default == "true",
+                                            "volumeBindingMode": obj.get("volumeBindingMode", "Immediate")}
+    return classes
+
+
+def _drivers(cfg: StackConfig) -> set[str]:
+    facts = cloud_facts()[cfg.cloud]
+    drivers = set(facts["csi_drivers"])
+    for addon in cluster_addons(cfg).managed_addons:
+        drivers |= set(facts.get("addons", {}).get(addon, {}).get("csi_drivers", []))
+    return drivers
+
+
+def _claim_objects(objects: list[dict], pods: list[ClusterPod]) -> dict[str, dict]:
+    claims = {o["metadata"]["name"]: o["spec"] for o in objects if o["kind"] == "PersistentVolumeClaim"}
+    for pod in pods:  # generic ephemeral volumes: one claim per pod, from the template
+        for volume in pod.pod_spec.get("volumes", []):
+            template = (volume.get("ephemeral") or {}).get("volumeClaimTemplate")
+            if template:
+                claims[f"{pod.name}-{volume['name']}"] = template["spec"]
+    return claims
+
+
+def _check_volume(cfg: StackConfig, name: str, spec: dict, users: list[PodPlacement]) -> VolumeCheck:
+    classes, drivers = _storage_classes(cfg), _drivers(cfg)
+    migration = cloud_facts()["csi_migration"]
+    class_name = spec.get("storageClassName")
+    if class_name is None:
+        class_name = next((n for n, c in classes.items() if c.get("default")), None)
+    modes = list(spec.get("accessModes", []))
+    nodes = sorted({p.node for p in users if p.node})
+    check = VolumeCheck(name, class_name, None, modes, nodes)
+    if class_name is None:
+        check.reasons.append("no storageClassName and the cluster has no default StorageClass, so it waits for a "
+                             f"matching PersistentVolume forever; classes here: {', '.join(classes)}")
+    elif class_name not in classes:
+        check.reasons.append(f'StorageClass "{class_name}" does not exist on this cluster; classes here: '
+                             f"{', '.join(classes)}")
+    else:
+        provisioner = classes[class_name]["provisioner"]
+        check.provisioner = provisioner
+        driver = migration.get(provisioner, provisioner)
+        if driver not in drivers:
+            via = f" (in-tree {provisioner} is served by {driver} since CSI migration)" if driver != provisioner else ""
+            check.reasons.append(f'StorageClass "{class_name}" needs provisioner {driver}{via}, which this stack does '
+                                 f"not install; installed: {', '.join(sorted(drivers)) or 'none'} — the claim stays "
+                                 f"Pending (waiting for a volume to be created by external provisioner {driver})")
+    if RWOP in modes and len(users) > 1:
+        check.reasons.append(f"ReadWriteOncePod claim used by {len(users)} pods: {', '.join(p.pod for p in users)}")
+    elif modes == [RWO] and len(nodes) > 1:
+        check.reasons.append(f"ReadWriteOnce claim mounted by pods on {len(nodes)} nodes ({', '.join(nodes)}): the second "
+                             "attach fails with Multi-Attach error, the volume is already exclusively attached to one node")
+    return check
+
+
+def _volumes(cfg: StackConfig, objects: list[dict], pods: list[ClusterPod], placed: list[PodPlacement]) -> list[VolumeCheck]:
+    checks = []
+    for name, spec in _claim_objects(objects, pods).items():
+        users = [p for p in placed if name in p.volumes or p.pod + "-" in name and name.startswith(p.pod)]
+        check = _check_volume(cfg, name, spec, users)
+        if not check.ok:
+            for user in users:
+                user.reasons.append(f"unbound PersistentVolumeClaim {name}")
+        checks.append(check)
+    return checks
+
+
+# ---- the report -------------------------------------------------------------------------------
+
+def _pools(nodes: list[Node]) -> list[dict]:
+    pools = []
+    for pool in dict.fromkeys(n.pool for n in nodes):
+        members = [n for n in nodes if n.pool == pool]
+        row = {"pool": pool, "nodes": len(members), "instance": members[0].labels["node.kubernetes.io/instance-type"]}
+        for resource in (CPU, MEMORY, GPU_RESOURCE):
+            total = sum(n.allocatable.get(resource, 0) for n in members)
+            if total or resource != GPU_RESOURCE:
+                row[resource] = {"allocatable": show(resource, total),
+                                 "free": show(resource, sum(max(n.free(resource), 0) for n in members)),
+                                 "largest_free": show(resource, max(max(n.free(resource), 0) for n in members))}
+        pools.append(row)
+    return pools
+
+
+def _serve(rayservice: dict) -> list[dict]:
+    config = yaml.safe_load(rayservice["spec"].get("serveConfigV2") or "{}") or {}
+    worker_gpus = sum(count * gpus for _, count, gpus in kuberay.worker_ray_gpus(rayservice["spec"]["rayClusterConfig"]))
+    rows = []
+    for deployment, replicas, gpus in kuberay.serve_gpu_demand(config):
+        need = replicas * gpus
+        ok = need <= worker_gpus
+        rows.append({"deployment": deployment, "replicas": replicas, "gpus_per_replica": gpus, "worker_gpus": worker_gpus,
+                     "ok": ok, "reason": "" if ok else f"{replicas} replicas x {gpus:g} GPUs need {need:g} Ray GPUs, "
+                     f"the worker group offers at most {worker_gpus}: the extra replicas stay PENDING_ALLOCATION"})
+    return rows
+
+
+def _upgrade(cfg: StackConfig, objects: list[dict], env: list[dict] | None, nodes: list[Node], hints: dict,
+             placed: list[PodPlacement]) -> dict:
+    rayservice = next((o for o in objects if o["kind"] == "RayService"), None)
+    if rayservice is None:
+        return {}
+    strategy = kuberay.upgrade_strategy(rayservice, env)
+    if strategy != kuberay.NEW_CLUSTER:
+        return {"strategy": strategy, "ok": True, "reasons": [], "pods": [],
+                "note": "no second RayCluster: a change to rayClusterConfig needs the cluster recreated by hand"}
+    pending = [ClusterPod(p.name + "-pending", "RayCluster", p.pod_spec)
+               for p in kuberay.cluster_pods(rayservice, _name(rayservice), env)]
+    results = [r for pod in pending for r in _schedule(pod, nodes, hints)]
+    reasons = [f"{r.pod}: {'; '.join(r.reasons)}" for r in results if not r.ok]
+    everyone = [*placed, *results]
+    for name, spec in _claim_objects(objects, pending).items():
+        users = [p for p in everyone if name in p.volumes]
+        check = _check_volume(cfg, name, spec, users)
+        reasons += [f"volume {name}: {r}" for r in check.reasons if "Multi-Attach" in r or "Once" in r]
+    return {"strategy": strategy, "ok": not reasons, "reasons": reasons,
+            "pods": [r.as_dict() for r in results]}
+
+
+def _name(obj: dict) -> str:
+    return f"{obj['metadata'].get('namespace', 'default')}/{obj['metadata']['name']}"
+
+
+def placement_report(cfg: StackConfig, objects: list[dict]) -> PlacementReport:
+    """Every pod placed (or not, with the scheduler's reasons), every volume checked, the upgrade tried."""
+    if cfg.cloud == "existing":
+        return PlacementReport(cfg.stack, ok=True, skipped=(
+            "cloud=existing: the node shapes of an existing cluster are not in the stack config, so the placement "
+            "check did not run; check `kubectl describe nodes` against the pods' requests yourself"))
+    env = kuberay_operator_values().get("env")
+    nodes = _nodes(cfg)
+    daemonsets, hints = _daemonsets(cfg, nodes)
+    cluster = [p for p in (*_cloud_pods(cfg), *_platform_pods(cfg)) if p.kind != "DaemonSet"]
+    workload = _workload_pods(objects, env)
+    placed = [r for pod in (*cluster, *workload) for r in _schedule(pod, nodes, hints)]
+    volumes = _volumes(cfg, objects, workload, placed)
+    rayservice = next((o for o in objects if o["kind"] == "RayService"), None)
+    serve = _serve(rayservice) if rayservice else []
+    pools = _pools(nodes)  # headroom in steady state, before an upgrade's second cluster
+    upgrade = _upgrade(cfg, objects, env, nodes, hints, placed)
+    pods = [*daemonsets, *placed]
+    device_plugin_ok = all(p.ok for p in daemonsets if p.pod.endswith("nvidia-device-plugin"))
+    ok = (all(p.ok for p in placed) and device_plugin_ok and all(v.ok for v in volumes)
+          and all(s["ok"] for s in serve) and upgrade.get("ok", True))
+    return PlacementReport(cfg.stack, ok, pods, volumes, upgrade, serve, pools)
+
+
+def check_placement(cfg: StackConfig, objects: list[dict]) -> PlacementReport:
+    """The report; raises PlacementFailed when any pod would stay Pending."""
+    report = placement_report(cfg, objects)
+    if not report.ok:
+        raise PlacementFailed(report)
+    return report

@@ -1,0 +1,135 @@
+"""Node pools as the clouds build them: capacity from the instance catalog, allocatable by each
+cloud's reservation formula, and what the cloud itself runs and offers (clouds.yaml).
+
+EKS (AL2023, nodeadm; awslabs/amazon-eks-ami nodeadm/internal/kubelet/config.go at 81fec2e8):
+- kube-reserved CPU: 6% of the first core, 1% of the second, 0.5% of the third and fourth, 0.25% of
+  the rest, in integer millicores per range (getCPUMillicoresToReserve, getResourceToReserveInRange);
+- kube-reserved memory: 11 MiB x maxPods + 255 MiB (getMemoryMebibytesToReserve), with maxPods =
+  ENIs x (IPv4 per ENI - 1) + 2 (eni_max_pods.go calculateStandardMaxPods);
+- evictionHard memory.available 100Mi (defaultKubeletSubConfig); no system-reserved.
+- Memory capacity is what the guest kernel reports, below the instance's nominal memory; we take
+  Karpenter's default estimate of that loss, VM_MEMORY_OVERHEAD_PERCENT = 0.075
+  (https://karpenter.sh/docs/reference/settings/), which is on the safe side of observed nodes.
+GKE (https://cloud.google.com/kubernetes-engine/docs/concepts/plan-node-sizes, "Node allocatable";
+the same brackets as kubernetes/autoscaler cluster-autoscaler/cloudprovider/gce/reserved.go):
+- CPU: the same brackets as EKS (6% / 1% / 0.5% / 0.25%);
+- memory: 255 MiB below 1 GB, else 25% of the first 4 GB, 20% of the next 4, 10% of the next 8,
+  6% of the next 112, 2% above 128 (GB counted as 1000 MiB, as GKE does); eviction 100 MiB;
+- capacity: physical memory minus the kernel's reservation, 1/64 + 16 MiB (+ 64 MiB swiotlb above
+  3 GiB) (reserved.go CalculateKernelReserved).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import yaml
+
+from infra.placement.quantity import CPU, MEMORY
+from infra.placement.scheduler import PODS
+from infra.preflight.catalog import gpu_catalog
+
+_HERE = Path(__file__).parent
+MIB = 2**20
+GIB = 2**30
+GPU_RESOURCE = "nvidia.com/gpu"
+EVICTION_HARD_MEMORY = 100 * MIB
+AWS_VM_MEMORY_OVERHEAD = 0.075
+CPU_BRACKETS = ((0, 600), (1000, 100), (2000, 50), (4000, 25))  # (from millicores, rate in 1/10000)
+GKE_MEMORY_BRACKETS = ((0, 0.25), (4000, 0.20), (8000, 0.10), (16000, 0.06), (128000, 0.02))  # MiB
+
+
+class UnknownInstance(ValueError):
+    """An instance or machine type the catalog does not describe."""
+
+
+@dataclass(frozen=True)
+class MachineShape:
+    cloud: str
+    instance: str
+    vcpus: int
+    memory_gib: float
+    gpus: int
+    accelerator: str | None
+    max_pods: int
+
+
+@lru_cache(maxsize=1)
+def instance_catalog() -> dict:
+    return yaml.safe_load((_HERE / "instances.yaml").read_text())
+
+
+@lru_cache(maxsize=1)
+def cloud_facts() -> dict:
+    return yaml.safe_load((_HERE / "clouds.yaml").read_text())
+
+
+def known_instances(cloud: str) -> list[str]:
+    return list(instance_catalog().get(cloud, {}))
+
+
+def machine(cloud: str, instance: str) -> MachineShape:
+    entry = instance_catalog().get(cloud, {}).get(instance)
+    if entry is None:
+        raise UnknownInstance(f"{instance} is not in infra/placement/instances.yaml for {cloud}")
+    gpu_shapes = [s for spec in gpu_catalog().values() for s in spec.shapes if s.cloud == cloud and s.instance == instance]
+    if cloud == "aws":
+        max_pods = entry["enis"] * (entry["ips_per_eni"] - 1) + 2
+    else:
+        max_pods = cloud_facts()[cloud]["max_pods_default"]
+    return MachineShape(cloud, instance, entry["vcpus"], float(entry["memory_gib"]),
+                        gpu_shapes[0].gpus if gpu_shapes else 0,
+                        gpu_shapes[0].accelerator if gpu_shapes else None, max_pods)
+
+
+def reserved_cpu_millicores(vcpus: int) -> int:
+    total = vcpus * 1000
+    reserved = 0
+    for index, (start, rate) in enumerate(CPU_BRACKETS):
+        end = CPU_BRACKETS[index + 1][0] if index + 1 < len(CPU_BRACKETS) else total
+        if total > start:
+            reserved += (min(total, end) - start) * rate // 10000
+    return reserved
+
+
+def gke_reserved_memory_mib(memory_mib: int) -> int:
+    if memory_mib <= 1000:
+        return 255
+    reserved = 0.0
+    for index, (start, rate) in enumerate(GKE_MEMORY_BRACKETS):
+        end = GKE_MEMORY_BRACKETS[index + 1][0] if index + 1 < len(GKE_MEMORY_BRACKETS) else memory_mib
+        if memory_mib > start:
+            reserved += (min(memory_mib, end) - start) * rate
+    return int(reserved)
+
+
+def gke_kernel_reserved(memory_bytes: int) -> int:
+    return memory_bytes // 64 + 16 * MIB + (64 * MIB if memory_bytes > 3 * GIB else 0)
+
+
+def capacity(shape: MachineShape) -> dict[str, int]:
+    physical = int(shape.memory_gib * GIB)
+    if shape.cloud == "aws":
+        memory = int(physical * (1 - AWS_VM_MEMORY_OVERHEAD))
+    else:
+        memory = physical - gke_kernel_reserved(physical)
+    return {CPU: shape.vcpus * 1000, MEMORY: memory, PODS: shape.max_pods}
+
+
+def allocatable(shape: MachineShape, gpu_advertised: bool) -> dict[str, int]:
+    """The node's allocatable as the kubelet reports it (GPUs only where a device plugin runs)."""
+    cap = capacity(shape)
+    if shape.cloud == "aws":
+        reserved_memory = (11 * shape.max_pods + 255) * MIB
+    else:
+        reserved_memory = gke_reserved_memory_mib(int(shape.memory_gib * 1024)) * MIB
+    result = {
+        CPU: cap[CPU] - reserved_cpu_millicores(shape.vcpus),
+        MEMORY: cap[MEMORY] - reserved_memory - EVICTION_HARD_MEMORY,
+        PODS: cap[PODS],
+    }
+    if shape.gpus and gpu_advertised:
+        result[GPU_RESOURCE] = shape.gpus
+    return result
