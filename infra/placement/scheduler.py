@@ -47,14 +47,21 @@ class Node:
             self.requested[resource] = self.requested.get(resource, 0) + value
 
 
+def container_requests(container: dict) -> dict[str, int]:
+    """A container's requests after API defaulting: a resource with a limit and no request requests
+    its limit (kubernetes pkg/apis/core/v1/defaults.go SetDefaults_Pod)."""
+    resources = container.get("resources") or {}
+    return amounts({**(resources.get("limits") or {}), **(resources.get("requests") or {})})
+
+
 def pod_request(pod_spec: dict) -> dict[str, int]:
     """NodeResourcesFit's computePodResourceRequest: containers summed, init containers as a max."""
     total: dict[str, int] = {}
     for container in pod_spec.get("containers", []):
-        for resource, value in amounts(container.get("resources", {}).get("requests")).items():
+        for resource, value in container_requests(container).items():
             total[resource] = total.get(resource, 0) + value
     for container in pod_spec.get("initContainers", []):
-        for resource, value in amounts(container.get("resources", {}).get("requests")).items():
+        for resource, value in container_requests(container).items():
             total[resource] = max(total.get(resource, 0), value)
     for resource, value in amounts(pod_spec.get("overhead")).items():
         total[resource] = total.get(resource, 0) + value
@@ -124,14 +131,13 @@ def node_reasons(pod_spec: dict, request: dict[str, int], node: Node) -> list[st
     reasons = []
     if len(node.pods) + 1 > node.allocatable.get(PODS, 110):
         reasons.append(f"Too many pods (max {node.allocatable.get(PODS)})")
-    for resource, value in request.items():
-        free = node.free(resource)
+    for resource in _fit_order(request):  # fit.go checks cpu, memory, then extended resources
+        value, free = request[resource], node.free(resource)
         if value > free:
             reasons.append(f"Insufficient {resource} (requests {show(resource, value)}, "
                            f"free {show(resource, max(free, 0))} of allocatable {show(resource, node.allocatable.get(resource, 0))})")
     return reasons
 
 
-def request_summary(request: dict[str, int]) -> str:
-    order = [CPU, MEMORY] + sorted(r for r in request if r not in (CPU, MEMORY))
-    return ", ".join(f"{r} {show(r, request[r])}" for r in order if r in request)
+def _fit_order(request: dict[str, int]) -> list[str]:
+    return [r for r in (CPU, MEMORY) if r in request] + sorted(r for r in request if r not in (CPU, MEMORY))

@@ -1,0 +1,318 @@
+"""The placement check against what the kube-scheduler, KubeRay and the clouds would do.
+
+The first tests are the review's scheduling and storage blockers (reviews/review-k8s.md #1, #2, #3, #5;
+review-pulumi.md #1-#3), rebuilt from the configuration of commit 216a77b, which the check must refuse
+with the scheduler's reason; then the stacks as they are now, which must pass."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from infra.config import ConfigError, parse_stack_config
+from infra.nodepool import GpuPoolSpec
+from infra.offline.engine import project_name, stack_config
+from infra.placement import PlacementFailed, check_placement, placement_report
+from infra.placement import charts, check, kuberay
+from infra.placement.clouds import GIB, MIB, allocatable, capacity, machine, reserved_cpu_millicores
+from infra.placement.scheduler import Node, node_reasons, pod_request
+from infra.platform.addons import ClusterAddons
+from infra.preflight_gate import model_lock
+from infra.workload.manifests import workload_spec
+from infra.workload.objects import workload_objects
+
+STACKS = ("eval", "staging", "prod")
+# 216a77b infra/workload/rayservice.py:32, used as requests and limits (:90).
+OLD_HEAD_RESOURCES = {"cpu": "4", "memory": "16Gi"}
+# 216a77b infra/platform/device_plugin.py:32-36: nodeSelector and toleration only, chart affinity kept.
+OLD_DEVICE_PLUGIN_VALUES = {"nodeSelector": {"qwen2vl.io/gpu-pool": "gpu", "qwen2vl.io/gpu-type": "L4"},
+                            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]}
+CHART_SOURCES = Path("/work/shared/reference/charts")
+
+
+def stack_cfg(stack: str, **overrides: str):
+    config, secret_keys = stack_config(stack)
+    prefix = f"{project_name()}:"
+    raw = {k[len(prefix):]: v for k, v in config.items() if k.startswith(prefix) and k not in secret_keys}
+    return parse_stack_config({**raw, **overrides}, stack)
+
+
+def objects_of(cfg) -> list[dict]:
+    lock, _ = model_lock(cfg, deploying=False)
+    return workload_objects(workload_spec(cfg, lock))
+
+
+def rayservice_of(objects: list[dict]) -> dict:
+    return next(o for o in objects if o["kind"] == "RayService")
+
+
+def with_old_head(objects: list[dict]) -> list[dict]:
+    objects = copy.deepcopy(objects)
+    cluster = rayservice_of(objects)["spec"]["rayClusterConfig"]
+    cluster.pop("enableInTreeAutoscaling", None)  # 216a77b had no autoscaler sidecar
+    head = cluster["headGroupSpec"]["template"]["spec"]
+    head["containers"][0]["resources"] = {"requests": dict(OLD_HEAD_RESOURCES), "limits": dict(OLD_HEAD_RESOURCES)}
+    head.pop("tolerations", None)
+    head.pop("nodeSelector", None)
+    return objects
+
+
+def pod(report, name_part: str):
+    return next(p for p in report.pods if name_part in p.pod)
+
+
+# ---- the review's blockers, on the configuration of 216a77b ---------------------------------------
+
+@pytest.mark.parametrize("stack,instance", [("eval", "m6i.xlarge"), ("prod", "e2-standard-4")])
+def test_old_head_does_not_fit_the_old_system_node(stack, instance):
+    """review-k8s #1 / review-pulumi #1: a 4 CPU / 16Gi head on a 4 vCPU / 16 GiB system node."""
+    cfg = stack_cfg(stack, systemInstanceType=instance)
+    report = placement_report(cfg, with_old_head(objects_of(cfg)))
+    head = pod(report, "/head")
+    assert not report.ok and head.pool is None
+    reason = head.reasons[0]
+    assert reason.startswith("0/2 pools: system: Insufficient cpu (requests 4, ")
+    assert "Insufficient memory (requests 16Gi" in reason
+    assert "gpu: untolerated taint nvidia.com/gpu=present" in reason
+    with pytest.raises(PlacementFailed, match=r"head: 0/2 pools: system: Insufficient cpu") as failure:
+        check_placement(cfg, with_old_head(objects_of(cfg)))
+    assert "systemInstanceType" in str(failure.value) and "no resource was created" in str(failure.value)
+
+
+def test_old_head_fails_even_on_an_empty_node():
+    """Allocatable alone, before any system pod, is below 4 CPU / 16Gi on both shapes (not a packing artefact)."""
+    for cloud, instance in (("aws", "m6i.xlarge"), ("gcp", "e2-standard-4")):
+        node = Node("n", "system", {}, [], allocatable(machine(cloud, instance), gpu_advertised=False))
+        spec = {"containers": [{"name": "ray-head", "resources": {"limits": dict(OLD_HEAD_RESOURCES)}}]}
+        reasons = node_reasons(spec, pod_request(spec), node)
+        assert [r.split(" (")[0] for r in reasons] == ["Insufficient cpu", "Insufficient memory"], (cloud, reasons)
+
+
+def test_device_plugin_without_the_gpu_label_leaves_the_worker_pending(monkeypatch):
+    """review-k8s #3 / review-pulumi #2: the chart's default affinity matches no node of the old GPU pool."""
+    monkeypatch.setattr(charts, "device_plugin_values", lambda placement: copy.deepcopy(OLD_DEVICE_PLUGIN_VALUES))
+    monkeypatch.setattr(GpuPoolSpec, "node_labels", property(lambda self: dict(self.labels)))
+    cfg = stack_cfg("eval")
+    report = placement_report(cfg, objects_of(cfg))
+    plugin = pod(report, "nvidia-device-plugin")
+    assert plugin.pool is None
+    assert plugin.reasons == ["runs on 0 GPU nodes: gpu: no kube-system/nvidia-device-plugin pod on its nodes: "
+                              "didn't match Pod's node affinity/selector"]
+    worker = pod(report, "gpu-worker-0")
+    assert worker.pool is None and "gpu: Insufficient nvidia.com/gpu (requests 4, free 0" in worker.reasons[0]
+    assert not report.ok
+
+
+def test_device_plugin_chart_affinity_survives_an_empty_map():
+    """Helm merges `affinity: {}` into the default map (coalesce.go CoalesceTables): the terms stay; null removes them."""
+    kept = charts.release_pods(charts.DEVICE_PLUGIN, {**OLD_DEVICE_PLUGIN_VALUES, "affinity": {}}).pod_spec
+    assert "nvidia.com/gpu.present" in yaml.safe_dump(kept["affinity"])
+    removed = charts.release_pods(charts.DEVICE_PLUGIN, {**OLD_DEVICE_PLUGIN_VALUES, "affinity": None}).pod_spec
+    assert "affinity" not in removed
+
+
+def test_gp2_without_the_ebs_csi_driver_stays_pending(monkeypatch):
+    """review-k8s #2 / review-pulumi #3: the old EKS cluster installed no add-on, and gp2 needs ebs.csi.aws.com."""
+    monkeypatch.setattr(check, "cluster_addons", lambda cfg: ClusterAddons((), (), provides_device_plugin=False))
+    cfg = stack_cfg("eval", storageClass="gp2")
+    claim = {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+             "metadata": {"name": "qwen2vl-model-cache", "namespace": "qwen2vl"},
+             "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "gp2",
+                      "resources": {"requests": {"storage": "100Gi"}}}}
+    objects = [claim, *objects_of(cfg)]
+    worker = rayservice_of(objects)["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["template"]["spec"]
+    worker["volumes"] = [v for v in worker["volumes"] if v["name"] != "model-cache"]
+    worker["volumes"].append({"name": "model-cache", "persistentVolumeClaim": {"claimName": "qwen2vl-model-cache"}})
+    report = placement_report(cfg, objects)
+    volume = next(v for v in report.volumes if v.claim == "qwen2vl-model-cache")
+    assert not volume.ok and volume.provisioner == "kubernetes.io/aws-ebs"
+    assert "needs provisioner ebs.csi.aws.com" in volume.reasons[0] and "installed: none" in volume.reasons[0]
+    assert "unbound PersistentVolumeClaim qwen2vl-model-cache" in pod(report, "gpu-worker-0").reasons
+    assert not report.ok
+
+
+def _shared_claim_objects(cfg, workers: int, strategy: str | None) -> list[dict]:
+    """The 216a77b shape: one ReadWriteOnce claim mounted by every worker of the group."""
+    objects = objects_of(cfg)
+    claim = {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+             "metadata": {"name": "qwen2vl-model-cache", "namespace": "qwen2vl"},
+             "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "200Gi"}}}}
+    service = rayservice_of(objects)
+    group = service["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]
+    group.update({"replicas": workers, "minReplicas": workers, "maxReplicas": cfg.gpu_nodes_max})
+    spec = group["template"]["spec"]
+    spec["volumes"] = [v for v in spec["volumes"] if v["name"] != "model-cache"]
+    spec["volumes"].append({"name": "model-cache", "persistentVolumeClaim": {"claimName": "qwen2vl-model-cache"}})
+    if strategy is None:
+        service["spec"].pop("upgradeStrategy", None)
+    else:
+        service["spec"]["upgradeStrategy"] = {"type": strategy}
+    return [claim, *objects]
+
+
+def test_two_workers_on_one_read_write_once_volume():
+    """review-k8s #5 / review-pulumi #15: a second worker on another node cannot attach the RWO volume."""
+    cfg = stack_cfg("prod")
+    report = placement_report(cfg, _shared_claim_objects(cfg, workers=2, strategy="None"))
+    volume = next(v for v in report.volumes if v.claim == "qwen2vl-model-cache")
+    assert volume.nodes == ["gpu-0", "gpu-1"]
+    assert any("Multi-Attach" in r for r in volume.reasons)
+    assert not report.ok
+
+
+def test_new_cluster_upgrade_on_a_one_node_pool():
+    """review-k8s #5: with no upgradeStrategy KubeRay 1.4.2 prepares a second cluster; eval has one GPU node."""
+    cfg = stack_cfg("eval")
+    report = placement_report(cfg, _shared_claim_objects(cfg, workers=1, strategy=None))
+    assert report.upgrade["strategy"] == "NewCluster" and not report.upgrade["ok"]
+    assert any("gpu-worker-0-pending: 0/2 pools:" in r and "Insufficient nvidia.com/gpu (requests 4, free 0" in r
+               for r in report.upgrade["reasons"])
+    assert not report.ok
+
+
+def test_new_cluster_upgrade_attaches_the_same_volume_on_a_second_node():
+    """Prod could add the GPU node, but the pending worker mounts the active worker's RWO claim there."""
+    cfg = stack_cfg("prod")
+    report = placement_report(cfg, _shared_claim_objects(cfg, workers=1, strategy="NewCluster"))
+    assert any("Multi-Attach" in r for r in report.upgrade["reasons"])
+
+
+# ---- the stacks as they are -------------------------------------------------------------------
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_stack_places_every_pod(stack):
+    cfg = stack_cfg(stack)
+    report = check_placement(cfg, objects_of(cfg))
+    assert report.ok and report.failures() == []
+    assert {p.pool for p in report.pods if "/head" in p.pod} == {"system"}
+    assert {p.pool for p in report.pods if "gpu-worker" in p.pod} == {"gpu"}
+
+
+def test_existing_cluster_is_skipped_with_a_warning():
+    cfg = stack_cfg("local")
+    report = check_placement(cfg, objects_of(cfg))
+    assert report.ok and "did not run" in report.skipped
+
+
+def test_unknown_system_instance_type_is_a_config_error():
+    cfg = stack_cfg("eval", systemInstanceType="m5.xlarge")
+    with pytest.raises(ConfigError, match=r"systemInstanceType = 'm5.xlarge' .* known: t3.medium"):
+        placement_report(cfg, objects_of(cfg))
+
+
+def test_too_small_system_instance_names_the_pod():
+    cfg = stack_cfg("eval", systemInstanceType="t3.medium")
+    with pytest.raises(PlacementFailed, match=r"qwen2vl/qwen2vl/head: 0/2 pools: system: Insufficient"):
+        check_placement(cfg, objects_of(cfg))
+
+
+# ---- KubeRay's pods, from its source ----------------------------------------------------------
+
+def test_kuberay_injects_wait_gcs_ready_and_the_autoscaler():
+    cluster = {"enableInTreeAutoscaling": True,
+               "headGroupSpec": {"template": {"spec": {"containers": [
+                   {"name": "ray-head", "resources": {"requests": {"cpu": "2", "memory": "8Gi"}}}]}}},
+               "workerGroupSpecs": [{"groupName": "gpu", "replicas": 5, "minReplicas": 1, "maxReplicas": 2,
+                                     "template": {"spec": {"containers": [
+                                         {"name": "w", "resources": {"requests": {"cpu": "100m"}}}]}}}]}
+    head = kuberay.head_pod(cluster, "ns/x")
+    # pod.go:539-548 (500m/512Mi) added to the head's own requests
+    assert pod_request(head.pod_spec) == {"cpu": 2500, "memory": 8 * GIB + 512 * MIB}
+    workers = kuberay.worker_pods(cluster, "ns/x")
+    assert len(workers) == 2  # replicas 5 clamped to maxReplicas 2 (utils/util.go:349-350)
+    # init container 200m/256Mi counts as a max with the 100m container (fit.go computePodResourceRequest)
+    assert pod_request(workers[0].pod_spec) == {"cpu": 200, "memory": 256 * MIB}
+    assert kuberay.worker_pods(cluster, "ns/x", [{"name": "ENABLE_INIT_CONTAINER_INJECTION", "value": "false"}])[0] \
+        .pod_spec.get("initContainers") is None
+
+
+def test_kuberay_upgrade_strategy_default():
+    service = {"spec": {"rayClusterConfig": {}}}
+    assert kuberay.upgrade_strategy(service) == "NewCluster"
+    assert kuberay.upgrade_strategy(service, [{"name": "ENABLE_ZERO_DOWNTIME", "value": "false"}]) == "None"
+    service["spec"]["upgradeStrategy"] = {"type": "None"}
+    assert kuberay.upgrade_strategy(service) == "None"
+
+
+def test_kuberay_constants_match_the_pinned_source():
+    source = Path("/work/upstream/kuberay-v1.4.2/ray-operator/controllers/ray/common/pod.go")
+    if not source.exists():
+        pytest.skip("KubeRay v1.4.2 source not on this machine")
+    text = source.read_text()
+    wait = text[text.index('Name:            "wait-gcs-ready"'):]
+    assert 'corev1.ResourceCPU:    resource.MustParse("200m")' in wait[:3000]
+    assert 'corev1.ResourceMemory: resource.MustParse("256Mi")' in wait[:3000]
+    autoscaler = text[text.index("func BuildAutoscalerContainer"):]
+    assert 'resource.MustParse("500m")' in autoscaler and 'resource.MustParse("512Mi")' in autoscaler
+
+
+# ---- the charts' defaults, against the chart sources -------------------------------------------
+
+@pytest.mark.parametrize("chart,directory", [("nvidia-device-plugin", "nvidia-device-plugin-0.17.0"),
+                                             ("kuberay-operator", "kuberay-operator-1.4.2")])
+def test_vendored_chart_defaults_match_the_chart(chart, directory):
+    values_file = CHART_SOURCES / directory / "values.yaml"
+    if not values_file.exists():
+        pytest.skip(f"{values_file} not on this machine")
+    values = yaml.safe_load(values_file.read_text())
+    for key, default in charts.chart_defaults()[chart]["defaults"].items():
+        assert values.get(key) == default, key
+    for key in ("nodeSelector", "affinity", "tolerations"):
+        if key not in charts.chart_defaults()[chart]["defaults"]:
+            assert not values.get(key), key
+
+
+def test_operator_requests_come_from_our_values_and_the_chart_limit():
+    operator = charts.kuberay_operator_pods()
+    resources = operator.pod_spec["containers"][0]["resources"]
+    assert resources["limits"] == {"cpu": "100m", "memory": "512Mi"}  # the chart's CPU limit is kept (deep merge)
+    assert pod_request(operator.pod_spec) == {"cpu": 100, "memory": 512 * MIB}
+
+
+def test_requests_default_to_limits():
+    """The API server defaults a container's missing requests to its limits (core/v1 defaults.go)."""
+    assert pod_request({"containers": [{"name": "c", "resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}]}) \
+        == {"cpu": 1000, "memory": GIB}
+
+
+# ---- allocatable, against the vendors' published rules ---------------------------------------
+
+@pytest.mark.parametrize("instance,max_pods,reserved_mib,reserved_cpu", [
+    # nodeadm: maxPods = ENIs x (IPs per ENI - 1) + 2 (instance-info.jsonl), memory 11 x maxPods + 255 MiB,
+    # CPU 6% / 1% / 0.5% / 0.25% (awslabs/amazon-eks-ami nodeadm/internal/kubelet/config.go).
+    ("t3.medium", 17, 442, 70),
+    ("m6i.xlarge", 58, 893, 80),
+    ("g6.12xlarge", 234, 2829, 190),
+    # maxPods 100 -> 1355Mi is nodeadm's own expectation (config_test.go TestKubeReservedMemoryWithUserMaxPods).
+    ("p5.48xlarge", 100, 1355, 60 + 10 + 10 + 188 * 1000 * 25 // 10000),
+])
+def test_eks_reservations(instance, max_pods, reserved_mib, reserved_cpu):
+    shape = machine("aws", instance)
+    assert shape.max_pods == max_pods
+    cap, alloc = capacity(shape), allocatable(shape, gpu_advertised=True)
+    assert cap["memory"] - alloc["memory"] == (reserved_mib + 100) * MIB  # + evictionHard memory.available 100Mi
+    assert cap["cpu"] - alloc["cpu"] == reserved_cpu == reserved_cpu_millicores(shape.vcpus)
+
+
+@pytest.mark.parametrize("instance,reserved_mib,reserved_cpu", [
+    # https://cloud.google.com/kubernetes-engine/docs/concepts/plan-node-sizes: 25% of the first 4 GB, 20% of
+    # the next 4, 10% of the next 8, 6% of the next 112, 2% above; CPU 6% / 1% / 0.5% / 0.5% / 0.25%.
+    ("e2-standard-4", 1000 + 800 + 800 + int(0.06 * 384), 80),
+    ("e2-standard-8", 2600 + int(0.06 * (32768 - 16000)), 90),
+    ("a2-ultragpu-4g", 2600 + 6720 + int(0.02 * (680 * 1024 - 128000)), 190),
+])
+def test_gke_reservations(instance, reserved_mib, reserved_cpu):
+    shape = machine("gcp", instance)
+    cap, alloc = capacity(shape), allocatable(shape, gpu_advertised=True)
+    assert cap["memory"] - alloc["memory"] == (reserved_mib + 100) * MIB
+    assert cap["cpu"] - alloc["cpu"] == reserved_cpu
+
+
+def test_gke_e2_standard_4_allocatable():
+    """3920m CPU (the review's figure) and about 13 GiB memory (review-pulumi #1: 'GKE e2-standard-4 ≈ 13 GiB')."""
+    alloc = allocatable(machine("gcp", "e2-standard-4"), gpu_advertised=False)
+    assert alloc["cpu"] == 3920
+    assert 12.9 * GIB < alloc["memory"] < 13.1 * GIB
