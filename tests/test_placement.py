@@ -7,6 +7,7 @@ with the scheduler's reason; then the stacks as they are now, which must pass.""
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import pytest
@@ -316,3 +317,29 @@ def test_gke_e2_standard_4_allocatable():
     alloc = allocatable(machine("gcp", "e2-standard-4"), gpu_advertised=False)
     assert alloc["cpu"] == 3920
     assert 12.9 * GIB < alloc["memory"] < 13.1 * GIB
+
+
+# ---- the gate: the plan (the real program under the offline engine) --------------------------------
+
+def test_plan_fails_before_any_resource_on_a_placement_failure(tmp_path, capsys):
+    from infra.offline.engine import REPO_ROOT, run_plan
+    from infra.offline.report import placement_of
+    from scripts import plan
+
+    stack_file = yaml.safe_load((REPO_ROOT / "Pulumi.eval.yaml").read_text())
+    stack_file["config"]["qwen2vl:systemInstanceType"] = "t3.medium"
+    (tmp_path / "Pulumi.eval.yaml").write_text(yaml.safe_dump(stack_file))
+    result = run_plan("eval", stack_dir=tmp_path)
+    assert not result.ok
+    assert "Placement failed for stack eval; no resource was created" in result.error
+    assert [r.type for r in result.resources] == ["pulumi:pulumi:Stack"]
+    placement = placement_of(result)
+    assert placement["ok"] is False
+    head = next(p for p in placement["pods"] if p["pod"].endswith("/head"))
+    assert head["pool"] is None and head["reasons"][0].startswith("0/2 pools: system: Insufficient")
+
+    good = run_plan("eval")
+    assert good.ok and placement_of(good)["ok"] is True
+    assert plan.main(["--stack", "eval", "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert set(document["placement"]) >= {"ok", "pods", "volumes", "upgrade"}
