@@ -220,6 +220,9 @@ KEYS: tuple[Key, ...] = (
         _string_list(_cidr), (), '\'["10.0.0.0/8"]\'', "a JSON list of CIDRs such as 10.0.0.0/8"),
     Key("allowedNamespaces", "Namespaces allowed to reach the endpoint, as a JSON list (NetworkPolicy).",
         _string_list(_matching(DNS_LABEL)), (), '\'["apps"]\'', "a JSON list of namespace names"),
+    Key("monitoringNamespace", "Namespace of the Prometheus that scrapes the pods' metrics ports; the NetworkPolicy "
+        "admits those ports from it alone (docs/pod.md).",
+        _matching(DNS_LABEL), "monitoring", "monitoring", "a namespace name (a DNS label)"),
     Key("ingressHost", "Host name of an Ingress for the endpoint; empty = no Ingress.",
         _matching(HOSTNAME), None, "qwen2vl.example.com", "a DNS host name"),
     Key("prometheusOperator", "Create ServiceMonitors (the Prometheus operator CRDs must be installed).",
@@ -278,6 +281,7 @@ class StackConfig:
     storage_class: str | None
     allowed_cidrs: tuple[str, ...]
     allowed_namespaces: tuple[str, ...]
+    monitoring_namespace: str
     ingress_host: str | None
     prometheus_operator: bool
     extra: Mapping[str, Any] = field(default_factory=dict)

@@ -26,16 +26,43 @@ def file_name(index: int, obj: dict) -> str:
     return f"{index:02d}-{obj['kind'].lower()}-{obj['metadata']['name']}.yaml"
 
 
-def render_manifests(cfg: StackConfig) -> dict[str, str]:
-    """File name -> YAML text, plus kustomization.yaml listing the files in apply order."""
+def split_image(reference: str) -> tuple[str, str | None, str | None]:
+    """An image reference as (name, tag, digest); the tag is what follows the last ':' after the last '/'
+    (a registry's port is not a tag)."""
+    name, _, digest = reference.partition("@")
+    last = name.rsplit("/", 1)[-1]
+    if ":" in last:
+        name, tag = name.rsplit(":", 1)
+        return name, tag, digest or None
+    return name, None, digest or None
+
+
+def image_override(image: str, reference: str | None = None) -> dict:
+    """kustomize's `images` entry for the image the manifests name. kustomize sets every container's
+    image from it (the RayService's head, worker and init containers and the Job's), so a user points the
+    manifests at a pushed image with `kustomize edit set image NAME=REF` or `render.py --image REF`."""
+    name, tag, digest = split_image(reference or image)
+    entry = {"name": split_image(image)[0], "newName": name}
+    if digest:
+        entry["digest"] = digest
+    elif tag:
+        entry["newTag"] = tag
+    return entry
+
+
+def render_manifests(cfg: StackConfig, image: str | None = None) -> dict[str, str]:
+    """File name -> YAML text, plus kustomization.yaml listing the files in apply order and the image
+    override (`image`, else the image the stack builds, which has no registry until one is set)."""
     files = {}
     lock, _ = model_lock(cfg, deploying=False)
-    for index, obj in enumerate(workload_objects(workload_spec(cfg, lock))):
+    spec = workload_spec(cfg, lock)
+    for index, obj in enumerate(workload_objects(spec)):
         files[file_name(index, obj)] = HEADER + yaml.safe_dump(obj, sort_keys=False, width=120)
     kustomization = {
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",
         "resources": list(files),
+        "images": [image_override(spec.image, image)],
     }
     files["kustomization.yaml"] = HEADER + yaml.safe_dump(kustomization, sort_keys=False)
     return files

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from infra.workload.pods import HUB_TOKEN_FILE, container_security_context, image_pull_policy
+from infra.workload.pods import HUB_TOKEN_FILE, container_security_context, image_pull_policy, writable_state_env
 from infra.workload.spec import MODEL_CACHE_PATH, WorkloadSpec
 
 LOCK_MOUNT = "/etc/qwen2vl"
@@ -58,7 +58,7 @@ def model_fetch_init_container(spec: WorkloadSpec, mounts: list[dict]) -> dict |
         "imagePullPolicy": image_pull_policy(spec.image),
         "command": ["python", "-m", "qwen2vl_serve.model_files", "fetch", "--lock", f"{LOCK_MOUNT}/{LOCK_FILE}",
                     "--dir", spec.model_dir, "--token-file", HUB_TOKEN_FILE],
-        "env": hub_env(spec),
+        "env": [*writable_state_env(), *hub_env(spec)],
         "resources": {"requests": dict(resources), "limits": dict(resources)},
         "securityContext": container_security_context(),
         "volumeMounts": [*mounts, {"name": "model-lock", "mountPath": LOCK_MOUNT, "readOnly": True}],

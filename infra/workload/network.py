@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-from infra.workload.spec import DASHBOARD_AGENT_PORT, DASHBOARD_PORT, RAY_METRICS_PORT, SERVE_PORT, WorkloadSpec
+from urllib.parse import urlsplit
+
+from infra.workload.spec import DASHBOARD_PORT, RAY_METRICS_PORT, SERVE_PORT, VLLM_METRICS_PORT, WorkloadSpec
 
 
 def endpoint_service(spec: WorkloadSpec) -> dict:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": spec.metadata(
-            spec.endpoint_service,
-            "endpoint",
-            # vLLM's own Prometheus metrics are served through the endpoint at /metrics.
-            annotations={"prometheus.io/scrape": "true", "prometheus.io/port": str(SERVE_PORT),
-                         "prometheus.io/path": "/metrics"},
-        ),
+        # vLLM's metrics are on the worker's vllm-metrics port, not behind the key on this endpoint.
+        "metadata": spec.metadata(spec.endpoint_service, "endpoint"),
         "spec": {
             "type": "ClusterIP",
             # Pods that run a Serve proxy carry ray.io/serve=true (set by KubeRay).
@@ -52,25 +49,102 @@ def ingress(spec: WorkloadSpec) -> dict | None:
     }
 
 
+# KubeRay labels every pod of a RayCluster with this (common/pod.go:604), the smoke Job's pod lacks it.
+RAY_NODE_LABEL = {"ray.io/is-ray-node": "yes"}
+# kube-dns on EKS (CoreDNS) and GKE: Deployment pods labelled k8s-app=kube-dns in kube-system.
+DNS_NAMESPACE = "kube-system"
+DNS_POD_LABEL = {"k8s-app": "kube-dns"}
+# NetworkPolicy cannot match host names (https://kubernetes.io/docs/concepts/services-networking/network-policies/,
+# "What you can't do"), so the hub (huggingface.co and its CDNs, a mirror, ModelScope) is "any public
+# address" on its port. Excluded: private and shared ranges (the VPC, pod and service CIDRs live there),
+# and link-local, where the cloud metadata server (169.254.169.254) would hand out node credentials.
+NON_PUBLIC_RANGES = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16")
+# The API server's port behind the `kubernetes` Service: 443 on EKS and GKE, 6443 on kubeadm-made clusters.
+API_SERVER_PORTS = (443, 6443)
+
+
+def _tcp(number: int) -> dict:
+    return {"protocol": "TCP", "port": number}
+
+
+def _namespace(name: str) -> dict:
+    return {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": name}}}
+
+
+def _ray_pods(spec: WorkloadSpec) -> dict:
+    return {"podSelector": {"matchLabels": {**spec.selector, **RAY_NODE_LABEL}}}
+
+
+def _smoke_pods(spec: WorkloadSpec) -> dict:
+    return {"podSelector": {"matchLabels": {**spec.selector, "app.kubernetes.io/component": "smoke-test"}}}
+
+
 def network_policy(spec: WorkloadSpec) -> dict:
-    """Ray pods talk freely among themselves; the operator reaches the dashboard; only the namespaces
-    and CIDRs in config (and the smoke job) reach the endpoint."""
-    port = lambda number: {"protocol": "TCP", "port": number}  # noqa: E731
-    same_namespace = {"podSelector": {}}
-    operator = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": spec.operator_namespace}}}
-    clients = [
-        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}
-        for ns in spec.cfg.allowed_namespaces
-    ] + [{"ipBlock": {"cidr": cidr}} for cidr in spec.cfg.allowed_cidrs]
+    """Who may open a connection to the workload's pods, port by port (docs/pod.md has each reason)."""
+    cfg = spec.cfg
+    clients = [_namespace(ns) for ns in cfg.allowed_namespaces] + [{"ipBlock": {"cidr": c}} for c in cfg.allowed_cidrs]
+    operator = _namespace(spec.operator_namespace)
     rules = [
-        {"from": [same_namespace]},
-        {"from": [operator], "ports": [port(DASHBOARD_PORT), port(DASHBOARD_AGENT_PORT), port(SERVE_PORT)]},
+        # Ray's own traffic (GCS, raylets, object manager, workers' ports, dashboard agents) between its pods.
+        {"from": [_ray_pods(spec)]},
+        # KubeRay calls the dashboard through the head Service (rayservice_controller.go:1021) and the
+        # head's Serve proxy health on its serve port (rayservice_controller.go:1069-1070,
+        # utils/httpproxy_httpclient.go:40-55); it uses the agent port only in exec probes (pod.go:341).
+        {"from": [operator], "ports": [_tcp(DASHBOARD_PORT), _tcp(SERVE_PORT)]},
+        # The endpoint: the configured clients and the smoke Job; the Serve app checks the key.
+        {"from": [*clients, _smoke_pods(spec)], "ports": [_tcp(SERVE_PORT)]},
+        # Ray's and vLLM's metrics (no key) for Prometheus alone.
+        {"from": [_namespace(cfg.monitoring_namespace)], "ports": [_tcp(RAY_METRICS_PORT), _tcp(VLLM_METRICS_PORT)]},
     ]
-    if clients:
-        rules.append({"from": clients, "ports": [port(SERVE_PORT), port(RAY_METRICS_PORT)]})
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
         "metadata": spec.metadata(spec.name, "network-policy"),
         "spec": {"podSelector": {"matchLabels": dict(spec.selector)}, "policyTypes": ["Ingress"], "ingress": rules},
+    }
+
+
+def hub_port(spec: WorkloadSpec) -> int:
+    """The port of the configured hub or mirror (hubEndpoint), else HTTPS."""
+    if not spec.cfg.hub_endpoint:
+        return 443
+    url = urlsplit(spec.cfg.hub_endpoint)
+    return url.port or (443 if url.scheme == "https" else 80)
+
+
+def egress_policy(spec: WorkloadSpec) -> dict:
+    """Where the workload's pods may connect: DNS, each other, the model hub."""
+    public = {"ipBlock": {"cidr": "0.0.0.0/0", "except": list(NON_PUBLIC_RANGES)}}
+    dns = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": DNS_NAMESPACE}},
+           "podSelector": {"matchLabels": dict(DNS_POD_LABEL)}}
+    rules = [
+        {"to": [dns], "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},
+        {"to": [{"podSelector": {"matchLabels": dict(spec.selector)}}]},
+        {"to": [public], "ports": [_tcp(hub_port(spec))]},
+    ]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": spec.metadata(f"{spec.name}-egress", "network-policy"),
+        "spec": {"podSelector": {"matchLabels": dict(spec.selector)}, "policyTypes": ["Egress"], "egress": rules},
+    }
+
+
+def api_server_egress_policy(spec: WorkloadSpec) -> dict:
+    """The two pods that call the Kubernetes API: the head (Ray's autoscaler sidecar) and the smoke Job
+    (its report ConfigMap). The API server's address is not known when the manifests are rendered (EKS
+    puts it on private addresses in the VPC), so these two may reach any address on its ports."""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": spec.metadata(f"{spec.name}-api-server-egress", "network-policy"),
+        "spec": {
+            "podSelector": {
+                "matchLabels": dict(spec.selector),
+                "matchExpressions": [{"key": "app.kubernetes.io/component", "operator": "In",
+                                      "values": ["ray-head", "smoke-test"]}],
+            },
+            "policyTypes": ["Egress"],
+            "egress": [{"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}], "ports": [_tcp(p) for p in API_SERVER_PORTS]}],
+        },
     }

@@ -5,7 +5,7 @@ from __future__ import annotations
 from infra.workload.model_source import model_lock_config_map
 from infra.workload.monitoring import dashboard_config_map, pod_monitor, prometheus_rule
 from infra.workload.namespace import namespace
-from infra.workload.network import endpoint_service, ingress, network_policy
+from infra.workload.network import api_server_egress_policy, egress_policy, endpoint_service, ingress, network_policy
 from infra.workload.rayservice import rayservice
 from infra.workload.smoke_job import smoke_job, smoke_role, smoke_role_binding, smoke_service_account
 from infra.workload.spec import WorkloadSpec
@@ -18,6 +18,8 @@ def workload_objects(spec: WorkloadSpec) -> list[dict]:
         namespace(spec),
         model_cache_claim(spec),
         network_policy(spec),
+        egress_policy(spec),
+        api_server_egress_policy(spec),
         model_lock_config_map(spec),
         rayservice(spec),
         endpoint_service(spec),

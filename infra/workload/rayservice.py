@@ -7,11 +7,13 @@ from infra.workload.model_source import model_fetch_init_container, model_lock_v
 from infra.workload.pods import (
     container_security_context,
     credentials_volume,
+    home_volume,
     image_pull_policy,
     pod_security_context,
     scratch_volume,
+    writable_state_env,
 )
-from infra.workload.serve_config import serve_config_yaml
+from infra.workload.serve_config import GRACEFUL_SHUTDOWN_TIMEOUT_S, serve_config_yaml
 from infra.nodepool import GPU_RESOURCE, GPU_TAINT
 from infra.workload.spec import (
     DASHBOARD_AGENT_PORT,
@@ -19,6 +21,7 @@ from infra.workload.spec import (
     MODEL_CACHE_PATH,
     RAY_METRICS_PORT,
     SERVE_PORT,
+    VLLM_METRICS_PORT,
     WorkloadSpec,
 )
 
@@ -28,7 +31,21 @@ UNHEALTHY_THRESHOLD_SECONDS = 3600
 # NCCL moves tensor-parallel activations through /dev/shm between the node's GPUs; the container
 # runtime's default 64 MiB makes it fail at the first all-reduce.
 SHM_SIZE = "16Gi"
-HEAD_RESOURCES = {"cpu": "4", "memory": "16Gi"}
+# The head runs no replica (num-cpus 0), only the GCS, the dashboard, the Serve controller and a proxy;
+# KubeRay's LLM samples give it 2 CPU (v1.4.2 ray-operator/config/samples/ray-service.llm-serve.yaml:54-59)
+# and 2 CPU / 8G (samples/vllm/ray-service.vllm-tpu-v6e-singlehost.yaml:46-52). It must fit a system node
+# (4 vCPU / 16 GiB by default) after the cloud's reservations and the add-ons: docs/pod.md has the figures.
+# Memory limit = request, so the kubelet never picks the GCS first under memory pressure; no CPU limit,
+# so it may use a node's idle CPU (Ray's CPU count is set by num-cpus, not derived from a limit).
+HEAD_CPU = "2"
+HEAD_MEMORY = "8Gi"
+# Ray's object store, set rather than 30% of the pod's memory (ray/_private/resource_spec.py:232-260):
+# this app passes requests and responses, not large objects, and on the worker /dev/shm is shared with
+# NCCL and vLLM's shared-memory broadcast, which need most of SHM_SIZE.
+OBJECT_STORE_BYTES = 2 * 1024**3
+HEAD_SHM_SIZE = "3Gi"
+# Above Serve's graceful shutdown of a replica, so a pod deleted while Serve drains it is not killed first.
+TERMINATION_GRACE_SECONDS = GRACEFUL_SHUTDOWN_TIMEOUT_S + 30
 WORKER_CPU = "16"
 WORKER_MEMORY = "128Gi"
 
@@ -62,6 +79,8 @@ def _metrics_annotations() -> dict:
 
 def _head_group(spec: WorkloadSpec) -> dict:
     tmp_volume, tmp_mount = scratch_volume()
+    home, home_mount = home_volume()
+    dshm_mount = {"name": "dshm", "mountPath": "/dev/shm"}
     return {
         "rayStartParams": {
             "dashboard-host": "0.0.0.0",
@@ -69,11 +88,13 @@ def _head_group(spec: WorkloadSpec) -> dict:
             "num-cpus": "0",
             "num-gpus": "0",
             "metrics-export-port": str(RAY_METRICS_PORT),
+            "object-store-memory": str(OBJECT_STORE_BYTES),
         },
         "template": {
             "metadata": {"labels": spec.labels("ray-head"), "annotations": _metrics_annotations()},
             "spec": {
                 "securityContext": pod_security_context(),
+                "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
                 "automountServiceAccountToken": False,
                 "containers": [
                     {
@@ -86,14 +107,17 @@ def _head_group(spec: WorkloadSpec) -> dict:
                             {"name": "dashboard", "containerPort": DASHBOARD_PORT},
                             {"name": "client", "containerPort": 10001},
                         ],
-                        "resources": {"requests": dict(HEAD_RESOURCES), "limits": dict(HEAD_RESOURCES)},
+                        "resources": {"requests": {"cpu": HEAD_CPU, "memory": HEAD_MEMORY},
+                                      "limits": {"memory": HEAD_MEMORY}},
+                        "env": writable_state_env(),
                         "securityContext": container_security_context(),
                         "livenessProbe": _raylet_probe(failure_threshold=30, initial_delay=30),
                         "readinessProbe": _raylet_probe(failure_threshold=6, initial_delay=10),
-                        "volumeMounts": [tmp_mount],
+                        "volumeMounts": [tmp_mount, home_mount, dshm_mount],
                     }
                 ],
-                "volumes": [tmp_volume],
+                "volumes": [tmp_volume, home,
+                            {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": HEAD_SHM_SIZE}}],
             },
         },
     }
@@ -104,6 +128,7 @@ def _worker_group(spec: WorkloadSpec) -> dict:
     gpus = str(cfg.tensor_parallel_size)
     resources = {"cpu": WORKER_CPU, "memory": WORKER_MEMORY, GPU_RESOURCE: gpus}
     tmp_volume, tmp_mount = scratch_volume()
+    home, home_mount = home_volume()
     credentials, credentials_mount = credentials_volume(spec, hub_token=True)
     dshm_mount = {"name": "dshm", "mountPath": "/dev/shm"}
     cache_mount = {"name": "model-cache", "mountPath": MODEL_CACHE_PATH}
@@ -112,11 +137,13 @@ def _worker_group(spec: WorkloadSpec) -> dict:
         "replicas": 1,
         "minReplicas": 1,
         "maxReplicas": cfg.gpu_nodes_max,
-        "rayStartParams": {"num-gpus": gpus, "metrics-export-port": str(RAY_METRICS_PORT)},
+        "rayStartParams": {"num-gpus": gpus, "metrics-export-port": str(RAY_METRICS_PORT),
+                           "object-store-memory": str(OBJECT_STORE_BYTES)},
         "template": {
             "metadata": {"labels": spec.labels("ray-gpu-worker"), "annotations": _metrics_annotations()},
             "spec": {
                 "securityContext": pod_security_context(),
+                "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
                 "automountServiceAccountToken": False,
                 "nodeSelector": dict(spec.placement.node_selector),
                 "tolerations": [{**{k: GPU_TAINT[k] for k in ("key", "effect")}, "operator": "Exists"}],
@@ -125,11 +152,12 @@ def _worker_group(spec: WorkloadSpec) -> dict:
                         "name": "ray-worker",
                         "image": spec.image,
                         "imagePullPolicy": image_pull_policy(spec.image),
-                        "ports": _ports(),
+                        "ports": _ports() + [{"name": "vllm-metrics", "containerPort": VLLM_METRICS_PORT}],
                         "resources": {"requests": dict(resources), "limits": dict(resources)},
                         "env": [
                             # vLLM's TP workers must not fork a process that already initialised CUDA.
                             {"name": "VLLM_WORKER_MULTIPROC_METHOD", "value": "spawn"},
+                            *writable_state_env(),
                             *vllm_model_env(spec),
                         ],
                         "securityContext": container_security_context(),
@@ -137,11 +165,12 @@ def _worker_group(spec: WorkloadSpec) -> dict:
                         # which the RayService thresholds (not these probes) cover.
                         "livenessProbe": _raylet_probe(failure_threshold=30, initial_delay=30),
                         "readinessProbe": _raylet_probe(failure_threshold=6, initial_delay=10),
-                        "volumeMounts": [tmp_mount, credentials_mount, dshm_mount, cache_mount],
+                        "volumeMounts": [tmp_mount, home_mount, credentials_mount, dshm_mount, cache_mount],
                     }
                 ],
                 "volumes": [
                     tmp_volume,
+                    home,
                     credentials,
                     {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": SHM_SIZE}},
                     {"name": "model-cache", "persistentVolumeClaim": {"claimName": spec.model_cache_claim}},
@@ -150,7 +179,7 @@ def _worker_group(spec: WorkloadSpec) -> dict:
             },
         },
     }
-    fetch = model_fetch_init_container(spec, [tmp_mount, credentials_mount, cache_mount])
+    fetch = model_fetch_init_container(spec, [tmp_mount, home_mount, credentials_mount, cache_mount])
     if fetch:
         group["template"]["spec"]["initContainers"] = [fetch]
     return group

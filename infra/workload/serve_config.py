@@ -5,7 +5,7 @@ from __future__ import annotations
 import yaml
 
 from infra.workload.pods import API_KEY_FILE
-from infra.workload.spec import MODEL_CACHE_PATH, WorkloadSpec
+from infra.workload.spec import MODEL_CACHE_PATH, VLLM_METRICS_PORT, WorkloadSpec
 
 SERVE_IMPORT_PATH = "qwen2vl_serve.app:build_app"
 # Loading 40 GB of weights over 4 GPUs takes many minutes; the replica reports healthy only when
@@ -33,8 +33,12 @@ def vllm_server_args(spec: WorkloadSpec) -> dict:
         "gpu_memory_utilization": cfg.gpu_memory_utilization,
         "dtype": cfg.dtype,
         "api_key_file": API_KEY_FILE,
+        # The worker's container port vllm-metrics; the replica serves vLLM's /metrics there.
+        "metrics_port": VLLM_METRICS_PORT,
     }
-    if cfg.quantization != "auto":
+    # auto lets vLLM pick; none is not a vLLM value (0.6.3.post1 engine/arg_utils.py:450 accepts only
+    # QUANTIZATION_METHODS, quantization/__init__.py:32-56), so both pass no flag.
+    if cfg.quantization not in ("auto", "none"):
         args["quantization"] = cfg.quantization
     return args
 

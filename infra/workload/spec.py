@@ -10,6 +10,9 @@ SERVE_PORT = 8000
 RAY_METRICS_PORT = 8080
 DASHBOARD_PORT = 8265
 DASHBOARD_AGENT_PORT = 52365
+# vLLM's own Prometheus metrics, served by the Serve replica on a port of its own (no API key), so the
+# key-protected endpoint on SERVE_PORT never has to expose /metrics.
+VLLM_METRICS_PORT = 8081
 MODEL_CACHE_PATH = "/models"
 # Baked into the image, outside the cache volume's mount point (which would hide it).
 BAKED_MODEL_PATH = "/opt/models"
