@@ -17,12 +17,15 @@ import yaml
 
 from infra import pins
 from infra.nodepool import GpuPlacement
-from infra.platform.chart_values import device_plugin_values, kuberay_operator_values
+from infra.placement.clouds import FAST_LOADER
+from infra.platform.chart_values import cluster_autoscaler_values, device_plugin_values, kuberay_operator_values
 
 _CHARTS = Path(__file__).with_name("charts.yaml")
 DEVICE_PLUGIN = pins.NVIDIA_DEVICE_PLUGIN_CHART
 KUBERAY_OPERATOR = pins.KUBERAY_OPERATOR_CHART
-PINNED = {DEVICE_PLUGIN: pins.NVIDIA_DEVICE_PLUGIN_CHART_VERSION, KUBERAY_OPERATOR: pins.KUBERAY_OPERATOR_CHART_VERSION}
+CLUSTER_AUTOSCALER = pins.CLUSTER_AUTOSCALER_CHART
+PINNED = {DEVICE_PLUGIN: pins.NVIDIA_DEVICE_PLUGIN_CHART_VERSION, KUBERAY_OPERATOR: pins.KUBERAY_OPERATOR_CHART_VERSION,
+          CLUSTER_AUTOSCALER: pins.CLUSTER_AUTOSCALER_CHART_VERSION}
 
 
 @dataclass(frozen=True)
@@ -38,7 +41,7 @@ class ReleasePods:
 
 @lru_cache(maxsize=1)
 def chart_defaults() -> dict:
-    charts = yaml.safe_load(_CHARTS.read_text())
+    charts = yaml.load(_CHARTS.read_text(), Loader=FAST_LOADER)
     for chart, version in PINNED.items():
         if charts[chart]["version"] != version:
             raise ValueError(f"{_CHARTS.name} describes {chart} {charts[chart]['version']}, but infra/pins.py pins "
@@ -73,7 +76,7 @@ def release_pods(chart_name: str, values: dict) -> ReleasePods:
     return ReleasePods(
         name=f"{chart['namespace']}/{chart_name}",
         kind=chart["kind"],
-        replicas=chart.get("replicas", 1),
+        replicas=int(merged[chart["replicas_value"]]) if "replicas_value" in chart else chart.get("replicas", 1),
         pod_spec=_pod_spec(chart, merged),
         source=f"chart {chart_name} {chart['version']} defaults + infra/platform/chart_values.py",
     )
@@ -85,3 +88,8 @@ def device_plugin_pods(placement: GpuPlacement) -> ReleasePods:
 
 def kuberay_operator_pods() -> ReleasePods:
     return release_pods(KUBERAY_OPERATOR, kuberay_operator_values())
+
+
+def cluster_autoscaler_pods(region: str) -> ReleasePods:
+    # The cluster's name only reaches the autoscaler's flags; placement does not depend on it.
+    return release_pods(CLUSTER_AUTOSCALER, cluster_autoscaler_values("<cluster>", region))

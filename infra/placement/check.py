@@ -5,12 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import yaml
-
 from infra.config import PROJECT, ConfigError, StackConfig
 from infra.nodepool import GPU_TAINT, gpu_pool_spec, gpu_pool_zones, system_pool_spec
 from infra.placement import kuberay
-from infra.placement.charts import ReleasePods, device_plugin_pods, kuberay_operator_pods
+from infra.placement.charts import ReleasePods, cluster_autoscaler_pods, device_plugin_pods, kuberay_operator_pods
 from infra.placement.clouds import (
     GPU_RESOURCE,
     UnknownInstance,
@@ -203,6 +201,8 @@ def _platform_pods(cfg: StackConfig) -> list[ClusterPod]:
     if not cluster_addons(cfg).provides_device_plugin:
         pods.append(_release(device_plugin_pods(gpu_pool_spec(cfg).placement)))
     pods.append(_release(kuberay_operator_pods()))
+    if cluster_addons(cfg).cluster_autoscaler:
+        pods.append(_release(cluster_autoscaler_pods(cfg.region)))
     return pods
 
 
@@ -393,7 +393,7 @@ def _pools(nodes: list[Node]) -> list[dict]:
 
 
 def _serve(rayservice: dict) -> list[dict]:
-    config = yaml.safe_load(rayservice["spec"].get("serveConfigV2") or "{}") or {}
+    config = kuberay.serve_config_of(rayservice)
     worker_gpus = sum(count * gpus for _, count, gpus in kuberay.worker_ray_gpus(rayservice["spec"]["rayClusterConfig"]))
     rows = []
     for deployment, replicas, gpus in kuberay.serve_gpu_demand(config):

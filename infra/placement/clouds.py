@@ -27,6 +27,9 @@ from pathlib import Path
 
 import yaml
 
+# libyaml's parser where PyYAML has it: the catalogs load in milliseconds instead of a quarter second.
+FAST_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 from infra.placement.quantity import CPU, MEMORY
 from infra.placement.scheduler import PODS
 from infra.preflight.catalog import gpu_catalog
@@ -58,12 +61,12 @@ class MachineShape:
 
 @lru_cache(maxsize=1)
 def instance_catalog() -> dict:
-    return yaml.safe_load((_HERE / "instances.yaml").read_text())
+    return yaml.load((_HERE / "instances.yaml").read_text(), Loader=FAST_LOADER)
 
 
 @lru_cache(maxsize=1)
 def cloud_facts() -> dict:
-    return yaml.safe_load((_HERE / "clouds.yaml").read_text())
+    return yaml.load((_HERE / "clouds.yaml").read_text(), Loader=FAST_LOADER)
 
 
 def known_instances(cloud: str) -> list[str]:

@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from functools import lru_cache
 
 import yaml
 
+from infra.placement.clouds import FAST_LOADER
 from infra.placement.quantity import amount
 
 WAIT_GCS_READY = {"name": "wait-gcs-ready",
@@ -83,9 +85,19 @@ def worker_pods(cluster: dict, prefix: str, operator_env: list[dict] | None = No
     return pods
 
 
+@lru_cache(maxsize=8)
+def _parse_serve_config(text: str) -> dict:
+    return yaml.load(text, Loader=FAST_LOADER) or {}
+
+
+def serve_config_of(rayservice: dict) -> dict:
+    """serveConfigV2 as data (read-only: parsed once per distinct text)."""
+    return _parse_serve_config(rayservice["spec"].get("serveConfigV2") or "{}")
+
+
 def cluster_pods(rayservice: dict, prefix: str, operator_env: list[dict] | None = None) -> list[RayPod]:
     cluster = rayservice["spec"]["rayClusterConfig"]
-    serve_config = yaml.safe_load(rayservice["spec"].get("serveConfigV2") or "{}") or {}
+    serve_config = serve_config_of(rayservice)
     return [head_pod(cluster, prefix),
             *worker_pods(cluster, prefix, operator_env, workers_to_place(cluster, serve_config))]
 
