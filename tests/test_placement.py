@@ -18,7 +18,7 @@ from infra.nodepool import GpuPoolSpec
 from infra.offline.engine import project_name, stack_config
 from infra.placement import PlacementFailed, check_placement, placement_report
 from infra.placement import charts, check, kuberay
-from infra.placement.clouds import GIB, MIB, allocatable, capacity, machine, reserved_cpu_millicores
+from infra.placement.clouds import GIB, MIB, MachineShape, allocatable, capacity, machine, reserved_cpu_millicores
 from infra.placement.scheduler import Node, node_reasons, pod_request
 from infra.platform.addons import ClusterAddons
 from infra.preflight_gate import model_lock
@@ -310,6 +310,35 @@ def test_gke_reservations(instance, reserved_mib, reserved_cpu):
     cap, alloc = capacity(shape), allocatable(shape, gpu_advertised=True)
     assert cap["memory"] - alloc["memory"] == (reserved_mib + 100) * MIB
     assert cap["cpu"] - alloc["cpu"] == reserved_cpu
+
+
+# Measured nodes, published in 2i2c-org/infrastructure deployer/commands/generate/resource_allocation/
+# node-capacity-info.json (capacity and allocatable in bytes, as `kubectl get node -o yaml` reports them),
+# and a GKE 1.36 n2-standard-4 node's `kubectl describe node` in camunda's public benchmark notes (2026-10-08).
+# (cloud, instance, vCPUs, nominal GiB, maxPods, capacity bytes, allocatable bytes, allocatable millicores)
+MEASURED_NODES = [
+    ("aws", "r5.xlarge", 4, 32, 4 * (15 - 1) + 2, 33164840960, 32123604992, 3920),
+    ("aws", "r5.4xlarge", 16, 128, 8 * (30 - 1) + 2, 133523050496, 130451771392, 15890),
+    ("gcp", "n2-highmem-4", 4, 32, 110, 33669926912, 29783904256, 3920),
+    ("gcp", "n2-highmem-32", 32, 256, 110, 270473359360, 257783492608, 31850),
+    ("gcp", "n1-highmem-4", 4, 26, 110, 27328200704, 23829102592, 3920),
+    ("gcp", "n2-standard-4", 4, 16, 110, 16380004 * 1024, 13591652 * 1024, 3920),
+]
+
+
+@pytest.mark.parametrize("cloud,instance,vcpus,gib,max_pods,measured_capacity,measured_allocatable,cpu",
+                         MEASURED_NODES, ids=[row[1] for row in MEASURED_NODES])
+def test_reservations_reproduce_measured_nodes(cloud, instance, vcpus, gib, max_pods, measured_capacity,
+                                                measured_allocatable, cpu):
+    shape = MachineShape(cloud, instance, vcpus, gib, 0, None, max_pods)
+    cap, alloc = capacity(shape), allocatable(shape, gpu_advertised=False)
+    # The cloud's reservation (kube-reserved + eviction), exactly as the node applied it.
+    assert cap["memory"] - alloc["memory"] == measured_capacity - measured_allocatable
+    assert alloc["cpu"] == cpu
+    # The guest memory we assume is never above what the node reported, and within 5% of it (EKS: Karpenter's
+    # 7.5% estimate against the 2.8-3.5% these nodes lost).
+    assert measured_capacity * 0.95 < cap["memory"] <= measured_capacity
+    assert alloc["memory"] <= measured_allocatable
 
 
 def test_gke_e2_standard_4_allocatable():
