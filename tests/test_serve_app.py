@@ -1,19 +1,33 @@
 """The Serve application: its vLLM command line against the pinned release's source, and the whole
 application served for real on a local Ray with vLLM's CPU build and a tiny model built by the test."""
 
+import ast
+import asyncio
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
+import textwrap
+import time
 import zipfile
+from pathlib import Path
 
 import pytest
 
 from infra import pins
+from infra.preflight.kernels import QUANTIZATION_CHOICES
 from tests.conftest import REPO_ROOT
+from tests.fake_hub import FakeHub
 
 sys.path.insert(0, str(REPO_ROOT / "images" / "vllm"))
-from qwen2vl_serve.server import ServerArgs, child_environment, command  # noqa: E402
+from qwen2vl_serve.access import OPEN_PATHS, authorised, requires_key  # noqa: E402
+from qwen2vl_serve.group_leader import group_members  # noqa: E402
+from qwen2vl_serve.server import (  # noqa: E402
+    TAIL_LINES, ServerArgs, ServerStartError, VllmProcess, child_environment, command, free_port,
+    vllm_logs_requests_by_default,
+)
 
 SERVING_PYTHON = REPO_ROOT / ".venv-serving" / "bin" / "python"
 WHEEL_CACHE = REPO_ROOT / ".cache" / "vllm-wheels"
@@ -47,8 +61,8 @@ def test_unknown_app_args_are_refused():
         ServerArgs.from_mapping({"model": "m", "served_model_name": "q", "tensor_parallel": 4})
 
 
-@pytest.mark.download
-def test_every_flag_exists_in_the_pinned_vllm_release(tmp_path):
+def pinned_wheel_source(*names: str) -> str:
+    """Source files of the pinned vLLM release, read from its wheel (downloaded once into .cache)."""
     WHEEL_CACHE.mkdir(parents=True, exist_ok=True)
     wheels = list(WHEEL_CACHE.glob(f"vllm-{pins.VLLM_VERSION}-*.whl"))
     if not wheels:
@@ -56,10 +70,208 @@ def test_every_flag_exists_in_the_pinned_vllm_release(tmp_path):
                         "-d", str(WHEEL_CACHE)], check=True, timeout=600)
         wheels = list(WHEEL_CACHE.glob(f"vllm-{pins.VLLM_VERSION}-*.whl"))
     with zipfile.ZipFile(wheels[0]) as wheel:
-        source = "\n".join(wheel.read(name).decode() for name in ARG_SOURCES)
+        return "\n".join(wheel.read(name).decode() for name in names)
+
+
+@pytest.mark.download
+def test_every_flag_exists_in_the_pinned_vllm_release(tmp_path):
+    source = pinned_wheel_source(*ARG_SOURCES)
     missing = [flag for flag in flags_of(command(full_args(tmp_path), 9000))
                if f'"{flag}"' not in source and f"'{flag}'" not in source]
     assert not missing, f"flags absent from vLLM {pins.VLLM_VERSION}: {missing}"
+
+
+@pytest.mark.download
+def test_every_quantization_choice_gives_a_value_the_pinned_parser_accepts():
+    # 0.6.3's --quantization has choices=[*QUANTIZATION_METHODS, None] (vllm/engine/arg_utils.py:447-450).
+    tree = ast.parse(pinned_wheel_source("vllm/model_executor/layers/quantization/__init__.py"))
+    methods = next(node.value for node in ast.walk(tree) if isinstance(node, ast.AnnAssign)
+                   and getattr(node.target, "id", "") == "QUANTIZATION_METHODS")
+    accepted = {key.value for key in methods.keys}
+    assert "awq_marlin" in accepted and "none" not in accepted
+    for choice in set(QUANTIZATION_CHOICES) - {"auto"}:
+        cmd = command(ServerArgs(model="m", served_model_name="q", quantization=choice), 9000)
+        value = cmd[cmd.index("--quantization") + 1] if "--quantization" in cmd else None
+        assert value is None or value in accepted, f"quantization {choice!r} gives --quantization {value}"
+
+
+@pytest.mark.download
+def test_request_logging_is_off_with_the_pinned_release(tmp_path):
+    # 0.6.3 logs every prompt and its token ids unless --disable-log-requests (arg_utils.py:1105,1112).
+    engine = tmp_path / "vllm" / "engine"
+    engine.mkdir(parents=True)
+    (engine / "arg_utils.py").write_text(pinned_wheel_source("vllm/engine/arg_utils.py"))
+    assert vllm_logs_requests_by_default(tmp_path / "vllm") is True
+    assert "--disable-log-requests" in command(ServerArgs(model="m", served_model_name="q"), 9000)
+
+
+def test_tokenizer_and_weights_follow_the_same_revision():
+    cmd = command(ServerArgs(model="Qwen/x", served_model_name="q", revision="712d5a5"), 9000)
+    assert cmd[cmd.index("--revision") + 1] == cmd[cmd.index("--tokenizer-revision") + 1] == "712d5a5"
+
+
+def test_without_a_lock_vllm_gets_a_snapshot_of_the_revision_not_main(tmp_path):
+    """vLLM 0.6.3 loads Qwen2-VL's processor by model name alone (qwen2_vl.py:651,667,786): given a hub
+    name, from main. The replica hands it a local snapshot of the revision instead."""
+    repo = "Qwen/Qwen2-VL-72B-Instruct-AWQ"
+    with FakeHub() as hub:
+        pinned = hub.add_commit(repo, {"config.json": b'{"model_type": "qwen2_vl"}',
+                                       "preprocessor_config.json": b'{"max_pixels": 12845056, "at": "pinned"}',
+                                       "model.safetensors": b"w" * 2048, "README.md": b"not needed"}, branch=None)
+        hub.add_commit(repo, {"config.json": b'{"model_type": "qwen2_vl"}',
+                              "preprocessor_config.json": b'{"max_pixels": 99, "at": "main"}',
+                              "model.safetensors": b"v" * 2048}, branch="main")
+        code = textwrap.dedent(f"""
+            import json, sys
+            sys.path.insert(0, "images/vllm")
+            from qwen2vl_serve.server import ServerArgs, command, pinned_source
+            args = pinned_source(ServerArgs(model={repo!r}, served_model_name="qwen2vl", revision={pinned[:7]!r},
+                                            download_dir={str(tmp_path / "cache")!r}))
+            print(json.dumps(command(args, 9000)))
+        """)
+        proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf-home")})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    cmd = json.loads(proc.stdout.strip().splitlines()[-1])
+    model = Path(cmd[cmd.index("--model") + 1])
+    assert model.is_dir() and str(model).startswith(str(tmp_path / "cache")), model
+    assert json.loads((model / "preprocessor_config.json").read_text())["at"] == "pinned"
+    assert (model / "model.safetensors").read_bytes() == b"w" * 2048
+    assert not (model / "README.md").exists()
+
+
+def test_only_get_health_answers_without_the_key():
+    assert OPEN_PATHS == {("GET", "/health")}
+    assert not requires_key("GET", "health") and not requires_key("get", "/health")
+    for method, path in [("POST", "/health"), ("GET", "/metrics"), ("POST", "/tokenize"), ("POST", "/detokenize"),
+                         ("GET", "/version"), ("GET", "/v1/models"), ("OPTIONS", "/v1/chat/completions"),
+                         ("GET", "/health/../metrics")]:
+        assert requires_key(method, path), (method, path)
+    assert authorised("Bearer k3y", "k3y")
+    assert not authorised(None, "k3y") and not authorised("Bearer k3", "k3y") and not authorised("k3y", "k3y")
+
+
+# Stand-ins for vLLM's process tree: an API server that starts a "TP worker" which ignores SIGTERM (as a
+# worker stuck in a CUDA call would), prints, and then either serves on or exits by itself.
+FAKE_VLLM = textwrap.dedent("""
+    import os, signal, subprocess, sys, time
+    worker = subprocess.Popen([sys.executable, "-c",
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('worker up', flush=True); "
+        "time.sleep(600)"])
+    for i in range(TAIL + 50):
+        print(f"log line {i}", flush=True)
+    if sys.argv[1] == "exit":
+        print("CUDA out of memory (stand-in)", flush=True)
+        sys.exit(3)
+    time.sleep(600)
+""").replace("TAIL", str(TAIL_LINES))
+
+
+def fake_vllm(tmp_path, mode):
+    script = tmp_path / "fake_vllm.py"
+    script.write_text(FAKE_VLLM)
+    return VllmProcess(ServerArgs(model="m", served_model_name="q", ready_timeout_s=60),
+                       program=[sys.executable, str(script), mode])
+
+
+def wait_for(what, predicate, seconds):
+    deadline = time.monotonic() + seconds
+    while not (value := predicate()):
+        assert time.monotonic() < deadline, f"waited {seconds} s for {what}"
+        time.sleep(0.1)
+    return value
+
+
+def test_a_vllm_that_exits_takes_its_workers_along_and_its_last_lines_explain(tmp_path):
+    server = fake_vllm(tmp_path, "exit")
+    server.start()
+    with pytest.raises(ServerStartError, match=r"(?s)exited with code 3 before it was ready:.*CUDA out of memory"):
+        server.wait_ready(poll_s=0.1)
+    pgid = server.process.pid
+    server.stop(grace_s=2)
+    assert group_members(pgid) == [], "a TP worker outlived vLLM"
+    assert len(server.tail) == TAIL_LINES and server.log_tail(1) == "CUDA out of memory (stand-in)"
+    assert not list(tmp_path.glob("*.log")) and not list(Path("/tmp").glob("vllm-*/vllm.log"))
+
+
+def test_stop_ends_the_whole_group_including_workers_that_ignore_sigterm(tmp_path):
+    server = fake_vllm(tmp_path, "serve")
+    server.start()
+    pgid = server.process.pid
+    wait_for("the stand-in worker", lambda: len(group_members(pgid)) >= 3, 30)
+    server.stop(grace_s=2)
+    assert group_members(pgid) == []
+
+
+REPLICA = textwrap.dedent("""
+    import sys, time
+    sys.path.insert(0, "images/vllm")
+    from qwen2vl_serve.server import ServerArgs, VllmProcess
+    server = VllmProcess(ServerArgs(model="m", served_model_name="q"), program=[sys.executable, sys.argv[1], "serve"])
+    server.start()
+    print(server.process.pid, flush=True)
+    time.sleep(600)
+""")
+
+
+def test_a_killed_replica_leaves_no_vllm_process(tmp_path):
+    # Serve force-kills (ray.kill) a replica that does not stop within graceful_shutdown_timeout_s, and the
+    # OOM killer kills without asking: no __del__ runs. The group leader notices and ends the group.
+    (tmp_path / "fake_vllm.py").write_text(FAKE_VLLM)
+    replica = subprocess.Popen([sys.executable, "-c", REPLICA, str(tmp_path / "fake_vllm.py")], cwd=REPO_ROOT,
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        pgid = int(replica.stdout.readline())
+        wait_for("the stand-in vLLM and its worker", lambda: len(group_members(pgid)) >= 3, 30)
+        replica.send_signal(signal.SIGKILL)
+        replica.wait(10)
+        # The leader looks every second, then gives SIGTERM its 20 s grace before SIGKILL.
+        wait_for("vLLM's process group to end after its replica was killed", lambda: not group_members(pgid), 40)
+    finally:
+        replica.kill()
+        replica.wait(10)
+
+
+def test_metrics_port_waits_for_a_previous_replica_then_serves_only_metrics():
+    aiohttp = pytest.importorskip("aiohttp")
+    from aiohttp import web
+
+    from qwen2vl_serve.metrics_endpoint import MetricsEndpoint
+
+    async def scenario():
+        upstream = web.Application()
+        async def vllm_metrics(_request):
+            return web.Response(text="vllm:num_requests_running 0\n")
+
+        upstream.router.add_get("/metrics", vllm_metrics)
+        runner = web.AppRunner(upstream)
+        await runner.setup()
+        vllm_port = free_port()
+        await web.TCPSite(runner, "127.0.0.1", vllm_port).start()
+        metrics_port = free_port()
+        held = socket.socket()
+        held.bind(("0.0.0.0", metrics_port))
+        held.listen()  # the previous replica, still stopping
+        endpoint = MetricsEndpoint(metrics_port, f"http://127.0.0.1:{vllm_port}")
+        endpoint.begin()
+        deadline = time.monotonic() + 30
+        while not endpoint.port_was_held:
+            assert time.monotonic() < deadline, "waited 30 s for the endpoint to find the port held"
+            await asyncio.sleep(0.05)
+        held.close()
+        assert await asyncio.wait_for(endpoint.task, 30) is True
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"http://127.0.0.1:{metrics_port}/metrics") as answer:
+                metrics = answer.status, await answer.text()
+            async with session.get(f"http://127.0.0.1:{metrics_port}/v1/models") as answer:
+                other = answer.status
+        await endpoint.stop()
+        await runner.cleanup()
+        return metrics, other
+
+    (status, text), other = asyncio.run(scenario())
+    assert status == 200 and "vllm:num_requests_running" in text
+    assert other == 404
 
 
 def serving_env():
@@ -72,11 +284,12 @@ def serving_env():
 def test_installed_cpu_vllm_parses_the_same_command(tmp_path):
     code = (
         "import sys, json; sys.path.insert(0, 'images/vllm');"
-        "from qwen2vl_serve.server import ServerArgs, command;"
+        "from qwen2vl_serve.server import ServerArgs, command, vllm_logs_requests_by_default;"
         "from vllm.entrypoints.launchers.cli_args import make_arg_parser;"
         "from vllm.utils.argparse_utils import FlexibleArgumentParser;"
         "args = ServerArgs(**json.loads(sys.argv[1]));"
-        "parsed = make_arg_parser(FlexibleArgumentParser()).parse_args(command(args, 9000)[3:]);"
+        "cmd = command(args, 9000, disable_request_log=vllm_logs_requests_by_default());"
+        "parsed = make_arg_parser(FlexibleArgumentParser()).parse_args(cmd[3:]);"
         "print(json.dumps({'tp': parsed.tensor_parallel_size, 'seqs': parsed.max_num_seqs,"
         " 'name': parsed.served_model_name}))"
     )
@@ -89,24 +302,84 @@ def test_installed_cpu_vllm_parses_the_same_command(tmp_path):
     assert parsed["name"] in ("qwen2vl", ["qwen2vl"])
 
 
-@pytest.mark.server
-def test_serve_application_answers_for_real(tmp_path):
-    proc = subprocess.run([str(SERVING_PYTHON), "tests/serving/serve_tiny.py", str(tmp_path)], cwd=REPO_ROOT,
-                          env=serving_env(), capture_output=True, text=True, timeout=900)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    assert proc.returncode == 0 and lines, (proc.stdout + proc.stderr)[-5000:]
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """One Ray + Serve run of tests/serving/serve_tiny.py (stop while loading, serving, restart, shutdown)."""
+    workdir = tmp_path_factory.mktemp("serve")
+    started = time.monotonic()
+    # Its own session: on a timeout the whole tree (Ray's processes, vLLM) is ended by process group.
+    proc = subprocess.Popen([str(SERVING_PYTHON), "tests/serving/serve_tiny.py", str(workdir)], cwd=REPO_ROOT,
+                            env=serving_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=1500)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"serve_tiny.py did not finish in 1500 s:\n{(out + err)[-5000:]}")
+    lines = [line for line in out.splitlines() if line.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, (out + err)[-5000:]
     result = json.loads(lines[-1][len("RESULT "):])
-    status, body = result["models"]
+    result["wall_s"] = round(time.monotonic() - started, 1)
+    print(json.dumps(result, indent=1)[:4000])
+    (REPO_ROOT / ".cache").mkdir(exist_ok=True)
+    (REPO_ROOT / ".cache" / "serve-timing.json").write_text(json.dumps(
+        {"time_to_first_answer_s": result["ready_s"], "serve_test_wall_s": result["wall_s"]}))
+    return result
+
+
+@pytest.mark.server
+def test_serve_application_answers_for_real(served):
+    status, body = served["models"]
     assert status == 200 and [m["id"] for m in json.loads(body)["data"]] == ["qwen2vl"]
-    assert result["models_without_key"][0] == 401
-    status, body = result["chat"]
+    status, body = served["chat"]
     assert status == 200, body
     assert json.loads(body)["choices"][0]["message"]["content"]
-    status, body = result["stream"]
+    status, body = served["stream"]
     assert status == 200 and body.rstrip().endswith("data: [DONE]")
-    assert result["vllm_pids_while_serving"], "vLLM did not run as a child process"
-    assert result["vllm_pids_after_shutdown"] == [], "vLLM outlived the Serve replica"
-    print(f"time to first answer through Ray Serve: {result['time_to_first_answer_s']} s")
-    (REPO_ROOT / ".cache").mkdir(exist_ok=True)
-    (REPO_ROOT / ".cache" / "serve-timing.json").write_text(json.dumps({"time_to_first_answer_s":
-                                                                        result["time_to_first_answer_s"]}))
+
+
+@pytest.mark.server
+def test_every_path_but_health_needs_the_key(served):
+    # vLLM itself answers /tokenize, /detokenize, /version and /metrics to anyone (its key check covers /v1
+    # only: api_server.py:438-450 in 0.6.3); the ingress refuses them all without the key.
+    assert served["without_key"] == {path: 401 for path in served["without_key"]}, served["without_key"]
+    assert served["wrong_key"] == 401
+    assert all(status == 200 for status in served["with_key"].values()), served["with_key"]
+    assert served["health_without_key"] == 200
+
+
+@pytest.mark.server
+def test_image_urls_are_refused_before_vllm_fetches_them(served):
+    status, body = served["remote_image"]
+    assert status == 400 and "does not fetch URLs" in body, body
+
+
+@pytest.mark.server
+def test_vllm_metrics_on_their_own_port_without_a_key(served):
+    status, body = served["metrics_port"]
+    assert status == 200 and "vllm:" in body, body[:500]
+    assert served["metrics_port_other_path"] == 404
+
+
+@pytest.mark.server
+def test_replica_stopped_while_vllm_loads_leaves_no_vllm_process(served):
+    loading = served["loading"]
+    assert loading["status_at_delete"] == "DEPLOYING", "the app was not still loading when it was deleted"
+    assert len(loading["members_at_delete"]) >= 2, "vLLM had not started when the app was deleted"
+    assert loading["members_after_delete"] == [], "vLLM outlived the replica stopped during its load"
+
+
+@pytest.mark.server
+def test_killed_vllm_turns_the_replica_unhealthy_and_serve_replaces_it(served):
+    restart = served["restart"]
+    assert restart["old_group_members"] == [], "the killed vLLM's engine or workers were left running"
+    status, body = restart["models"]
+    assert status == 200 and "qwen2vl" in body
+    assert restart["metrics_port"] == 200 and restart["status"] == "RUNNING"
+    assert len(served["groups"]) == 3, served["groups"]  # loading app, first replica, its replacement
+
+
+@pytest.mark.server
+def test_no_vllm_process_outlives_serve(served):
+    assert served["members_after_shutdown"] == {str(pgid): [] for pgid in served["groups"]}

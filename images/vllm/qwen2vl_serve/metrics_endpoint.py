@@ -30,6 +30,7 @@ class MetricsEndpoint:
         self.runner: web.AppRunner | None = None
         self.task: asyncio.Task | None = None
         self.bound = False
+        self.port_was_held = False
 
     def begin(self) -> None:
         """Starts serving in the background (binding may wait for the port: see start)."""
@@ -52,7 +53,6 @@ class MetricsEndpoint:
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
         give_up = time.monotonic() + deadline_s
-        warned = False
         while True:
             try:
                 await web.TCPSite(self.runner, self.host, self.port).start()
@@ -63,10 +63,10 @@ class MetricsEndpoint:
                 if error.errno != errno.EADDRINUSE or time.monotonic() >= give_up:
                     logger.error("cannot serve metrics on port %s: %s (gave up)", self.port, error)
                     return False
-                if not warned:
+                if not self.port_was_held:
                     logger.warning("metrics port %s is still held (a previous replica stopping?); retrying "
                                    "for up to %.0f s", self.port, give_up - time.monotonic())
-                    warned = True
+                    self.port_was_held = True
                 await asyncio.sleep(BIND_RETRY_S)
 
     async def stop(self) -> None:

@@ -13,6 +13,7 @@ memory for the error a failed start raises. Nothing is written to a file.
 from __future__ import annotations
 
 import collections
+import importlib.util
 import os
 import signal
 import socket
@@ -73,8 +74,26 @@ def quantization_flag(value: str | None) -> str | None:
     return None if value in (None, "none") else value
 
 
-def command(args: ServerArgs, port: int, host: str = "127.0.0.1") -> list[str]:
-    """The vLLM OpenAI server command line for these args (no secret on it: the key goes by env)."""
+def vllm_logs_requests_by_default(package_dir: Path | None = None) -> bool:
+    """Whether the installed vLLM logs every request unless told --disable-log-requests: 0.6.3 does
+    (vllm/engine/arg_utils.py:1105 `disable_log_requests: bool = False`, the flag at :1112); later releases
+    turned it around (0.32: `enable_log_requests: bool = False`) and dropped the old flag, which they
+    refuse. Read from the installed source, without importing vLLM (that loads torch)."""
+    if package_dir is None:
+        spec = importlib.util.find_spec("vllm")
+        if spec is None or not spec.submodule_search_locations:
+            return True
+        package_dir = Path(next(iter(spec.submodule_search_locations)))
+    try:
+        return "--disable-log-requests" in (package_dir / "engine" / "arg_utils.py").read_text()
+    except OSError:
+        return True
+
+
+def command(args: ServerArgs, port: int, host: str = "127.0.0.1", disable_request_log: bool = True) -> list[str]:
+    """The vLLM OpenAI server command line for these args (no secret on it: the key goes by env).
+    `disable_request_log`: pass --disable-log-requests (the pinned release needs it; see
+    vllm_logs_requests_by_default)."""
     cmd = [
         sys.executable, "-m", "vllm.entrypoints.openai.api_server",
         "--model", args.model,
@@ -83,10 +102,11 @@ def command(args: ServerArgs, port: int, host: str = "127.0.0.1") -> list[str]:
         "--dtype", args.dtype,
         "--host", host,
         "--port", str(port),
-        # Prompts are user data: without this vLLM logs every prompt and its token ids in full
-        # (vllm/engine/arg_utils.py:1105 disable_log_requests=False; api_server.py:477-480).
-        "--disable-log-requests",
     ]
+    if disable_request_log:
+        # Prompts are user data: without this vLLM 0.6.3 logs every prompt and its token ids in full
+        # (vllm/engine/arg_utils.py:1105; entrypoints/openai/api_server.py:477-480; entrypoints/logger.py).
+        cmd.append("--disable-log-requests")
     optional = {
         "--max-model-len": args.max_model_len,
         "--max-num-seqs": args.max_num_seqs,
@@ -137,12 +157,15 @@ class VllmProcess:
     """One vLLM server, led by qwen2vl_serve.group_leader in its own process group; started and stopped
     by PID and process group."""
 
-    def __init__(self, args: ServerArgs) -> None:
+    def __init__(self, args: ServerArgs, program: list[str] | None = None) -> None:
+        """`program`: a command to lead instead of vLLM's (the tests' stand-in process trees)."""
         self.args = args
+        self.program = program
         self.port = free_port()
         self.process: subprocess.Popen | None = None
         self.tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
         self._relay: threading.Thread | None = None
+        self.stopped = False
 
     @property
     def base_url(self) -> str:
@@ -152,7 +175,7 @@ class VllmProcess:
         # By file, so the leader starts whatever the child's PYTHONPATH is.
         leader = [sys.executable, str(Path(__file__).with_name("group_leader.py")), "--parent", str(os.getpid()), "--"]
         self.process = subprocess.Popen(
-            leader + command(self.args, self.port),
+            leader + (self.program or command(self.args, self.port, disable_request_log=vllm_logs_requests_by_default())),
             env=child_environment(self.args),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -203,8 +226,9 @@ class VllmProcess:
     def stop(self, grace_s: float = 20.0) -> None:
         """Ends vLLM's whole process group, also when its leader has already exited (a TP worker may
         outlive it): SIGTERM, then SIGKILL after `grace_s`."""
-        if self.process is None:
+        if self.process is None or self.stopped:
             return
+        self.stopped = True  # once: the group id could later name someone else's group
         pgid = self.process.pid  # start_new_session: the leader's pid is the group's id
         try:
             os.killpg(pgid, signal.SIGTERM)

@@ -166,8 +166,13 @@ class Client:
         """(arrival time, event) for each server-sent event of a streamed chat completion."""
         conn, response = self.open(check, "POST", "/v1/chat/completions", body)
         done = False
+        # The socket timeout bounds each read; this bounds a stream that keeps trickling and never ends.
+        deadline = time.monotonic() + self.timeout_s
         try:
             while True:
+                if time.monotonic() > deadline:
+                    raise SmokeFailure(check, f"the stream did not end within {self.timeout_s:.0f} s "
+                                              "(waited for its final 'data: [DONE]')")
                 try:
                     line = response.readline()
                 except (OSError, http.client.HTTPException) as error:
