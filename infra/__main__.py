@@ -35,7 +35,7 @@ if placement.skipped:
 
 secrets = read_secrets()
 cluster = create_cluster(cfg)
-after_pool = list(cluster.gpu_pool_ready)
+after_pool = list(cluster.ready)
 if not cluster.provides_device_plugin:
     device_plugin = NvidiaDevicePlugin("nvidia-device-plugin", cluster.provider, cluster.placement, after_pool)
     after_pool.append(device_plugin)

@@ -132,7 +132,8 @@ KEYS: tuple[Key, ...] = (
         _one_of("existing", "aws", "gcp"), "existing", "aws", "one of existing, aws, gcp"),
     Key("region", "Cloud region of the cluster (required for aws and gcp).",
         _matching(REGION), None, "us-east-1", "a region name such as us-east-1 or us-central1"),
-    Key("zones", "Zones for the GPU node pool, as a JSON list; empty = let the cloud choose.",
+    Key("zones", "Zones of the nodes, as a JSON list. aws: at least two (the VPC's subnets); empty = the first two "
+        "available. gcp: zones of the region; empty = those that offer gpuType (infra/preflight/gpu_zones.yaml).",
         _string_list(_matching(re.compile(r"^[a-z]{2,}(-[a-z0-9]+){2,4}$"))), (), '\'["us-east-1a"]\'',
         "a JSON list of zone names"),
     Key("gcpProject", "Google Cloud project of the GKE cluster (required for gcp).",
@@ -140,10 +141,25 @@ KEYS: tuple[Key, ...] = (
     Key("subnetIds", "Existing subnets for EKS, as a JSON list; empty = the stack makes a VPC.",
         _string_list(_matching(re.compile(r"^subnet-[0-9a-f]{8,17}$"))), (), '\'["subnet-0abc1234"]\'',
         "a JSON list of subnet ids (subnet-...)"),
+    Key("publicNodes", "Put the nodes on public IPs in public subnets (no NAT to pay for); false = private nodes "
+        "behind a NAT gateway (aws) or Cloud NAT (gcp).",
+        _bool, False, "true", "true or false"),
+    Key("adminPrincipals", "IAM principals (role or user ARNs) given cluster-admin on EKS through access entries, "
+        "as a JSON list: CI, the reaper, teammates; the creator is admin already.",
+        _string_list(_matching(re.compile(r"^arn:aws[a-z-]*:iam::[0-9]{12}:(role|user)/[A-Za-z0-9+=,.@_/-]+$"))),
+        (), '\'["arn:aws:iam::123456789012:role/ci"]\'', "a JSON list of IAM role or user ARNs"),
+    Key("awsProfile", "AWS CLI profile of the AWS provider and of the kubeconfig's `aws eks get-token`; empty = "
+        "the default credential chain.",
+        _matching(re.compile(r"^[A-Za-z0-9_.+@-]{1,64}$")), None, "ml-eval", "an AWS CLI profile name"),
+    Key("awsRoleArn", "IAM role the AWS provider and the kubeconfig assume (so every user acts as the same "
+        "principal); empty = none.",
+        _matching(re.compile(r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]+$")), None,
+        "arn:aws:iam::123456789012:role/qwen2vl-deployer", "an IAM role ARN"),
     Key("kubeContext", "kubeconfig context of the existing cluster (cloud=existing); empty = current context.",
         _matching(re.compile(r"^[A-Za-z0-9_.@:/-]{1,253}$")), None, "kind-qwen2vl", "a kubeconfig context name"),
     Key("kubernetesVersion", "Kubernetes minor version of the cluster; also the schema version manifests are checked against.",
-        _matching(K8S_MINOR), "1.31", "1.31", "a minor version such as 1.31"),
+        _matching(K8S_MINOR), "1.35", "1.35", "a minor version such as 1.35 (supported ones: "
+        "infra/clusters/kubernetes_versions.yaml)"),
     Key("gpuType", "GPU model of the node pool, a name from infra/preflight/gpus.yaml.",
         _one_of(*_GPU_NAMES), "A100-80GB", "L4", "one of " + ", ".join(_GPU_NAMES)),
     Key("systemInstanceType", "Instance (aws) or machine type (gcp) of the system node pool, which runs the Ray head, "
@@ -245,6 +261,10 @@ class StackConfig:
     zones: tuple[str, ...]
     gcp_project: str | None
     subnet_ids: tuple[str, ...]
+    public_nodes: bool
+    admin_principals: tuple[str, ...]
+    aws_profile: str | None
+    aws_role_arn: str | None
     kube_context: str | None
     kubernetes_version: str
     gpu_type: str

@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
 
-from infra.config import StackConfig
+import yaml
+
+from infra.config import ConfigError, StackConfig
 from infra.preflight.catalog import InstanceShape
 
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -15,6 +19,12 @@ GPU_RESOURCE = "nvidia.com/gpu"
 GPU_TAINT = {"key": GPU_RESOURCE, "value": "present", "effect": "NoSchedule"}
 GPU_POOL_LABEL = "qwen2vl.io/gpu-pool"
 GPU_TYPE_LABEL = "qwen2vl.io/gpu-type"
+# The nvidia-device-plugin chart 0.17.0 runs its DaemonSet only on nodes with one of three labels
+# (values.yaml `affinity`, required terms: feature.node.kubernetes.io/pci-10de.present=true,
+# feature.node.kubernetes.io/cpu-model.vendor_id=NVIDIA, nvidia.com/gpu.present=true). Only NFD/GFD set
+# them, and the chart leaves those off (gfd.enabled: false); so every GPU pool carries the third itself.
+GPU_PRESENT_LABEL = "nvidia.com/gpu.present"
+GPU_ZONE_CATALOG = Path(__file__).parent / "preflight" / "gpu_zones.yaml"
 POOL_NAME = "gpu"
 SYSTEM_POOL_NAME = "system"
 # The system pool's default shape per cloud (config key systemInstanceType overrides it).
@@ -50,6 +60,11 @@ class GpuPoolSpec:
     @property
     def placement(self) -> GpuPlacement:
         return GpuPlacement(dict(self.labels))
+
+    @property
+    def node_labels(self) -> dict[str, str]:
+        """The labels the cloud puts on each GPU node: the placement labels and GPU_PRESENT_LABEL."""
+        return {**self.labels, GPU_PRESENT_LABEL: "true"}
 
     def cloud_taint(self) -> dict[str, str]:
         """The taint in the EKS and GKE APIs' spelling (NO_SCHEDULE for Kubernetes' NoSchedule)."""
@@ -94,3 +109,41 @@ class SystemPoolSpec:
 def system_pool_spec(cfg: StackConfig) -> SystemPoolSpec:
     instance = cfg.system_instance_type or SYSTEM_INSTANCE_DEFAULTS.get(cfg.cloud)
     return SystemPoolSpec(name=SYSTEM_POOL_NAME, instance=instance, min_nodes=1, max_nodes=2, tags=cfg.labels)
+
+
+@lru_cache(maxsize=1)
+def _zone_catalog() -> dict:
+    return yaml.safe_load(GPU_ZONE_CATALOG.read_text())
+
+
+def gpu_pool_zones(cfg: StackConfig) -> tuple[str, ...]:
+    """The zones the GPU pool places nodes in. gcp: `zones`, else the zones of the region that offer the
+    pool's accelerator (infra/preflight/gpu_zones.yaml); aws: `zones` (empty = the subnets' zones);
+    existing: none. The GKE pool and the budget (infra/cost.py) both read this."""
+    if cfg.cloud != "gcp":
+        return tuple(cfg.zones)
+    region = cfg.region or ""
+    if cfg.zones:
+        outside = [zone for zone in cfg.zones if not zone.startswith(f"{region}-")]
+        if outside:
+            raise ConfigError("zones", list(cfg.zones), f"zones of region {region} only ({', '.join(outside)} is not)",
+                              cfg.stack, f'\'["{region}-a"]\'')
+        return tuple(cfg.zones)
+    shape = node_shape(cfg)
+    accelerator = shape.accelerator if shape else None
+    zones = _zone_catalog()["gcp"].get(accelerator, {}).get(region)
+    if not zones:
+        raise ConfigError(
+            "zones", None,
+            f"the zone catalog (infra/preflight/gpu_zones.yaml, read {_zone_catalog()['read_on']}) lists no zone of "
+            f"{region} offering {accelerator}; list the zones that do (gcloud compute accelerator-types list "
+            f"--filter=\"name={accelerator} AND zone~{region}\")", cfg.stack, f'\'["{region}-a"]\'')
+    return tuple(zones)
+
+
+def gpu_pool_initial_nodes_per_zone(cfg: StackConfig) -> int:
+    """GKE creates a pool with initial_node_count nodes in *each* of its zones ("In regional or multi-zonal
+    clusters, this is the number of nodes per zone", pulumi_gcp 10.2.0 container/node_pool.py). Rounding
+    gpuNodesMin down keeps the pool at most gpuNodesMin (so at most gpuNodesMax) nodes at creation; the
+    autoscaler adds nodes for pending GPU pods up to gpuNodesMax."""
+    return cfg.gpu_nodes_min // len(gpu_pool_zones(cfg))

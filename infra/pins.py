@@ -24,6 +24,13 @@ NVIDIA_DEVICE_PLUGIN_CHART = "nvidia-device-plugin"
 NVIDIA_DEVICE_PLUGIN_CHART_VERSION = "0.17.0"
 NVIDIA_DEVICE_PLUGIN_HELM_REPO = "https://nvidia.github.io/k8s-device-plugin"
 
+# Cluster Autoscaler (EKS only; GKE runs its own): chart 9.59.0 ships Cluster Autoscaler 1.35.0, the minor of
+# the default kubernetesVersion (kubermatic/kubermatic#16253: "cluster-autoscaler chart 9.59.0 (appVersion
+# 1.35.0)"; kubernetes/autoscaler#9193). CA's minor should match the cluster's.
+CLUSTER_AUTOSCALER_CHART = "cluster-autoscaler"
+CLUSTER_AUTOSCALER_CHART_VERSION = "9.59.0"
+CLUSTER_AUTOSCALER_HELM_REPO = "https://kubernetes.github.io/autoscaler"
+
 MODEL_REPO = "Qwen/Qwen2-VL-72B-Instruct-AWQ"
 # Short id of the commit "fix corrupted ckpt file": intermediate_size padded to 29696 and every shard
 # complete. The full commit id is resolved from the hub into the model lock file.

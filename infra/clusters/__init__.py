@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
-from typing import Sequence
+from datetime import date
 
 import pulumi
 import pulumi_kubernetes as k8s
 
-from infra.config import StackConfig
+from infra.clusters.versions import check_kubernetes_version
+from infra.config import ConfigError, StackConfig
 from infra.nodepool import GpuPlacement, gpu_pool_spec
 
 TARGET_MODULES = {"existing": "infra.clusters.existing", "aws": "infra.clusters.aws", "gcp": "infra.clusters.gcp"}
@@ -24,17 +25,19 @@ class ClusterHandle:
     kubeconfig: pulumi.Output[str] | None  # a secret; None when the kubeconfig is the user's own
     # Whether the cloud installs the NVIDIA device plugin on GPU nodes itself (GKE does).
     provides_device_plugin: bool
-    gpu_pool_ready: Sequence[pulumi.Resource] = field(default_factory=list)
+    # What the platform and the workload come after: every node pool (system and GPU) and the add-ons and
+    # StorageClasses the pods need (a Helm release waits for its pods; a pod without a node never starts).
+    ready: list[pulumi.Resource] = field(default_factory=list)
     # The cloud's provider (region, project, default tags) for other cloud resources such as the registry.
     cloud_provider: pulumi.ProviderResource | None = None
 
 
 def managed_cluster_handle(cfg: StackConfig, component: pulumi.ComponentResource, cluster_name: pulumi.Input[str],
-                           gpu_pool: pulumi.CustomResource, gpu_pool_name: pulumi.Input[str],
+                           gpu_pool_name: pulumi.Input[str], nodes: list[pulumi.Resource],
                            provides_device_plugin: bool) -> ClusterHandle:
-    """The handle of a cluster this stack made (EKS, GKE): a provider on its kubeconfig, after its GPU pool."""
+    """The handle of a cluster this stack made (EKS, GKE): a provider on its kubeconfig, after its node pools."""
     provider = k8s.Provider(f"{cfg.cloud}-cluster", kubeconfig=component.kubeconfig,
-                            opts=pulumi.ResourceOptions(parent=component, depends_on=[gpu_pool]))
+                            opts=pulumi.ResourceOptions(parent=component, depends_on=list(nodes)))
     return ClusterHandle(
         name=cluster_name,
         provider=provider,
@@ -43,10 +46,27 @@ def managed_cluster_handle(cfg: StackConfig, component: pulumi.ComponentResource
         kubeconfig=component.kubeconfig,
         provides_device_plugin=provides_device_plugin,
         cloud_provider=component.cloud_provider,
-        gpu_pool_ready=[gpu_pool],
+        ready=list(nodes),
     )
 
 
-def create_cluster(cfg: StackConfig) -> ClusterHandle:
+def check_cluster_config(cfg: StackConfig, today: date) -> list[str]:
+    """What a cloud would refuse, as a ConfigError before any resource exists; warnings to show."""
+    if cfg.cloud == "aws" and cfg.zones and not cfg.subnet_ids and len(set(cfg.zones)) < 2:
+        raise ConfigError("zones", list(cfg.zones), "EKS needs subnets in at least two availability zones "
+                          "(https://docs.aws.amazon.com/eks/latest/userguide/network-reqs.html)", cfg.stack,
+                          f"'[\"{cfg.region}a\", \"{cfg.region}b\"]'")
+    warning = check_kubernetes_version(cfg, today)
+    return [warning] if warning else []
+
+
+def create_cluster(cfg: StackConfig, today: date | None = None) -> ClusterHandle:
+    try:
+        warnings = check_cluster_config(cfg, today or date.today())
+    except ConfigError as error:
+        # As the program's other config errors: a paragraph for people, not a traceback.
+        raise pulumi.RunError(str(error)) from error
+    for warning in warnings:
+        pulumi.log.warn(warning)
     module = importlib.import_module(TARGET_MODULES[cfg.cloud])
     return module.create(cfg)

@@ -1,4 +1,5 @@
-"""EKS: a VPC (or the one in config), a system node group and the GPU node group from the pool spec."""
+"""EKS: a VPC (or the subnets in config), the managed add-ons the workload needs, a system node group and
+the GPU node group from the pool spec, each node group on a launch template that tags what it bills."""
 
 from __future__ import annotations
 
@@ -6,64 +7,105 @@ import json
 
 import pulumi
 import pulumi_aws as aws
+import pulumi_kubernetes as k8s
 
 from infra.clusters import ClusterHandle, managed_cluster_handle
 from infra.clusters.kubeconfig import exec_kubeconfig
-from infra.nodepool import GpuPoolSpec, gpu_pool_spec, system_pool_spec
 from infra.config import StackConfig
+from infra.nodepool import GpuPoolSpec, gpu_pool_spec, system_pool_spec
+from infra.platform.addons import CLUSTER_AUTOSCALER_SERVICE_ACCOUNT, EBS_CSI_CONTROLLER_SERVICE_ACCOUNT, \
+    GP3_STORAGE_CLASS, eks_managed_addons
+from infra.platform.cluster_autoscaler import ClusterAutoscaler
 
 # The EKS-optimised AMI with NVIDIA drivers and the container toolkit (the device plugin is ours).
 GPU_AMI_TYPE = "AL2023_x86_64_NVIDIA"
 SYSTEM_AMI_TYPE = "AL2023_x86_64_STANDARD"
+# The root volume of AL2023 EKS AMIs.
+ROOT_DEVICE = "/dev/xvda"
 VPC_CIDR = "10.42.0.0/16"
-SUBNET_COUNT = 2  # EKS needs subnets in at least two availability zones
+# EKS CreateCluster needs subnets in at least two availability zones
+# (https://docs.aws.amazon.com/eks/latest/userguide/network-reqs.html).
+MIN_ZONES = 2
 CLUSTER_POLICIES = ("AmazonEKSClusterPolicy",)
 NODE_POLICIES = ("AmazonEKSWorkerNodePolicy", "AmazonEKS_CNI_Policy", "AmazonEC2ContainerRegistryReadOnly")
+EBS_CSI_POLICY = "service-role/AmazonEBSCSIDriverPolicy"
+CLUSTER_ADMIN_POLICY = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
+# EKS Pod Identity: the agent add-on hands pods of an associated service account the role's credentials;
+# the role trusts this service principal (https://docs.aws.amazon.com/eks/latest/userguide/pod-id-role.html).
+POD_IDENTITY_PRINCIPAL = "pods.eks.amazonaws.com"
+# What a launch template's tags reach: the instance, its volumes and its network interfaces
+# (EC2 CreateLaunchTemplate TagSpecifications). Node-group `tags` reach none of them
+# (https://docs.aws.amazon.com/eks/latest/userguide/eks-using-tags.html).
+TAGGED_RESOURCES = ("instance", "volume", "network-interface")
 
 
-def autoscaler_tags(pool: GpuPoolSpec, cluster_name: str) -> dict[str, str]:
-    """Cluster Autoscaler discovers the group by these tags and, at zero nodes, learns from them what
-    a node would offer (labels, taint, GPUs) so it can scale up from nothing."""
-    prefix = "k8s.io/cluster-autoscaler"
-    tags = {f"{prefix}/enabled": "true", f"{prefix}/{cluster_name}": "owned"}
-    tags.update({f"{prefix}/node-template/label/{k}": v for k, v in pool.labels.items()})
-    tags[f"{prefix}/node-template/taint/{pool.taint['key']}"] = f"{pool.taint['value']}:{pool.taint['effect']}"
-    tags[f"{prefix}/node-template/resources/nvidia.com/gpu"] = str(pool.shape.gpus)
-    return tags
-
-
-def gpu_node_group_args(pool: GpuPoolSpec, cluster_name: str) -> dict:
+def gpu_node_group_args(pool: GpuPoolSpec) -> dict:
     """The GPU node group's settings as data, from the cloud-neutral pool spec."""
     return {
         "instance_types": [pool.shape.instance],
         "ami_type": GPU_AMI_TYPE,
         "capacity_type": "SPOT" if pool.spot else "ON_DEMAND",
-        "disk_size": pool.disk_gb,
-        "labels": dict(pool.labels),
+        "labels": pool.node_labels,
         "taints": [pool.cloud_taint()],
-        "scaling": {"min_size": pool.min_nodes, "max_size": pool.max_nodes, "desired_size": max(pool.min_nodes, 1)},
-        "tags": {**pool.tags, **autoscaler_tags(pool, cluster_name)},
+        # Created at gpuNodesMin (0: no GPU node until a GPU pod is pending); Cluster Autoscaler owns the
+        # count afterwards, between min and max.
+        "scaling": {"min_size": pool.min_nodes, "max_size": pool.max_nodes, "desired_size": pool.min_nodes},
     }
 
 
-def kubeconfig(cluster_name: str, endpoint: str, ca_data: str, region: str) -> str:
-    """Authenticates with `aws eks get-token`."""
-    return exec_kubeconfig(cluster_name, endpoint, ca_data, {
-        "command": "aws", "args": ["eks", "get-token", "--cluster-name", cluster_name, "--region", region]})
+def launch_template_args(disk_gb: int, tags: dict[str, str]) -> dict:
+    """A launch template for a managed node group: its root volume (a node group with a launch template takes
+    no disk_size) and the cost tags on everything an instance bills."""
+    return {
+        "block_device_mappings": [{"device_name": ROOT_DEVICE, "ebs": {
+            "volume_size": disk_gb, "volume_type": "gp3", "encrypted": "true", "delete_on_termination": "true"}}],
+        "tag_specifications": [{"resource_type": kind, "tags": dict(tags)} for kind in TAGGED_RESOURCES],
+        # IMDSv2 only, and a hop limit of 2 so pods on the node (the CNI, the CSI node plugin) reach it.
+        "metadata_options": {"http_endpoint": "enabled", "http_tokens": "required", "http_put_response_hop_limit": 2},
+    }
 
 
-def _role(name: str, service: str, policies: tuple[str, ...], opts: pulumi.ResourceOptions) -> aws.iam.Role:
-    role = aws.iam.Role(
-        name,
-        assume_role_policy=json.dumps({
-            "Version": "2012-10-17",
-            "Statement": [{"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}],
-        }),
-        opts=opts,
-    )
+def cluster_autoscaler_policy(cluster_name: str) -> str:
+    """The IAM policy Cluster Autoscaler needs (kubernetes/autoscaler cluster-autoscaler/cloudprovider/aws/
+    README.md, "IAM Policy" and "Auto-Discovery Setup"); it may resize only this cluster's groups, which EKS
+    tags k8s.io/cluster-autoscaler/<cluster name> (https://docs.aws.amazon.com/eks/latest/userguide/managed-node-groups.html)."""
+    return json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Resource": "*", "Action": [
+            "autoscaling:DescribeAutoScalingGroups", "autoscaling:DescribeAutoScalingInstances",
+            "autoscaling:DescribeLaunchConfigurations", "autoscaling:DescribeScalingActivities",
+            "autoscaling:DescribeTags", "ec2:DescribeImages", "ec2:DescribeInstanceTypes",
+            "ec2:DescribeLaunchTemplateVersions", "ec2:GetInstanceTypesFromInstanceRequirements",
+            "eks:DescribeNodegroup"]},
+        {"Effect": "Allow", "Resource": "*",
+         "Action": ["autoscaling:SetDesiredCapacity", "autoscaling:TerminateInstanceInAutoScalingGroup"],
+         "Condition": {"StringEquals": {f"aws:ResourceTag/k8s.io/cluster-autoscaler/{cluster_name}": "owned"}}},
+    ]}, sort_keys=True)
+
+
+def kubeconfig(cluster_name: str, endpoint: str, ca_data: str, region: str, profile: str | None = None,
+               role_arn: str | None = None) -> str:
+    """Authenticates with `aws eks get-token`, as the same profile and role as the stack's AWS provider: a
+    token minted for another principal is Unauthorized."""
+    args = ["eks", "get-token", "--cluster-name", cluster_name, "--region", region]
+    if role_arn:
+        args += ["--role-arn", role_arn]
+    user: dict = {"command": "aws", "args": args}
+    if profile:
+        user["env"] = [{"name": "AWS_PROFILE", "value": profile}]
+    return exec_kubeconfig(cluster_name, endpoint, ca_data, user)
+
+
+def _assume_role_policy(service: str, actions: tuple[str, ...] = ("sts:AssumeRole",)) -> str:
+    return json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"Service": service}, "Action": list(actions)}]})
+
+
+def _role(name: str, service: str, policies: tuple[str, ...], opts: pulumi.ResourceOptions,
+          actions: tuple[str, ...] = ("sts:AssumeRole",)) -> aws.iam.Role:
+    role = aws.iam.Role(name, assume_role_policy=_assume_role_policy(service, actions), opts=opts)
     for policy in policies:
         aws.iam.RolePolicyAttachment(
-            f"{name}-{policy}", role=role.name, policy_arn=f"arn:aws:iam::aws:policy/{policy}",
+            f"{name}-{policy.rsplit('/', 1)[-1]}", role=role.name, policy_arn=f"arn:aws:iam::aws:policy/{policy}",
             opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(parent=role)),
         )
     return role
@@ -74,8 +116,9 @@ class EksCluster(pulumi.ComponentResource):
         super().__init__("qwen2vl:clusters:EksCluster", name, None, opts)
         pool = gpu_pool_spec(cfg)
         system = system_pool_spec(cfg)
-        provider = aws.Provider("aws", region=cfg.region, default_tags={"tags": dict(pool.tags)},
-                                opts=pulumi.ResourceOptions(parent=self))
+        assume_roles = [aws.ProviderAssumeRoleArgs(role_arn=cfg.aws_role_arn)] if cfg.aws_role_arn else None
+        provider = aws.Provider("aws", region=cfg.region, profile=cfg.aws_profile, assume_roles=assume_roles,
+                                default_tags={"tags": dict(pool.tags)}, opts=pulumi.ResourceOptions(parent=self))
         self.cloud_provider = provider
         child = pulumi.ResourceOptions(parent=self, provider=provider)
         stateful = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(protect=cfg.protect))
@@ -87,75 +130,144 @@ class EksCluster(pulumi.ComponentResource):
             name,
             role_arn=cluster_role.arn,
             version=cfg.kubernetes_version,
+            # STANDARD: at the end of standard support EKS upgrades the cluster instead of moving it into
+            # extended support at $0.60 instead of $0.10 per cluster-hour
+            # (https://docs.aws.amazon.com/eks/latest/userguide/view-upgrade-policy.html).
+            upgrade_policy=aws.eks.ClusterUpgradePolicyArgs(support_type="STANDARD"),
             vpc_config=aws.eks.ClusterVpcConfigArgs(subnet_ids=subnet_ids),
-            access_config=aws.eks.ClusterAccessConfigArgs(authentication_mode="API_AND_CONFIG_MAP"),
+            access_config=aws.eks.ClusterAccessConfigArgs(authentication_mode="API_AND_CONFIG_MAP",
+                                                          bootstrap_cluster_creator_admin_permissions=True),
             opts=stateful,
         )
-        aws.eks.NodeGroup(
-            f"{name}-system",
-            cluster_name=self.cluster.name,
-            node_role_arn=node_role.arn,
-            subnet_ids=subnet_ids,
-            instance_types=[system.instance],
-            ami_type=SYSTEM_AMI_TYPE,
+        for index, principal in enumerate(cfg.admin_principals):
+            entry = aws.eks.AccessEntry(f"{name}-admin-{index}", cluster_name=self.cluster.name,
+                                        principal_arn=principal, type="STANDARD", opts=child)
+            aws.eks.AccessPolicyAssociation(
+                f"{name}-admin-{index}", cluster_name=self.cluster.name, principal_arn=principal,
+                policy_arn=CLUSTER_ADMIN_POLICY, access_scope={"type": "cluster"},
+                opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(parent=entry)))
+
+        self.system_node_group = self._node_group(
+            f"{name}-{system.name}", node_role, subnet_ids, system.tags, pool.disk_gb, child,
+            instance_types=[system.instance], ami_type=SYSTEM_AMI_TYPE,
             scaling_config=aws.eks.NodeGroupScalingConfigArgs(min_size=system.min_nodes, max_size=system.max_nodes,
                                                               desired_size=system.min_nodes),
-            opts=child,
         )
-        gpu = gpu_node_group_args(pool, name)
-        self.gpu_node_group = aws.eks.NodeGroup(
-            f"{name}-{pool.name}",
-            cluster_name=self.cluster.name,
-            node_role_arn=node_role.arn,
-            subnet_ids=subnet_ids,
-            instance_types=gpu["instance_types"],
-            ami_type=gpu["ami_type"],
-            capacity_type=gpu["capacity_type"],
-            disk_size=gpu["disk_size"],
-            labels=gpu["labels"],
-            taints=[aws.eks.NodeGroupTaintArgs(**taint) for taint in gpu["taints"]],
+        gpu = gpu_node_group_args(pool)
+        self.gpu_node_group = self._node_group(
+            f"{name}-{pool.name}", node_role, subnet_ids, pool.tags, pool.disk_gb,
+            # Cattle, not protected even in prod: a gpuType change replaces it, old group first, so the
+            # GPU quota never has to hold both.
+            pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(
+                delete_before_replace=True, ignore_changes=["scalingConfig.desiredSize"])),
+            instance_types=gpu["instance_types"], ami_type=gpu["ami_type"], capacity_type=gpu["capacity_type"],
+            labels=gpu["labels"], taints=[aws.eks.NodeGroupTaintArgs(**taint) for taint in gpu["taints"]],
             scaling_config=aws.eks.NodeGroupScalingConfigArgs(**gpu["scaling"]),
-            tags=gpu["tags"],
-            # The autoscaler owns the node count once the group exists.
-            opts=pulumi.ResourceOptions.merge(stateful, pulumi.ResourceOptions(
-                ignore_changes=["scalingConfig.desiredSize"])),
         )
+        self.addons = self._addons(name, child)
+        self.autoscaler_role = _role(f"{name}-cluster-autoscaler", POD_IDENTITY_PRINCIPAL, (), child,
+                                     ("sts:AssumeRole", "sts:TagSession"))
+        aws.iam.RolePolicy(f"{name}-cluster-autoscaler", role=self.autoscaler_role.id,
+                           policy=self.cluster.name.apply(cluster_autoscaler_policy),
+                           opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(parent=self.autoscaler_role)))
+        self.autoscaler_identity = aws.eks.PodIdentityAssociation(
+            f"{name}-cluster-autoscaler", cluster_name=self.cluster.name,
+            namespace=CLUSTER_AUTOSCALER_SERVICE_ACCOUNT[0], service_account=CLUSTER_AUTOSCALER_SERVICE_ACCOUNT[1],
+            role_arn=self.autoscaler_role.arn, opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(
+                depends_on=[self.addons["eks-pod-identity-agent"]])))
         self.kubeconfig = pulumi.Output.secret(pulumi.Output.all(
             self.cluster.name, self.cluster.endpoint, self.cluster.certificate_authority.data
-        ).apply(lambda parts: kubeconfig(parts[0], parts[1], parts[2], cfg.region)))
+        ).apply(lambda parts: kubeconfig(parts[0], parts[1], parts[2], cfg.region, cfg.aws_profile, cfg.aws_role_arn)))
         self.register_outputs({"clusterName": self.cluster.name, "gpuNodeGroup": self.gpu_node_group.node_group_name})
+
+    def _node_group(self, name: str, node_role: aws.iam.Role, subnet_ids, tags: dict[str, str], disk_gb: int,
+                    opts: pulumi.ResourceOptions, **args) -> aws.eks.NodeGroup:
+        template = aws.ec2.LaunchTemplate(name, **launch_template_args(disk_gb, tags), opts=opts)
+        return aws.eks.NodeGroup(
+            name, cluster_name=self.cluster.name, node_role_arn=node_role.arn, subnet_ids=subnet_ids,
+            launch_template=aws.eks.NodeGroupLaunchTemplateArgs(id=template.id,
+                                                                version=template.latest_version.apply(str)),
+            tags=dict(tags), opts=opts, **args)
+
+    def _addons(self, name: str, child: pulumi.ResourceOptions) -> dict[str, aws.eks.Addon]:
+        """The managed add-ons of infra/platform/addons.py, after the system nodes that run their pods."""
+        ebs_role = _role(f"{name}-ebs-csi", POD_IDENTITY_PRINCIPAL, (EBS_CSI_POLICY,), child,
+                         ("sts:AssumeRole", "sts:TagSession"))
+        after_nodes = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[self.system_node_group]))
+        addons: dict[str, aws.eks.Addon] = {}
+        for addon in eks_managed_addons():
+            identity = None
+            if addon.name == "aws-ebs-csi-driver":
+                identity = [aws.eks.AddonPodIdentityAssociationArgs(
+                    role_arn=ebs_role.arn, service_account=EBS_CSI_CONTROLLER_SERVICE_ACCOUNT[1])]
+            depends = [addons[n] for n in addon.after]
+            addons[addon.name] = aws.eks.Addon(
+                f"{name}-{addon.name}", cluster_name=self.cluster.name, addon_name=addon.name,
+                configuration_values=json.dumps(addon.configuration, sort_keys=True) if addon.configuration else None,
+                # EKS installs vpc-cni itself; the managed add-on takes its settings over.
+                resolve_conflicts_on_create="OVERWRITE", pod_identity_associations=identity,
+                opts=pulumi.ResourceOptions.merge(after_nodes, pulumi.ResourceOptions(depends_on=depends)))
+        return addons
 
     def _network(self, name: str, cfg: StackConfig, child, stateful) -> pulumi.Input[list[str]]:
         if cfg.subnet_ids:
             return list(cfg.subnet_ids)
-        zones = aws.get_availability_zones_output(state="available", opts=pulumi.InvokeOutputOptions(parent=self,
-                                                  provider=child.provider))
-        names = zones.names if not cfg.zones else pulumi.Output.from_input(list(cfg.zones))
+        if cfg.zones:
+            names = pulumi.Output.from_input(list(cfg.zones))
+        else:
+            names = aws.get_availability_zones_output(
+                state="available", opts=pulumi.InvokeOutputOptions(parent=self, provider=child.provider)).names
         vpc = aws.ec2.Vpc(f"{name}-vpc", cidr_block=VPC_CIDR, enable_dns_hostnames=True, enable_dns_support=True,
                           opts=stateful)
         gateway = aws.ec2.InternetGateway(f"{name}-igw", vpc_id=vpc.id, opts=child)
-        routes = aws.ec2.RouteTable(
+        public_routes = aws.ec2.RouteTable(
             f"{name}-public", vpc_id=vpc.id,
             routes=[aws.ec2.RouteTableRouteArgs(cidr_block="0.0.0.0/0", gateway_id=gateway.id)], opts=child,
         )
-        subnet_ids = []
-        for index in range(SUBNET_COUNT):
-            subnet = aws.ec2.Subnet(
-                f"{name}-public-{index}",
-                vpc_id=vpc.id,
-                cidr_block=f"10.42.{index * 64}.0/18",
-                availability_zone=names.apply(lambda zs, i=index: zs[i % len(zs)]),
-                map_public_ip_on_launch=True,
-                tags={"kubernetes.io/role/elb": "1"},
-                opts=child,
-            )
-            aws.ec2.RouteTableAssociation(f"{name}-public-{index}", subnet_id=subnet.id, route_table_id=routes.id,
-                                          opts=child)
-            subnet_ids.append(subnet.id)
-        return subnet_ids
+        public = [self._subnet(f"{name}-public-{i}", vpc, names, i, i, public_routes, True, child)
+                  for i in range(MIN_ZONES)]
+        if cfg.public_nodes:
+            return [subnet.id for subnet in public]
+        # Nodes without public IPs reach the hub, ECR and the EKS endpoint through one NAT gateway.
+        address = aws.ec2.Eip(f"{name}-nat", domain="vpc", opts=child)
+        nat = aws.ec2.NatGateway(f"{name}-nat", allocation_id=address.id, subnet_id=public[0].id, opts=child)
+        private_routes = aws.ec2.RouteTable(
+            f"{name}-private", vpc_id=vpc.id,
+            routes=[aws.ec2.RouteTableRouteArgs(cidr_block="0.0.0.0/0", nat_gateway_id=nat.id)], opts=child,
+        )
+        return [self._subnet(f"{name}-private-{i}", vpc, names, i, MIN_ZONES + i, private_routes, False, child).id
+                for i in range(MIN_ZONES)]
+
+    @staticmethod
+    def _subnet(name: str, vpc, zone_names, zone_index: int, block: int, routes, public: bool, child) -> aws.ec2.Subnet:
+        subnet = aws.ec2.Subnet(
+            name, vpc_id=vpc.id, cidr_block=f"10.42.{block * 64}.0/18",
+            availability_zone=zone_names.apply(lambda zs: zs[zone_index]),
+            map_public_ip_on_launch=public,
+            # Load balancers: internet-facing ones in public subnets, internal ones in private subnets.
+            tags={"kubernetes.io/role/elb" if public else "kubernetes.io/role/internal-elb": "1"}, opts=child,
+        )
+        aws.ec2.RouteTableAssociation(name, subnet_id=subnet.id, route_table_id=routes.id, opts=child)
+        return subnet
 
 
 def create(cfg: StackConfig) -> ClusterHandle:
     eks = EksCluster("qwen2vl", cfg)
-    return managed_cluster_handle(cfg, eks, eks.cluster.name, eks.gpu_node_group, eks.gpu_node_group.node_group_name,
-                                  provides_device_plugin=False)
+    handle = managed_cluster_handle(
+        cfg, eks, eks.cluster.name, eks.gpu_node_group.node_group_name,
+        nodes=[eks.system_node_group, eks.gpu_node_group, *eks.addons.values()],
+        provides_device_plugin=False)
+    k8s_child = pulumi.ResourceOptions(parent=eks, provider=handle.provider)
+    # The model volume's class: the EBS CSI driver's gp3 (EKS >= 1.30 makes no default class, and gp2's
+    # in-tree provisioner is served only by this driver; docs.aws.amazon.com/eks/latest/userguide/ebs-csi-migration-faq.html).
+    manifest = GP3_STORAGE_CLASS
+    storage_class = k8s.storage.v1.StorageClass(
+        manifest["metadata"]["name"], metadata=manifest["metadata"], provisioner=manifest["provisioner"],
+        parameters=manifest["parameters"], volume_binding_mode=manifest["volumeBindingMode"],
+        reclaim_policy=manifest["reclaimPolicy"], allow_volume_expansion=manifest["allowVolumeExpansion"],
+        opts=pulumi.ResourceOptions.merge(k8s_child, pulumi.ResourceOptions(
+            depends_on=[eks.addons["aws-ebs-csi-driver"]])))
+    handle.ready.append(storage_class)
+    ClusterAutoscaler("cluster-autoscaler", handle.provider, eks.cluster.name, cfg.region,
+                      after=[eks.autoscaler_identity, eks.system_node_group])
+    return handle

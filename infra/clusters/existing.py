@@ -1,7 +1,7 @@
 """A cluster made elsewhere (including kind/k3d for CPU trials), reached through a kubeconfig context.
 
-GPU nodes must carry the pool labels and taint that the cloud targets set (see docs/clusters.md):
-  kubectl label node NODE qwen2vl.io/gpu-pool=gpu qwen2vl.io/gpu-type=<gpuType>
+GPU nodes must carry the pool labels and taint that the cloud targets set (see docs/clusters/existing.md):
+  kubectl label node NODE qwen2vl.io/gpu-pool=gpu qwen2vl.io/gpu-type=<gpuType> nvidia.com/gpu.present=true
   kubectl taint node NODE nvidia.com/gpu=present:NoSchedule
 """
 
@@ -24,5 +24,5 @@ def create(cfg: StackConfig) -> ClusterHandle:
         gpu_pool_name=pool.name,
         kubeconfig=None,
         provides_device_plugin=False,
-        gpu_pool_ready=[provider],
+        ready=[provider],
     )

@@ -1,4 +1,5 @@
-"""GKE: a regional cluster without its default pool, a system pool and the GPU pool from the pool spec."""
+"""GKE: a regional cluster without its default pool, a system pool and the GPU pool from the pool spec,
+both in the zones that offer the GPU, on a node service account of their own with Workload Identity."""
 
 from __future__ import annotations
 
@@ -7,10 +8,27 @@ import pulumi_gcp as gcp
 
 from infra.clusters import ClusterHandle, managed_cluster_handle
 from infra.clusters.kubeconfig import exec_kubeconfig
-from infra.nodepool import GpuPoolSpec, gpu_pool_spec, system_pool_spec
 from infra.config import StackConfig
+from infra.nodepool import GpuPoolSpec, gpu_pool_initial_nodes_per_zone, gpu_pool_spec, gpu_pool_zones, \
+    system_pool_spec
 
 OAUTH_SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
+# What a new project must have on before the cluster, the node pools and the image registry exist. Left on
+# at destroy: turning an API off breaks whatever else in the project uses it.
+REQUIRED_APIS = ("compute.googleapis.com", "container.googleapis.com", "artifactregistry.googleapis.com")
+# The least a node needs: pull images, write logs and metrics and their resource metadata
+# (https://cloud.google.com/kubernetes-engine/docs/how-to/hardening-your-cluster#use_least_privilege_sa).
+NODE_ROLES = ("roles/artifactregistry.reader", "roles/logging.logWriter", "roles/monitoring.metricWriter",
+              "roles/stackdriver.resourceMetadata.writer")
+NODE_SERVICE_ACCOUNT = "qwen2vl-gke-nodes"
+# Dataplane V2 (Cilium) enforces NetworkPolicy; without it or network_policy GKE enforces none
+# (https://cloud.google.com/kubernetes-engine/docs/concepts/dataplane-v2).
+DATAPATH = "ADVANCED_DATAPATH"
+# Pods see the GKE metadata server, which serves Workload Identity tokens, not the node's credentials.
+WORKLOAD_METADATA = {"mode": "GKE_METADATA"}
+# The system pool: one node in each of the GPU pool's zones. Regional like the cluster, so the Ray head
+# and the operator survive a zone outage; and a second node gives an upgrade's second Ray head room.
+SYSTEM_NODES_PER_ZONE = 1
 
 
 def gpu_node_config(pool: GpuPoolSpec) -> dict:
@@ -19,7 +37,7 @@ def gpu_node_config(pool: GpuPoolSpec) -> dict:
         "machine_type": pool.shape.instance,
         "spot": pool.spot,
         "disk_size_gb": pool.disk_gb,
-        "labels": dict(pool.labels),
+        "labels": pool.node_labels,
         "resource_labels": dict(pool.tags),
         "taints": [pool.cloud_taint()],
         # GKE installs the driver and its own device plugin when asked to.
@@ -29,6 +47,7 @@ def gpu_node_config(pool: GpuPoolSpec) -> dict:
             "gpu_driver_installation_config": {"gpu_driver_version": "LATEST"},
         }],
         "oauth_scopes": OAUTH_SCOPES,
+        "workload_metadata_config": WORKLOAD_METADATA,
     }
 
 
@@ -42,32 +61,47 @@ class GkeCluster(pulumi.ComponentResource):
     def __init__(self, name: str, cfg: StackConfig, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("qwen2vl:clusters:GkeCluster", name, None, opts)
         pool = gpu_pool_spec(cfg)
+        zones = list(gpu_pool_zones(cfg))
         provider = gcp.Provider("gcp", project=cfg.gcp_project, region=cfg.region,
                                 default_labels=dict(pool.tags), opts=pulumi.ResourceOptions(parent=self))
         self.cloud_provider = provider
         child = pulumi.ResourceOptions(parent=self, provider=provider)
         stateful = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(protect=cfg.protect))
-        zones = list(cfg.zones) or None
+        self.apis = [gcp.projects.Service(api.split(".")[0], service=api, disable_on_destroy=False, opts=child)
+                     for api in REQUIRED_APIS]
+        after_apis = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=self.apis))
+        node_account = self._node_account(cfg, after_apis)
+        network_ready = [] if cfg.public_nodes else [self._cloud_nat(name, cfg, after_apis)]
         self.cluster = gcp.container.Cluster(
             name,
             location=cfg.region,
             node_locations=zones,
+            # A minor the REGULAR channel offers (checked against infra/clusters/kubernetes_versions.yaml);
+            # the channel picks the patch and upgrades within its support window.
             min_master_version=cfg.kubernetes_version,
             remove_default_node_pool=True,
             initial_node_count=1,
             networking_mode="VPC_NATIVE",
             ip_allocation_policy=gcp.container.ClusterIpAllocationPolicyArgs(),
+            datapath_provider=DATAPATH,
+            workload_identity_config=gcp.container.ClusterWorkloadIdentityConfigArgs(
+                workload_pool=f"{cfg.gcp_project}.svc.id.goog"),
+            private_cluster_config=None if cfg.public_nodes else gcp.container.ClusterPrivateClusterConfigArgs(
+                enable_private_nodes=True, enable_private_endpoint=False),
             release_channel=gcp.container.ClusterReleaseChannelArgs(channel="REGULAR"),
             deletion_protection=cfg.protect,
-            opts=stateful,
+            opts=pulumi.ResourceOptions.merge(stateful, pulumi.ResourceOptions(
+                depends_on=[*self.apis, *network_ready])),
         )
-        gcp.container.NodePool(
+        self.system_pool = gcp.container.NodePool(
             f"{name}-system",
             cluster=self.cluster.id,
             location=cfg.region,
-            node_count=1,
-            node_config=gcp.container.NodePoolNodeConfigArgs(machine_type=system_pool_spec(cfg).instance,
-                                                             oauth_scopes=OAUTH_SCOPES),
+            node_locations=zones,
+            node_count=SYSTEM_NODES_PER_ZONE,
+            node_config=gcp.container.NodePoolNodeConfigArgs(
+                machine_type=system_pool_spec(cfg).instance, service_account=node_account.email,
+                oauth_scopes=OAUTH_SCOPES, workload_metadata_config=WORKLOAD_METADATA),
             opts=child,
         )
         node = gpu_node_config(pool)
@@ -77,7 +111,7 @@ class GkeCluster(pulumi.ComponentResource):
             cluster=self.cluster.id,
             location=cfg.region,
             node_locations=zones,
-            initial_node_count=pool.min_nodes,
+            initial_node_count=gpu_pool_initial_nodes_per_zone(cfg),
             # GKE's own autoscaler scales the pool, to zero when idle where min_nodes is 0.
             autoscaling=gcp.container.NodePoolAutoscalingArgs(total_min_node_count=pool.min_nodes,
                                                               total_max_node_count=pool.max_nodes),
@@ -95,17 +129,41 @@ class GkeCluster(pulumi.ComponentResource):
                         **accelerator["gpu_driver_installation_config"]),
                 )],
                 oauth_scopes=node["oauth_scopes"],
+                service_account=node_account.email,
+                workload_metadata_config=node["workload_metadata_config"],
             ),
-            opts=pulumi.ResourceOptions.merge(stateful, pulumi.ResourceOptions(ignore_changes=["initialNodeCount"])),
+            # Cattle, not protected even in prod: a gpuType change replaces the pool, old one first, so the
+            # GPU quota never has to hold both.
+            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(
+                delete_before_replace=True, ignore_changes=["initialNodeCount"])),
         )
         self.kubeconfig = pulumi.Output.secret(pulumi.Output.all(
             self.cluster.name, self.cluster.endpoint, self.cluster.master_auth.cluster_ca_certificate
         ).apply(lambda parts: kubeconfig(parts[0], parts[1], parts[2])))
         self.register_outputs({"clusterName": self.cluster.name, "gpuPool": self.gpu_pool.name})
 
+    def _node_account(self, cfg: StackConfig, opts: pulumi.ResourceOptions) -> gcp.serviceaccount.Account:
+        """The nodes' own service account with the least roles, instead of the project's default compute
+        account (Editor, or no roles at all where the organisation turns automatic grants off)."""
+        account = gcp.serviceaccount.Account(NODE_SERVICE_ACCOUNT, account_id=NODE_SERVICE_ACCOUNT,
+                                             display_name="qwen2vl GKE nodes", opts=opts)
+        for role in NODE_ROLES:
+            gcp.projects.IAMMember(f"{NODE_SERVICE_ACCOUNT}-{role.split('/')[1]}", project=cfg.gcp_project,
+                                   role=role, member=account.member,
+                                   opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(parent=account)))
+        return account
+
+    def _cloud_nat(self, name: str, cfg: StackConfig, opts: pulumi.ResourceOptions) -> gcp.compute.RouterNat:
+        """Private nodes reach the model hub and registries through Cloud NAT on the default network."""
+        router = gcp.compute.Router(f"{name}-nat", network="default", region=cfg.region, opts=opts)
+        return gcp.compute.RouterNat(
+            f"{name}-nat", router=router.name, region=cfg.region, nat_ip_allocate_option="AUTO_ONLY",
+            source_subnetwork_ip_ranges_to_nat="ALL_SUBNETWORKS_ALL_IP_RANGES",
+            opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(parent=router)))
+
 
 def create(cfg: StackConfig) -> ClusterHandle:
     gke = GkeCluster("qwen2vl", cfg)
     # GKE installs the NVIDIA driver and device plugin on GPU nodes itself.
-    return managed_cluster_handle(cfg, gke, gke.cluster.name, gke.gpu_pool, gke.gpu_pool.name,
-                                  provides_device_plugin=True)
+    return managed_cluster_handle(cfg, gke, gke.cluster.name, gke.gpu_pool.name,
+                                  nodes=[gke.system_pool, gke.gpu_pool], provides_device_plugin=True)

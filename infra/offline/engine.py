@@ -51,6 +51,7 @@ class RecordedResource:
     provider: str | None
     depends_on: list[str]
     read: bool = False  # read with Resource.get, not managed
+    delete_before_replace: bool = False
 
     @property
     def key(self) -> str:
@@ -67,6 +68,7 @@ class RecordedResource:
             "provider": self.provider,
             "dependsOn": self.depends_on,
             "read": self.read,
+            "deleteBeforeReplace": self.delete_before_replace,
             "inputs": self.inputs,
         }
 
@@ -137,6 +139,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                 retain_on_delete=bool(request.retainOnDelete),
                 provider=provider,
                 depends_on=sorted(_urn_key(urn) for urn in request.dependencies),
+                delete_before_replace=bool(request.deleteBeforeReplace),
             )
         )
         return super().RegisterResource(request)

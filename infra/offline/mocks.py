@@ -68,6 +68,16 @@ def _iam_role(name: str, inputs: dict) -> dict:
     return {**_named(name, inputs), "arn": f"arn:aws:iam::000000000000:role/{name}"}
 
 
+def _launch_template(name: str, inputs: dict) -> dict:
+    # EC2 numbers a launch template's versions from 1.
+    return {**_named(name, inputs), "latestVersion": 1}
+
+
+def _service_account(name: str, inputs: dict) -> dict:
+    email = f"{inputs['accountId']}@offline-project.iam.gserviceaccount.com"
+    return {"email": email, "member": f"serviceAccount:{email}"}
+
+
 KUBERNETES_TYPES = (
     "pulumi:providers:kubernetes",
     "kubernetes:core/v1:Namespace",
@@ -79,9 +89,11 @@ KUBERNETES_TYPES = (
     "kubernetes:rbac.authorization.k8s.io/v1:Role",
     "kubernetes:rbac.authorization.k8s.io/v1:RoleBinding",
     "kubernetes:networking.k8s.io/v1:NetworkPolicy",
+    "kubernetes:storage.k8s.io/v1:StorageClass",
     "kubernetes:networking.k8s.io/v1:Ingress",
+    "kubernetes:policy/v1:PodDisruptionBudget",
     "kubernetes:ray.io/v1:RayService",
-    "kubernetes:monitoring.coreos.com/v1:ServiceMonitor",
+    "kubernetes:monitoring.coreos.com/v1:PrometheusRule",
     "kubernetes:monitoring.coreos.com/v1:PodMonitor",
 )
 
@@ -106,11 +118,24 @@ RESOURCE_OUTPUTS: dict[str, Outputs] = {
     "aws:ec2/subnet:Subnet": _same,
     "aws:iam/role:Role": _iam_role,
     "aws:iam/rolePolicyAttachment:RolePolicyAttachment": _same,
+    "aws:iam/rolePolicy:RolePolicy": _same,
+    "aws:ec2/eip:Eip": _same,
+    "aws:ec2/natGateway:NatGateway": _same,
+    "aws:ec2/launchTemplate:LaunchTemplate": _launch_template,
+    "aws:eks/addon:Addon": _same,
+    "aws:eks/podIdentityAssociation:PodIdentityAssociation": _same,
+    "aws:eks/accessEntry:AccessEntry": _same,
+    "aws:eks/accessPolicyAssociation:AccessPolicyAssociation": _same,
     "aws:eks/cluster:Cluster": _eks_cluster,
     "aws:eks/nodeGroup:NodeGroup": lambda name, inputs: _named(name, inputs, "nodeGroupName"),
     "pulumi:providers:gcp": _same,
     "gcp:container/cluster:Cluster": _gke_cluster,
     "gcp:container/nodePool:NodePool": _named,
+    "gcp:projects/service:Service": _same,
+    "gcp:serviceaccount/account:Account": _service_account,
+    "gcp:projects/iAMMember:IAMMember": _same,
+    "gcp:compute/router:Router": _named,
+    "gcp:compute/routerNat:RouterNat": _same,
     "pulumi:providers:docker-build": _same,
     "docker-build:index:Image": _docker_image,
     "aws:ecr/repository:Repository": _ecr_repository,

@@ -6,14 +6,44 @@ one function per release, so both read the same values."""
 
 from __future__ import annotations
 
-from infra.nodepool import GPU_TAINT, GpuPlacement
+from typing import Any
+
+from infra.nodepool import GPU_PRESENT_LABEL, GPU_TAINT, GpuPlacement
+from infra.platform.addons import CLUSTER_AUTOSCALER_SERVICE_ACCOUNT
 
 
 def device_plugin_values(placement: GpuPlacement) -> dict:
-    """nvidia-device-plugin: runs only on the GPU pool, through its labels and its taint."""
+    """nvidia-device-plugin: runs only on the GPU pool, through its labels and its taint. The chart's own
+    default affinity (values.yaml of 0.17.0) requires NFD labels or nvidia.com/gpu.present=true; we replace
+    it with the one term our GPU pools satisfy (they carry GPU_PRESENT_LABEL, infra/nodepool.py), so the
+    DaemonSet's placement does not hang on a chart default. Helm merges maps key by key and replaces lists,
+    so nodeSelectorTerms here is the whole list."""
     return {
         "nodeSelector": dict(placement.node_selector),
+        "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+            {"matchExpressions": [{"key": GPU_PRESENT_LABEL, "operator": "In", "values": ["true"]}]}]}}},
         "tolerations": [{"key": GPU_TAINT["key"], "operator": "Exists", "effect": GPU_TAINT["effect"]}],
+    }
+
+
+def cluster_autoscaler_values(cluster_name: Any, region: str) -> dict:
+    """cluster-autoscaler (EKS): finds the node groups by the tags EKS puts on their Auto Scaling groups,
+    k8s.io/cluster-autoscaler/enabled and k8s.io/cluster-autoscaler/<cluster name> (the cluster's real,
+    generated name); runs as the service account that EKS Pod Identity gives its IAM role; on the system
+    pool (no GPU toleration). `cluster_name` may be a Pulumi Output."""
+    namespace, account = CLUSTER_AUTOSCALER_SERVICE_ACCOUNT
+    return {
+        "cloudProvider": "aws",
+        "awsRegion": region,
+        "autoDiscovery": {"clusterName": cluster_name},
+        "rbac": {"serviceAccount": {"create": True, "name": account}},
+        "extraArgs": {
+            # The GPU pool's node is idle after its pods are gone; scale it away after 10 minutes.
+            "scale-down-unneeded-time": "10m",
+            "balance-similar-node-groups": "true",
+            "skip-nodes-with-system-pods": "false",
+        },
+        "resources": {"requests": {"cpu": "100m", "memory": "300Mi"}, "limits": {"memory": "300Mi"}},
     }
 
 

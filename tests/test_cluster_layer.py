@@ -1,0 +1,381 @@
+"""The cluster layer as a real `pulumi up` meets it (issue #13): what EKS and GKE would refuse, and what they
+would accept but then never schedule, bind, scale, tag or enforce. The real program runs under the strict
+recording mocks (infra/offline); the assertions read the recorded inputs after it ran."""
+
+import json
+from datetime import date
+
+import pytest
+import yaml
+
+from infra import outputs as output_names
+from infra import pins
+from infra.clusters.aws import kubeconfig as eks_kubeconfig
+from infra.clusters.versions import check_kubernetes_version, supported_versions
+from infra.config import KEYS_BY_NAME, ConfigError
+from infra.nodepool import GPU_NODE_DISK_GB, GPU_PRESENT_LABEL, gpu_pool_spec, gpu_pool_zones, system_pool_spec
+from infra.offline.engine import read_stack_config, run_plan
+from infra.offline.mocks import _fake_id
+from infra.placement.charts import release_pods
+from infra.placement.scheduler import matches_node_affinity
+from tests.conftest import REPO_ROOT, make_config, write_stack
+
+TODAY = date(2026, 11, 27)  # the day the support table was read
+_VARIANTS = {}
+
+
+def variant(tmp_path_factory, base_stack, **overrides):
+    """The plan of a committed stack with some keys changed (computed once per session)."""
+    key = (base_stack, tuple(sorted(overrides.items())))
+    if key not in _VARIANTS:
+        config = yaml.safe_load((REPO_ROOT / f"Pulumi.{base_stack}.yaml").read_text())["config"]
+        config.update({f"qwen2vl:{k}": v for k, v in overrides.items()})
+        directory = write_stack(tmp_path_factory.mktemp("stack"), "variant", config)
+        _VARIANTS[key] = run_plan("variant", directory)
+    return _VARIANTS[key]
+
+
+def ok(result):
+    assert result.ok, result.error
+    return result
+
+
+def all_of(result, type_token):
+    return [r for r in result.resources if r.type == type_token]
+
+
+def one(result, type_token, name=None):
+    matches = [r for r in all_of(result, type_token) if name is None or r.name == name]
+    assert len(matches) == 1, [r.name for r in all_of(result, type_token)]
+    return matches[0]
+
+
+def mock_id(resource):
+    """The id the strict mocks give a resource (what another resource's input refers to)."""
+    return f"{resource.name}-{_fake_id(resource.type, resource.name)}"
+
+
+def transitive_dependencies(result, key):
+    by_key = {r.key: r for r in result.resources}
+    children = {}
+    for r in result.resources:
+        children.setdefault(r.parent, []).append(r.key)
+    seen, todo = set(), [key]
+    while todo:
+        current = by_key[todo.pop()]
+        for dep in current.depends_on + ([current.parent] if current.parent else []):
+            if dep not in seen:
+                seen.add(dep)
+                todo.append(dep)
+                todo.extend(children.get(dep, []))  # a component stands for its children
+    return seen
+
+
+# 1. Kubernetes version ---------------------------------------------------------------------------------------
+
+def test_default_version_is_one_both_clouds_support_today():
+    default = KEYS_BY_NAME["kubernetesVersion"].default
+    assert default in supported_versions("aws", TODAY) and default in supported_versions("gcp", TODAY)
+    for cloud, extra in (("aws", {"region": "us-east-1", "gpuType": "L4"}),
+                         ("gcp", {"region": "us-central1", "gcpProject": "my-gpu-project"})):
+        assert check_kubernetes_version(make_config(cloud=cloud, **extra), TODAY) is None
+
+
+def test_eks_cluster_runs_the_supported_default_with_standard_support_only(plan_of):
+    cluster = one(ok(plan_of("eval")), "aws:eks/cluster:Cluster")
+    assert cluster.inputs["version"] == "1.35"
+    assert cluster.inputs["upgradePolicy"] == {"supportType": "STANDARD"}
+    gke = one(ok(plan_of("staging")), "gcp:container/cluster:Cluster")
+    assert gke.inputs["minMasterVersion"] in supported_versions("gcp", TODAY)
+
+
+def test_version_past_end_of_support_is_refused_before_any_resource(tmp_path_factory):
+    result = variant(tmp_path_factory, "eval", kubernetesVersion="1.31")
+    assert not result.ok
+    assert "qwen2vl:kubernetesVersion" in result.error and "2025-11-26" in result.error
+    assert "1.35" in result.error  # the supported choices
+    assert not [r for r in result.resources if r.custom]
+
+
+@pytest.mark.parametrize("cloud, version, today, expected", [
+    ("aws", "1.34", date(2026, 9, 1), None),
+    ("aws", "1.34", TODAY, "warning"),            # standard support ends 2026-12-02, 5 days later
+    ("aws", "1.34", date(2026, 12, 3), "error"),
+    ("aws", "1.31", TODAY, "error"),               # extended support ended 2026-11-26
+    ("gcp", "1.35", date(2027, 2, 10), "warning"),  # 60 days before 2027-04-11
+    ("gcp", "1.35", date(2027, 4, 12), "error"),
+    ("gcp", "1.34", TODAY, "error"),               # GKE standard support ended 2026-10-01
+    ("aws", "1.29", TODAY, "error"),               # not in the table at all
+])
+def test_version_support_window_with_injected_today(cloud, version, today, expected):
+    extra = {"region": "us-east-1", "gpuType": "L4"} if cloud == "aws" else {
+        "region": "us-central1", "gcpProject": "my-gpu-project"}
+    cfg = make_config(cloud=cloud, kubernetesVersion=version, **extra)
+    if expected == "error":
+        with pytest.raises(ConfigError) as error:
+            check_kubernetes_version(cfg, today)
+        assert error.value.key == "kubernetesVersion"
+        assert ", ".join(supported_versions(cloud, today)) in str(error.value)
+    else:
+        warning = check_kubernetes_version(cfg, today)
+        assert (warning is None) == (expected is None)
+        if warning:
+            assert "kubernetesVersion" in warning and version in warning
+
+
+# 2. EKS storage ------------------------------------------------------------------------------------------------
+
+def test_eks_installs_the_ebs_csi_driver_with_its_own_role_and_a_gp3_class(plan_of):
+    result = ok(plan_of("eval"))
+    addon = one(result, "aws:eks/addon:Addon", "qwen2vl-aws-ebs-csi-driver")
+    role = one(result, "aws:iam/role:Role", "qwen2vl-ebs-csi")
+    trust = json.loads(role.inputs["assumeRolePolicy"])["Statement"][0]
+    assert trust["Principal"] == {"Service": "pods.eks.amazonaws.com"} and "sts:TagSession" in trust["Action"]
+    assert addon.inputs["podIdentityAssociations"] == [
+        {"roleArn": "arn:aws:iam::000000000000:role/qwen2vl-ebs-csi", "serviceAccount": "ebs-csi-controller-sa"}]
+    attached = {r.inputs["policyArn"] for r in all_of(result, "aws:iam/rolePolicyAttachment:RolePolicyAttachment")
+                if r.parent == role.key}
+    assert attached == {"arn:aws:iam::aws:policy/service-role/AmazonEBSCSIDriverPolicy"}
+    # The pod identity agent runs before the driver that needs it.
+    assert "aws:eks/addon:Addon::qwen2vl-eks-pod-identity-agent" in addon.depends_on
+    storage_class = one(result, "kubernetes:storage.k8s.io/v1:StorageClass")
+    assert storage_class.inputs["provisioner"] == "ebs.csi.aws.com"
+    assert storage_class.inputs["parameters"]["type"] == "gp3"
+    assert storage_class.inputs["volumeBindingMode"] == "WaitForFirstConsumer"
+    assert read_stack_config("eval").storage_class == storage_class.inputs["metadata"]["name"]
+
+
+def test_what_mounts_a_volume_comes_after_the_driver_and_its_class(plan_of):
+    result = ok(plan_of("eval"))
+    deps = transitive_dependencies(result, "kubernetes:ray.io/v1:RayService::rayservice-qwen2vl")
+    assert "aws:eks/addon:Addon::qwen2vl-aws-ebs-csi-driver" in deps
+    assert "kubernetes:storage.k8s.io/v1:StorageClass::gp3" in deps
+
+
+# 3. GPUs advertised --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("stack", ["eval", "staging"])
+def test_device_plugin_daemonset_matches_the_gpu_nodes(plan_of, stack):
+    """The Helm release's values as the program sends them, merged over the chart's defaults (vendored from
+    nvidia-device-plugin 0.17.0 values.yaml), against the labels the cloud puts on the GPU nodes."""
+    result = ok(plan_of(stack))
+    if stack == "eval":
+        labels = one(result, "aws:eks/nodeGroup:NodeGroup", "qwen2vl-gpu").inputs["labels"]
+        release = one(result, "kubernetes:helm.sh/v3:Release", "nvidia-device-plugin")
+        pod = release_pods("nvidia-device-plugin", release.inputs["values"]).pod_spec
+        assert matches_node_affinity(pod, labels)
+        assert all(labels.get(k) == v for k, v in pod["nodeSelector"].items())
+    else:  # GKE runs its own plugin; the label is still there for anything that selects on it
+        labels = one(result, "gcp:container/nodePool:NodePool", "qwen2vl-gpu").inputs["nodeConfig"]["labels"]
+    assert labels[GPU_PRESENT_LABEL] == "true"
+
+
+def test_existing_cluster_docs_name_the_gpu_label():
+    assert f"{GPU_PRESENT_LABEL}=true" in (REPO_ROOT / "docs/clusters/existing.md").read_text()
+
+
+# 4. Node autoscaling on EKS ------------------------------------------------------------------------------------
+
+def test_eks_cluster_autoscaler_discovers_the_clusters_real_name(plan_of):
+    result = ok(plan_of("eval"))
+    real_name = result.outputs[output_names.CLUSTER_NAME]
+    assert real_name != "qwen2vl" and real_name.startswith("qwen2vl-")  # autonamed by the provider
+    release = one(result, "kubernetes:helm.sh/v3:Release", "cluster-autoscaler")
+    assert release.inputs["version"] == pins.CLUSTER_AUTOSCALER_CHART_VERSION
+    assert release.inputs["values"]["autoDiscovery"]["clusterName"] == real_name
+    policy = json.loads(one(result, "aws:iam/rolePolicy:RolePolicy").inputs["policy"])
+    resize = [s for s in policy["Statement"] if "autoscaling:SetDesiredCapacity" in s["Action"]][0]
+    assert resize["Condition"] == {"StringEquals": {f"aws:ResourceTag/k8s.io/cluster-autoscaler/{real_name}": "owned"}}
+    assert "eks:DescribeNodegroup" in policy["Statement"][0]["Action"]  # labels and taints at zero nodes
+    identity = one(result, "aws:eks/podIdentityAssociation:PodIdentityAssociation")
+    assert (identity.inputs["namespace"], identity.inputs["serviceAccount"]) == (
+        release.inputs["namespace"], release.inputs["values"]["rbac"]["serviceAccount"]["name"])
+
+
+def test_eks_gpu_group_starts_at_gpu_nodes_min(plan_of):
+    """gpuNodesMin 0 (eval): no GPU node until a GPU pod is pending."""
+    group = one(ok(plan_of("eval")), "aws:eks/nodeGroup:NodeGroup", "qwen2vl-gpu")
+    assert group.inputs["scalingConfig"] == {"minSize": 0, "maxSize": 1, "desiredSize": 0}
+
+
+# 5. Cost tags where the cost is --------------------------------------------------------------------------------
+
+def test_eks_node_groups_tag_instances_volumes_and_interfaces(plan_of):
+    result = ok(plan_of("eval"))
+    templates = {mock_id(t): t for t in all_of(result, "aws:ec2/launchTemplate:LaunchTemplate")}
+    groups = all_of(result, "aws:eks/nodeGroup:NodeGroup")
+    assert len(groups) == 2
+    for group in groups:
+        assert "diskSize" not in group.inputs
+        template = templates[group.inputs["launchTemplate"]["id"]]
+        assert group.inputs["launchTemplate"]["version"] == "1"
+        specs = {spec["resourceType"]: spec["tags"] for spec in template.inputs["tagSpecifications"]}
+        assert set(specs) == {"instance", "volume", "network-interface"}
+        for tags in specs.values():
+            assert tags["ttl-hours"] == "4" and tags["cost-center"] and tags["stack"] == "eval"
+        root = template.inputs["blockDeviceMappings"][0]
+        assert root["deviceName"] == "/dev/xvda" and root["ebs"]["volumeSize"] == GPU_NODE_DISK_GB
+
+
+# 6. NetworkPolicy enforced -------------------------------------------------------------------------------------
+
+def test_network_policy_is_enforced_on_both_clouds(plan_of):
+    cni = one(ok(plan_of("eval")), "aws:eks/addon:Addon", "qwen2vl-vpc-cni")
+    assert json.loads(cni.inputs["configurationValues"]) == {"enableNetworkPolicy": "true"}
+    for stack in ("staging", "prod"):
+        assert one(ok(plan_of(stack)), "gcp:container/cluster:Cluster").inputs["datapathProvider"] == "ADVANCED_DATAPATH"
+
+
+# 7. GKE GPU pool placement -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("stack", ["staging", "prod"])
+def test_gke_pools_in_the_zones_that_offer_the_gpu_and_never_above_max(plan_of, stack):
+    result = ok(plan_of(stack))
+    cfg = read_stack_config(stack)
+    gpu = one(result, "gcp:container/nodePool:NodePool", "qwen2vl-gpu")
+    zones = gpu.inputs["nodeLocations"]
+    assert zones == ["us-central1-a", "us-central1-c"] == list(gpu_pool_zones(cfg))
+    assert gpu.inputs["initialNodeCount"] * len(zones) <= cfg.gpu_nodes_max
+    system = one(result, "gcp:container/nodePool:NodePool", "qwen2vl-system")
+    assert system.inputs["nodeLocations"] == zones and system.inputs["nodeCount"] == 1
+
+
+def test_gke_initial_count_per_zone_with_two_nodes_minimum(tmp_path_factory):
+    gpu = one(ok(variant(tmp_path_factory, "prod", gpuNodesMin=2, gpuNodesMax=2)), "gcp:container/nodePool:NodePool",
+              "qwen2vl-gpu")
+    assert gpu.inputs["initialNodeCount"] == 1 and len(gpu.inputs["nodeLocations"]) == 2
+
+
+def test_gke_zones_override_and_unknown_accelerator_region(tmp_path_factory):
+    gpu = one(ok(variant(tmp_path_factory, "staging", gpuType="L4", zones='["us-central1-b"]')),
+              "gcp:container/nodePool:NodePool", "qwen2vl-gpu")
+    assert gpu.inputs["nodeLocations"] == ["us-central1-b"]
+    refused = variant(tmp_path_factory, "staging", gpuType="L4")
+    assert not refused.ok and "qwen2vl:zones" in refused.error and "nvidia-l4" in refused.error
+
+
+# 8. GKE identities and APIs ------------------------------------------------------------------------------------
+
+def test_gke_nodes_run_as_their_own_least_privilege_account_with_workload_identity(plan_of):
+    result = ok(plan_of("staging"))
+    account = one(result, "gcp:serviceaccount/account:Account")
+    email = f"{account.inputs['accountId']}@offline-project.iam.gserviceaccount.com"
+    roles = {(m.inputs["role"], m.inputs["member"]) for m in all_of(result, "gcp:projects/iAMMember:IAMMember")}
+    assert roles == {(role, f"serviceAccount:{email}") for role in (
+        "roles/artifactregistry.reader", "roles/logging.logWriter", "roles/monitoring.metricWriter",
+        "roles/stackdriver.resourceMetadata.writer")}
+    for pool in all_of(result, "gcp:container/nodePool:NodePool"):
+        assert pool.inputs["nodeConfig"]["serviceAccount"] == email
+        assert pool.inputs["nodeConfig"]["workloadMetadataConfig"] == {"mode": "GKE_METADATA"}
+    cluster = one(result, "gcp:container/cluster:Cluster")
+    assert cluster.inputs["workloadIdentityConfig"] == {"workloadPool": "qwen2vl-staging.svc.id.goog"}
+    apis = all_of(result, "gcp:projects/service:Service")
+    assert {a.inputs["service"] for a in apis} == {
+        "container.googleapis.com", "compute.googleapis.com", "artifactregistry.googleapis.com"}
+    assert all(a.inputs["disableOnDestroy"] is False for a in apis)
+    assert {a.key for a in apis} <= set(cluster.depends_on)
+
+
+# 9. EKS access -------------------------------------------------------------------------------------------------
+
+def test_eks_admin_principals_get_access_entries(tmp_path_factory):
+    principals = ["arn:aws:iam::123456789012:role/ci", "arn:aws:iam::123456789012:role/reaper"]
+    result = ok(variant(tmp_path_factory, "eval", adminPrincipals=json.dumps(principals)))
+    entries = all_of(result, "aws:eks/accessEntry:AccessEntry")
+    assert sorted(e.inputs["principalArn"] for e in entries) == principals
+    associations = all_of(result, "aws:eks/accessPolicyAssociation:AccessPolicyAssociation")
+    assert sorted(a.inputs["principalArn"] for a in associations) == principals
+    for association in associations:
+        assert association.inputs["policyArn"] == "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
+        assert association.inputs["accessScope"] == {"type": "cluster"}
+
+
+def test_eks_provider_and_kubeconfig_use_the_configured_profile_and_role(tmp_path_factory):
+    role = "arn:aws:iam::123456789012:role/qwen2vl-deployer"
+    result = ok(variant(tmp_path_factory, "eval", awsProfile="ml-eval", awsRoleArn=role))
+    provider = one(result, "pulumi:providers:aws")
+    assert provider.inputs["profile"] == "ml-eval" and role in provider.inputs["assumeRoles"]
+    user = yaml.safe_load(eks_kubeconfig("c", "https://x", "Q0E=", "us-east-1", "ml-eval", role))["users"][0]["user"]
+    assert user["exec"]["env"] == [{"name": "AWS_PROFILE", "value": "ml-eval"}]
+    assert user["exec"]["args"][-2:] == ["--role-arn", role]
+
+
+# 10. EKS networking --------------------------------------------------------------------------------------------
+
+def test_eks_with_one_zone_is_a_config_error(tmp_path_factory):
+    result = variant(tmp_path_factory, "eval", zones='["us-east-1a"]')
+    assert not result.ok and "qwen2vl:zones" in result.error and "two availability zones" in result.error
+    assert not [r for r in result.resources if r.custom]
+
+
+def test_eks_nodes_are_private_unless_the_stack_opts_in(tmp_path_factory, plan_of):
+    result = ok(variant(tmp_path_factory, "eval", publicNodes=False))
+    subnets = {mock_id(s): s for s in all_of(result, "aws:ec2/subnet:Subnet")}
+    for group in all_of(result, "aws:eks/nodeGroup:NodeGroup"):
+        placed = [subnets[i] for i in group.inputs["subnetIds"]]
+        assert all(s.inputs["mapPublicIpOnLaunch"] is False for s in placed)
+        assert len({s.inputs["availabilityZone"] for s in placed}) == 2
+    nat = one(result, "aws:ec2/natGateway:NatGateway")
+    private_routes = one(result, "aws:ec2/routeTable:RouteTable", "qwen2vl-private")
+    assert private_routes.inputs["routes"][0]["natGatewayId"] == mock_id(nat)
+    # eval opts in to public nodes (no NAT gateway to pay for on short runs).
+    assert read_stack_config("eval").public_nodes and not all_of(ok(plan_of("eval")), "aws:ec2/natGateway:NatGateway")
+
+
+@pytest.mark.parametrize("stack", ["staging", "prod"])
+def test_gke_nodes_of_staging_and_prod_are_private_behind_cloud_nat(plan_of, stack):
+    result = ok(plan_of(stack))
+    cluster = one(result, "gcp:container/cluster:Cluster")
+    assert cluster.inputs["privateClusterConfig"]["enablePrivateNodes"] is True
+    nat = one(result, "gcp:compute/routerNat:RouterNat")
+    assert nat.key in cluster.depends_on
+    assert nat.inputs["sourceSubnetworkIpRangesToNat"] == "ALL_SUBNETWORKS_ALL_IP_RANGES"
+
+
+# 11. Ordering --------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("stack, system_pool", [
+    ("eval", "aws:eks/nodeGroup:NodeGroup::qwen2vl-system"),
+    ("staging", "gcp:container/nodePool:NodePool::qwen2vl-system"),
+])
+def test_provider_releases_and_workload_wait_for_the_system_pool(plan_of, stack, system_pool):
+    result = ok(plan_of(stack))
+    assert system_pool in one(result, "pulumi:providers:kubernetes").depends_on
+    for dependent in ("kubernetes:helm.sh/v3:Release::kuberay-operator",
+                      "kubernetes:ray.io/v1:RayService::rayservice-qwen2vl"):
+        assert system_pool in transitive_dependencies(result, dependent), dependent
+
+
+# 12. Prod protection -------------------------------------------------------------------------------------------
+
+def test_prod_protects_cluster_not_the_replaceable_gpu_pool(plan_of):
+    result = ok(plan_of("prod"))
+    assert one(result, "gcp:container/cluster:Cluster").protect
+    gpu = one(result, "gcp:container/nodePool:NodePool", "qwen2vl-gpu")
+    assert not gpu.protect and gpu.delete_before_replace
+
+
+def test_protected_eks_keeps_the_gpu_group_replaceable(tmp_path_factory):
+    result = ok(variant(tmp_path_factory, "eval", protect=True))
+    assert one(result, "aws:eks/cluster:Cluster").protect
+    gpu = one(result, "aws:eks/nodeGroup:NodeGroup", "qwen2vl-gpu")
+    assert not gpu.protect and gpu.delete_before_replace
+
+
+# 13. System pool shape -----------------------------------------------------------------------------------------
+
+def test_system_pool_shape_is_config(tmp_path_factory, plan_of):
+    system = one(ok(plan_of("eval")), "aws:eks/nodeGroup:NodeGroup", "qwen2vl-system")
+    assert system.inputs["instanceTypes"] == [system_pool_spec(read_stack_config("eval")).instance] == ["m6i.xlarge"]
+    larger = one(ok(variant(tmp_path_factory, "eval", systemInstanceType="m6i.2xlarge")),
+                 "aws:eks/nodeGroup:NodeGroup", "qwen2vl-system")
+    assert larger.inputs["instanceTypes"] == ["m6i.2xlarge"]
+    gke = one(ok(plan_of("staging")), "gcp:container/nodePool:NodePool", "qwen2vl-system")
+    assert gke.inputs["nodeConfig"]["machineType"] == system_pool_spec(read_stack_config("staging")).instance
+
+
+def test_gpu_pool_labels_keep_the_workload_selector(plan_of):
+    """The device-plugin label is added to the nodes, not to what the workload selects on."""
+    pool = gpu_pool_spec(read_stack_config("eval"))
+    assert GPU_PRESENT_LABEL not in pool.placement.node_selector
+    assert one(ok(plan_of("eval")), "aws:eks/nodeGroup:NodeGroup", "qwen2vl-gpu").inputs["labels"] == pool.node_labels
