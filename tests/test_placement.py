@@ -181,6 +181,14 @@ def test_new_cluster_upgrade_attaches_the_same_volume_on_a_second_node():
     assert any("Multi-Attach" in r for r in report.upgrade["reasons"])
 
 
+def test_a_storage_class_the_stack_cannot_provision_is_named():
+    cfg = stack_cfg("staging", storageClass="fast-ssd")
+    with pytest.raises(PlacementFailed, match=r'StorageClass "fast-ssd" does not exist on this cluster; classes here: '
+                                              r"standard-rwo, premium-rwo, standard") as failure:
+        check_placement(cfg, objects_of(cfg))
+    assert "unbound PersistentVolumeClaim" in str(failure.value)
+
+
 # ---- the stacks as they are -------------------------------------------------------------------
 
 @pytest.mark.parametrize("stack", STACKS)
@@ -366,6 +374,10 @@ def test_plan_fails_before_any_resource_on_a_placement_failure(tmp_path, capsys)
     assert placement["ok"] is False
     head = next(p for p in placement["pods"] if p["pod"].endswith("/head"))
     assert head["pool"] is None and head["reasons"][0].startswith("0/2 pools: system: Insufficient")
+
+    preview = run_plan("eval", stack_dir=tmp_path, preview=True)  # `pulumi preview` takes the same path
+    assert not preview.ok and "Placement failed" in preview.error
+    assert [r.type for r in preview.resources] == ["pulumi:pulumi:Stack"]
 
     good = run_plan("eval")
     assert good.ok and placement_of(good)["ok"] is True

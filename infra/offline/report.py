@@ -95,8 +95,13 @@ def print_placement(console: Console, placement: dict) -> None:
                       f"{escape(str(volume['provisioner']))}): {state}")
     upgrade = placement.get("upgrade") or {}
     if upgrade:
-        state = "[green]fits[/green]" if upgrade["ok"] else "[red]" + escape("; ".join(upgrade["reasons"])) + "[/red]"
-        console.print(f"  upgrade {escape(upgrade['strategy'])}: {state} {escape(upgrade.get('note', ''))}")
+        if upgrade.get("note"):
+            state = escape(upgrade["note"])
+        elif upgrade["ok"]:
+            state = "[green]a second RayCluster fits beside the first[/green]"
+        else:
+            state = "[red]" + escape("; ".join(upgrade["reasons"])) + "[/red]"
+        console.print(f"  upgrade {escape(upgrade['strategy'])}: {state}")
 
 
 def _tree(result: PlanResult, show_inputs: bool) -> Tree:

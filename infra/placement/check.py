@@ -34,6 +34,8 @@ class PodPlacement:
     node: str | None = None
     reasons: list[str] = field(default_factory=list)
     volumes: list[str] = field(default_factory=list)  # claim names it mounts
+    # Its generic ephemeral volumes: claim name (<pod>-<volume>, as Kubernetes names them) -> claim spec.
+    own_claims: dict[str, dict] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -223,8 +225,19 @@ def _workload_pods(objects: list[dict], operator_env: list[dict] | None, prefix_
 
 # ---- scheduling -------------------------------------------------------------------------------
 
-def _claims(pod_spec: dict) -> list[str]:
-    return [v["persistentVolumeClaim"]["claimName"] for v in pod_spec.get("volumes", []) if "persistentVolumeClaim" in v]
+def _claims(pod_name: str, pod_spec: dict) -> tuple[list[str], dict[str, dict]]:
+    """(every claim the pod mounts, the ones it owns): a generic ephemeral volume is a claim named
+    <pod>-<volume>, made from its volumeClaimTemplate for this pod alone."""
+    names, own = [], {}
+    for volume in pod_spec.get("volumes", []):
+        if "persistentVolumeClaim" in volume:
+            names.append(volume["persistentVolumeClaim"]["claimName"])
+        template = (volume.get("ephemeral") or {}).get("volumeClaimTemplate")
+        if template:
+            name = f"{pod_name}-{volume['name']}"
+            names.append(name)
+            own[name] = template["spec"]
+    return names, own
 
 
 def _pool_reasons(pod_spec: dict, request: dict[str, int], nodes: list[Node], hints: dict[str, str]) -> str:
@@ -247,7 +260,8 @@ def _schedule(pod: ClusterPod, nodes: list[Node], hints: dict[str, str]) -> list
     results = []
     for index in range(pod.replicas):
         name = pod.name if pod.replicas == 1 else f"{pod.name}-{index}"
-        placement = PodPlacement(name, pod.kind, request, volumes=_claims(pod.pod_spec))
+        volumes, own_claims = _claims(name, pod.pod_spec)
+        placement = PodPlacement(name, pod.kind, request, volumes=volumes, own_claims=own_claims)
         node = next((n for n in nodes if not node_reasons(pod.pod_spec, request, n)), None)
         if node is None:
             placement.reasons.append(_pool_reasons(pod.pod_spec, request, nodes, hints))
@@ -321,13 +335,10 @@ def _drivers(cfg: StackConfig) -> set[str]:
     return drivers
 
 
-def _claim_objects(objects: list[dict], pods: list[ClusterPod]) -> dict[str, dict]:
+def _claim_specs(objects: list[dict], placements: list[PodPlacement]) -> dict[str, dict]:
     claims = {o["metadata"]["name"]: o["spec"] for o in objects if o["kind"] == "PersistentVolumeClaim"}
-    for pod in pods:  # generic ephemeral volumes: one claim per pod, from the template
-        for volume in pod.pod_spec.get("volumes", []):
-            template = (volume.get("ephemeral") or {}).get("volumeClaimTemplate")
-            if template:
-                claims[f"{pod.name}-{volume['name']}"] = template["spec"]
+    for placement in placements:
+        claims.update(placement.own_claims)
     return claims
 
 
@@ -363,10 +374,10 @@ def _check_volume(cfg: StackConfig, name: str, spec: dict, users: list[PodPlacem
     return check
 
 
-def _volumes(cfg: StackConfig, objects: list[dict], pods: list[ClusterPod], placed: list[PodPlacement]) -> list[VolumeCheck]:
+def _volumes(cfg: StackConfig, objects: list[dict], placed: list[PodPlacement]) -> list[VolumeCheck]:
     checks = []
-    for name, spec in _claim_objects(objects, pods).items():
-        users = [p for p in placed if name in p.volumes or p.pod + "-" in name and name.startswith(p.pod)]
+    for name, spec in _claim_specs(objects, placed).items():
+        users = [p for p in placed if name in p.volumes]
         check = _check_volume(cfg, name, spec, users)
         if not check.ok:
             for user in users:
@@ -419,7 +430,7 @@ def _upgrade(cfg: StackConfig, objects: list[dict], env: list[dict] | None, node
     results = [r for pod in pending for r in _schedule(pod, nodes, hints)]
     reasons = [f"{r.pod}: {'; '.join(r.reasons)}" for r in results if not r.ok]
     everyone = [*placed, *results]
-    for name, spec in _claim_objects(objects, pending).items():
+    for name, spec in _claim_specs(objects, results).items():
         users = [p for p in everyone if name in p.volumes]
         check = _check_volume(cfg, name, spec, users)
         reasons += [f"volume {name}: {r}" for r in check.reasons if "Multi-Attach" in r or "Once" in r]
@@ -443,7 +454,7 @@ def placement_report(cfg: StackConfig, objects: list[dict]) -> PlacementReport:
     cluster = [p for p in (*_cloud_pods(cfg), *_platform_pods(cfg)) if p.kind != "DaemonSet"]
     workload = _workload_pods(objects, env)
     placed = [r for pod in (*cluster, *workload) for r in _schedule(pod, nodes, hints)]
-    volumes = _volumes(cfg, objects, workload, placed)
+    volumes = _volumes(cfg, objects, placed)
     rayservice = next((o for o in objects if o["kind"] == "RayService"), None)
     serve = _serve(rayservice) if rayservice else []
     pools = _pools(nodes)  # headroom in steady state, before an upgrade's second cluster
