@@ -21,6 +21,7 @@ import yaml
 from google.protobuf import json_format
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import settings
+from pulumi.runtime.rpc import UNKNOWN
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
@@ -239,10 +240,27 @@ def _resolve(value: Any) -> Any:
     return value
 
 
-def run_plan(stack: str, stack_dir: Path = REPO_ROOT, secret_values: dict[str, str] | None = None) -> PlanResult:
+class PreviewMocks(pulumi.runtime.Mocks):
+    """What `pulumi preview` of a new stack answers: a resource's inputs come back, but what its provider
+    computes on create (ids, ARNs, autonames, endpoints) is unknown, and so is every input built from it."""
+
+    def __init__(self, mocks: StrictMocks) -> None:
+        self.mocks = mocks
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict]:
+        _, state = self.mocks.new_resource(args)
+        return "", {key: value if key in args.inputs else UNKNOWN for key, value in state.items()}
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict, list]:
+        return self.mocks.call(args)
+
+
+def run_plan(stack: str, stack_dir: Path = REPO_ROOT, secret_values: dict[str, str] | None = None,
+             preview: bool = False) -> PlanResult:
     """Run infra/ for `stack` (config from stack_dir/Pulumi.<stack>.yaml) under strict mocks.
 
     `secret_values` supplies real values for secret keys ("qwen2vl:apiKey"); they stay secrets.
+    `preview` runs it as `pulumi preview` of a new stack would (PreviewMocks); outputs then stay unresolved.
     """
     repo_root = REPO_ROOT
     project = project_name()
@@ -251,12 +269,12 @@ def run_plan(stack: str, stack_dir: Path = REPO_ROOT, secret_values: dict[str, s
     for key, value in (secret_values or {}).items():
         config[key] = value
         secret_keys.append(key)
-    mocks = StrictMocks()
+    mocks = PreviewMocks(StrictMocks()) if preview else StrictMocks()
     monitor = RecordingMonitor(mocks)
     # Each plan gets its own root stack resource, as each `pulumi preview` does.
     settings.set_root_resource(None)
     warnings = WarningCollector()
-    pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=False, monitor=monitor,
+    pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=preview, monitor=monitor,
                              logger=warnings.logger)
     pulumi.runtime.set_all_config(config, secret_keys)
     if str(repo_root) not in sys.path:
@@ -275,6 +293,6 @@ def run_plan(stack: str, stack_dir: Path = REPO_ROOT, secret_values: dict[str, s
     result.warnings = list(warnings.messages)
     root = pulumi.runtime.get_root_resource()
     result.resources = tree_order(monitor.recorded)
-    if result.ok:
+    if result.ok and not preview:
         result.outputs = {name: _resolve(value) for name, value in sorted(root.outputs.items())}
     return result

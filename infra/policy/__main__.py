@@ -1,18 +1,18 @@
-"""The guardrails as a Pulumi policy pack: `pulumi preview --policy-pack infra/policy`."""
+"""The guardrails as a Pulumi policy pack: `pulumi preview --policy-pack infra/policy` (and `up`).
 
-from pulumi_policy import (
-    EnforcementLevel,
-    PolicyPack,
-    ResourceValidationPolicy,
-    Secret,
-    StackValidationPolicy,
-)
+The engine starts this directory as `python -u -m pulumi.policy <engine> infra/policy` and talks to the port
+it prints (pulumi-language-python RunPlugin, pulumi v3.259.0 sdk/python/cmd/pulumi-language-python/main.go
+lines 1612-1620). The checks get the pack's own property proxy, never a copy, so that a check reads only
+the fields it needs and one unknown elsewhere cannot switch it off during preview (infra/policy/policies.py).
+"""
 
-from infra.policy.policies import RESOURCE_POLICIES, STACK_POLICIES, Resource, secrets_are_secret
+from pulumi_policy import EnforcementLevel, PolicyPack, ResourceValidationPolicy, StackValidationPolicy
+
+from infra.policy.policies import RESOURCE_POLICIES, STACK_POLICIES, Resource
 
 
 def _resource(args) -> Resource:
-    return Resource(args.resource_type, dict(args.props), args.urn, args.name)
+    return Resource(args.resource_type, args.props, args.urn, args.name)
 
 
 def _resource_policy(name, check):
@@ -34,11 +34,6 @@ PolicyPack(
     enforcement_level=EnforcementLevel.MANDATORY,
     policies=[
         *(_resource_policy(name, check) for name, check in RESOURCE_POLICIES.items()),
-        ResourceValidationPolicy(
-            name="secrets-are-secret", description="Secret values come from Pulumi secrets",
-            validate=lambda args, report: secrets_are_secret(_resource(args), report,
-                                                             lambda v: isinstance(v, Secret)),
-        ),
         *(_stack_policy(name, check) for name, check in STACK_POLICIES.items()),
     ],
 )
