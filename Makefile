@@ -68,9 +68,18 @@ $(SERVING)/.installed:
 	$(SERVING)/bin/python -m pip uninstall --quiet --yes torchvision torchaudio torchcodec
 	touch $@
 
+# promtool checks and unit-tests the alert rules. Debian's prometheus package carries it; the package is
+# unpacked, not installed, so no Prometheus server or service comes with it.
+PROMTOOL := .cache/bin/promtool
+$(PROMTOOL):
+	mkdir -p .cache/debs
+	cd .cache/debs && { apt-get download prometheus 2>/dev/null || { apt-get update -qq && apt-get download prometheus; }; }
+	dpkg-deb -x $$(ls .cache/debs/prometheus_*.deb | head -1) .cache/debs/prometheus
+	mkdir -p $(dir $@) && cp .cache/debs/prometheus/usr/bin/promtool $@
+
 install: $(VENV)/.installed
 
-install-test: $(VENV)/.installed-test $(TOOLS)/.installed
+install-test: $(VENV)/.installed-test $(TOOLS)/.installed $(PROMTOOL)
 
 install-serving: $(SERVING)/.installed
 
