@@ -1,33 +1,78 @@
-"""A small OpenAI-compatible server on 127.0.0.1 that answers well or injects one fault at a time."""
+"""A small OpenAI-compatible server on 127.0.0.1 that answers well or injects one fault at a time.
+
+Answering well means answering right: it works out the sum a text chat asks for, and decodes the PNG an
+image chat sends to name its dominant colour, so the smoke client's answer checks meet a real judge."""
 
 from __future__ import annotations
 
 import base64
+import collections
 import json
+import re
 import threading
 import time
 import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-FAULTS = ("none", "http_500", "wrong_model", "empty_content", "hang", "malformed_json", "dropped_stream")
+FAULTS = ("none", "http_500", "wrong_model", "empty_content", "hang", "malformed_json", "dropped_stream",
+          "wrong_answer", "flaky_503", "drop_after_request")
+# Reference colours for naming a pixel (the nearest one wins).
+NAMED_COLOURS = {"red": (255, 0, 0), "green": (0, 160, 0), "blue": (0, 0, 255), "yellow": (255, 230, 0),
+                 "white": (255, 255, 255)}
+SUM_QUESTION = re.compile(r"What is (\d+) \+ (\d+)\?")
 
 
-def decode_png(data_url: str) -> tuple[int, int]:
-    """Width and height of a data-URL PNG, checking its IHDR and IDAT really decode."""
+def decode_png(data_url: str) -> tuple[int, int, list[bytes]]:
+    """Width, height and RGB rows of a data-URL PNG (8-bit RGB, filter 0), checking it really decodes."""
     raw = base64.b64decode(data_url.split(",", 1)[1])
     assert raw[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = int.from_bytes(raw[16:20], "big"), int.from_bytes(raw[20:24], "big")
     idat_start = raw.index(b"IDAT") + 4
     idat_len = int.from_bytes(raw[idat_start - 8:idat_start - 4], "big")
     pixels = zlib.decompress(raw[idat_start:idat_start + idat_len])
-    assert len(pixels) == height * (1 + 3 * width)
-    return width, height
+    stride = 1 + 3 * width
+    assert len(pixels) == height * stride
+    return width, height, [pixels[y * stride + 1:(y + 1) * stride] for y in range(height)]
+
+
+def dominant_colour(data_url: str) -> str:
+    """The name of the colour most pixels of a data-URL PNG are nearest to."""
+    _, _, rows = decode_png(data_url)
+    counts = collections.Counter()
+    for row in rows:
+        for i in range(0, len(row), 3):
+            pixel = row[i:i + 3]
+            counts[min(NAMED_COLOURS, key=lambda n: sum((a - b) ** 2 for a, b in zip(pixel, NAMED_COLOURS[n])))] += 1
+    return counts.most_common(1)[0][0]
+
+
+def right_answer(content) -> str:
+    """What a good model answers to the smoke client's questions."""
+    if isinstance(content, list):
+        for part in content:
+            if part["type"] == "image_url":
+                return dominant_colour(part["image_url"]["url"]).capitalize() + "."
+        content = " ".join(part.get("text", "") for part in content)
+    asked = SUM_QUESTION.search(content)
+    if asked:
+        return str(int(asked.group(1)) + int(asked.group(2)))
+    return "A GPU multiplies matrices quickly."
+
+
+def wrong_answer(content) -> str:
+    answer = right_answer(content)
+    if answer.isdigit():
+        return str(int(answer) + 1)
+    if answer.rstrip(".").lower() in NAMED_COLOURS:
+        return "Purple."
+    return answer
 
 
 class FaultServer:
     def __init__(self, model: str = "qwen2vl", api_key: str = "k", hang_s: float = 5.0) -> None:
         self.model, self.api_key, self.fault, self.hang_s = model, api_key, "none", hang_s
         self.requests: list[dict] = []
+        self.posts = 0  # POSTs received, answered or not
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -60,18 +105,23 @@ class FaultServer:
                     return
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 server.requests.append(body)
+                server.posts += 1
                 fault = server.fault
                 if fault == "http_500":
                     return self.send(500, b'{"error": "CUDA error: an illegal memory access was encountered"}')
+                if fault == "flaky_503" and server.posts == 1:
+                    return self.send(503, b'{"error": "no replica yet"}')
+                if fault == "drop_after_request":
+                    self.connection.shutdown(2)  # received, then gone: the server may be generating
+                    self.close_connection = True
+                    return
                 if fault == "hang":
                     time.sleep(server.hang_s)
                 if fault == "malformed_json":
                     return self.send(200, b'{"choices": [')
-                content = "" if fault == "empty_content" else "A GPU multiplies matrices quickly."
-                for part in body["messages"][0]["content"] if isinstance(body["messages"][0]["content"], list) else []:
-                    if part["type"] == "image_url":
-                        width, height = decode_png(part["image_url"]["url"])
-                        content = content and f"red and blue, {width}x{height}"
+                asked = body["messages"][0]["content"]
+                content = ("" if fault == "empty_content" else
+                           wrong_answer(asked) if fault == "wrong_answer" else right_answer(asked))
                 if not body.get("stream"):
                     answer = {"choices": [{"index": 0, "message": {"role": "assistant", "content": content}}]}
                     return self.send(200, json.dumps(answer).encode())

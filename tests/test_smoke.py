@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from tests.conftest import REPO_ROOT
-from tests.fault_server import FaultServer, decode_png
+from tests.fault_server import FaultServer, decode_png, dominant_colour
 
 sys.path.insert(0, str(REPO_ROOT / "images" / "vllm"))
 from qwen2vl_serve import smoke  # noqa: E402
@@ -34,18 +34,80 @@ def test_healthy_endpoint_passes_every_check(server, tmp_path):
     assert report["ok"] and [c["name"] for c in report["checks"]] == list(smoke.CHECKS)
     assert report["latency"]["requests"] == 4 and report["latency"]["output_tokens"] > 0
     assert report["latency"]["ttft_p95_s"] >= report["latency"]["ttft_p50_s"] > 0
-    # The image really went out as a decodable PNG data URL.
+    # The image really went out as a decodable PNG data URL, and the answers were judged.
     images = [part for body in server.requests if isinstance(body["messages"][0]["content"], list)
               for part in body["messages"][0]["content"] if part["type"] == "image_url"]
-    assert images and decode_png(images[0]["image_url"]["url"]) == (64, 64)
+    assert images and decode_png(images[0]["image_url"]["url"])[:2] == (64, 64)
+    by_name = {c["name"]: c["detail"] for c in report["checks"]}
+    assert by_name["image_chat"] == f"answered {dominant_colour(images[0]['image_url']['url'])!r}"
+    assert by_name["text_chat"].startswith("answered '")
     assert all(body.get("stream") for body in server.requests[-4:])
+
+
+def test_questions_change_per_run_and_a_seed_repeats_them(server):
+    def asked(seed):
+        server.requests.clear()
+        run(server, "--checks", "text_chat,image_chat", *(["--seed", str(seed)] if seed is not None else []))
+        text = server.requests[0]["messages"][0]["content"]
+        return text, dominant_colour(server.requests[1]["messages"][0]["content"][1]["image_url"]["url"])
+
+    assert asked(7) == asked(7)
+    runs = {asked(seed) for seed in range(8)}
+    assert len({text for text, _ in runs}) > 1 and len({colour for _, colour in runs}) > 1
+
+
+@pytest.mark.parametrize("check, words", [
+    ("text_chat", "expected an answer naming '"),
+    ("image_chat", "expected an answer naming '"),
+])
+def test_a_wrong_answer_fails_and_says_what_was_expected(server, check, words):
+    server.fault = "wrong_answer"
+    code, output = run(server, "--checks", check)
+    assert code == 1 and f"[{check}] {words}" in output and ", got '" in output, output
+    if check == "image_chat":
+        assert "got 'Purple.'" in output
+
+
+def test_no_answer_check_sends_the_same_requests_but_does_not_judge(server):
+    server.fault = "wrong_answer"
+    code, output = run(server, "--checks", "text_chat,image_chat", "--no-answer-check")
+    assert code == 0, output
+    assert output.count("answer not checked (--no-answer-check), expected '") == 2
+    assert len(server.requests) == 2
+
+
+def test_a_500_is_not_retried(server):
+    server.fault = "http_500"
+    code, output = run(server, "--checks", "text_chat", "--retries", "3")
+    assert code == 1 and server.posts == 1, output
+
+
+def test_a_503_is_retried(server):
+    server.fault = "flaky_503"
+    code, output = run(server, "--checks", "text_chat")
+    assert code == 0 and server.posts == 2, output
+
+
+def test_a_chat_is_not_posted_again_after_the_connection_broke(server):
+    server.fault = "drop_after_request"
+    code, output = run(server, "--checks", "text_chat", "--retries", "3")
+    assert code == 1 and server.posts == 1, output
+    assert "not repeated: the server may be working on it" in output
+
+
+def test_a_stream_that_never_ends_fails_at_its_deadline(server):
+    server.fault = "hang"
+    code, output = run(server, "--checks", "burst", "--timeout", "10", "--deadline", "1", "--retries", "0")
+    assert code == 1 and "[burst] " in output, output
 
 
 @pytest.mark.parametrize("fault, check, words", [
     ("http_500", "text_chat", "returned HTTP 500; the server answered: {\"error\": \"CUDA error"),
     ("wrong_model", "models", "served model 'qwen2vl' is not listed (listed: ['someone-else'])"),
     ("empty_content", "text_chat", "the model answered with empty content"),
-    ("hang", "text_chat", "no answer from POST /v1/chat/completions after 2 tries: TimeoutError"),
+    # A POST that timed out after it was sent is not sent again (review-serving #9).
+    ("hang", "text_chat", "no answer from POST /v1/chat/completions after 1 tries (not repeated: the server may be "
+                          "working on it): TimeoutError"),
     ("malformed_json", "text_chat", "did not return JSON; the server answered: {\"choices\": ["),
     ("dropped_stream", "burst", "the stream ended without its final 'data: [DONE]'"),
 ])
@@ -73,7 +135,7 @@ def test_wait_ready_is_bounded(monkeypatch):
     lines = []
     code = smoke.main(["--base-url", "http://127.0.0.1:9", "--model", "m", "--wait-ready", "1",
                        "--timeout", "0.2", "--retries", "0"], printer=lines.append)
-    assert code == 1 and "not ready after 1 s" in lines[-1]
+    assert code == 1 and "not ready after 1 s: GET /v1/models did not list 'm'" in lines[-1]
 
 
 def test_percentiles():

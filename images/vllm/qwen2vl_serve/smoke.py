@@ -1,13 +1,17 @@
 """Smoke checks of a deployed OpenAI-compatible endpoint, standard library only (it runs in the image,
 in the smoke Job, and from scripts/smoke.py).
 
-Checks: the model list names the served model; a text chat and an image chat (a PNG drawn here, sent
-as a data URL) return non-empty content; a burst of `concurrency` streamed requests all complete, with
-time to first token, inter-token latency and tokens per second. Every failure names its check and
-shows what the server answered.
+Checks: the model list names the served model; a text chat asks a sum chosen per run and must get it
+back; an image chat sends a PNG drawn here (a data URL) whose dominant colour, chosen per run, is red,
+green, blue or yellow, and the answer must name it; a burst of `concurrency` streamed requests all
+complete, with time to first token, inter-token latency and tokens per second. Every failure names its
+check, what was expected and what the server answered.
+
+`--no-answer-check` still sends every request and requires content, but does not judge the answers: it
+exists only for the random-weight model of the local tests, whose answers are noise by construction.
 
     python -m qwen2vl_serve.smoke --base-url URL --model qwen2vl [--api-key-file F | --api-key-env VAR]
-        [--concurrency 16] [--report out.json] [--wait-ready SECONDS]
+        [--concurrency 16] [--report out.json] [--wait-ready SECONDS] [--seed N]
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ import base64
 import http.client
 import json
 import os
+import random
+import re
 import statistics
 import struct
 import sys
@@ -29,7 +35,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterator
 
 CHECKS = ("models", "text_chat", "image_chat", "burst")
+# Answers that say "not now" (rate limit, gateway without a backend); a 500 is an answer, not retried.
 RETRYABLE_STATUS = {429, 502, 503, 504}
+COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 40, 220), "yellow": (230, 210, 40)}
 
 
 class SmokeFailure(Exception):
@@ -73,16 +81,15 @@ class SmokeReport:
         return asdict(self)
 
 
-def png_data_url(width: int = 64, height: int = 64) -> str:
-    """A real PNG (red/blue quadrants with a diagonal), encoded here: no imaging library needed."""
+def png_data_url(colour: str, width: int = 64, height: int = 64) -> str:
+    """A real PNG filled with `colour` (one of COLOURS) and crossed by a thin white diagonal, encoded here:
+    no imaging library needed."""
+    fill = bytes(COLOURS[colour])
     rows = []
     for y in range(height):
         row = bytearray([0])  # filter type: none
         for x in range(width):
-            if abs(x - y) < 2:
-                row += bytes((255, 255, 255))
-            else:
-                row += bytes((220, 40, 40)) if (x < width // 2) == (y < height // 2) else bytes((40, 40, 220))
+            row += bytes((255, 255, 255)) if abs(x - y) < 2 else fill
         rows.append(bytes(row))
 
     def chunk(kind: bytes, data: bytes) -> bytes:
@@ -102,11 +109,14 @@ def percentile(values: list[float], share: float) -> float:
 
 
 class Client:
-    """Bounded HTTP: each request has a timeout; retries only on connection errors and 429/5xx-gateway
-    answers, with exponential backoff, at most `retries` times."""
+    """Bounded HTTP: every socket operation has `timeout_s`, and every request (retries and a whole stream
+    included) ends within `deadline_s`. Retries, with exponential backoff and at most `retries` times, only
+    where repeating cannot duplicate work: answers 429/502/503/504, and connection errors before the
+    request was sent (refused); a GET also after any connection error. A POST whose connection broke after
+    it was sent is not repeated: the server may be generating for it."""
 
     def __init__(self, base_url: str, api_key: str | None, timeout_s: float = 120.0, retries: int = 2,
-                 backoff_s: float = 0.5) -> None:
+                 backoff_s: float = 0.5, deadline_s: float = 600.0) -> None:
         parsed = urllib.parse.urlsplit(base_url.rstrip("/"))
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
             raise ValueError(f"--base-url must be an http(s) URL, got {base_url!r}")
@@ -115,6 +125,7 @@ class Client:
         self.timeout_s = timeout_s
         self.retries = retries
         self.backoff_s = backoff_s
+        self.deadline_s = deadline_s
 
     def _connection(self) -> http.client.HTTPConnection:
         cls = http.client.HTTPSConnection if self.parsed.scheme == "https" else http.client.HTTPConnection
@@ -126,27 +137,36 @@ class Client:
             headers["Authorization"] = f"Bearer {self.api_key}"
         return headers
 
-    def open(self, check: str, method: str, path: str, body: dict | None = None):
+    def open(self, check: str, method: str, path: str, body: dict | None = None, deadline: float | None = None):
         """(connection, response) with status < 400, else SmokeFailure naming `check`."""
         payload = None if body is None else json.dumps(body).encode()
+        deadline = time.monotonic() + self.deadline_s if deadline is None else deadline
         for attempt in range(self.retries + 1):
             conn = self._connection()
+            sent = False
             try:
                 conn.request(method, self.parsed.path + path, body=payload, headers=self._headers())
+                sent = True
                 response = conn.getresponse()
             except (OSError, http.client.HTTPException) as error:
                 conn.close()
-                if attempt == self.retries:
-                    raise SmokeFailure(check, f"no answer from {method} {path} after {attempt + 1} tries: "
+                repeatable = method == "GET" or not sent or isinstance(error, ConnectionRefusedError)
+                if attempt == self.retries or not repeatable:
+                    why = "" if repeatable else " (not repeated: the server may be working on it)"
+                    raise SmokeFailure(check, f"no answer from {method} {path} after {attempt + 1} tries{why}: "
                                               f"{type(error).__name__}: {error}") from None
             else:
                 if response.status < 400:
                     return conn, response
                 answer = response.read().decode(errors="replace")
                 conn.close()
-                if response.status not in RETRYABLE_STATUS and response.status < 500 or attempt == self.retries:
+                if response.status not in RETRYABLE_STATUS or attempt == self.retries:
                     raise SmokeFailure(check, f"{method} {path} returned HTTP {response.status}", answer)
-            time.sleep(self.backoff_s * 2 ** attempt)
+            pause = self.backoff_s * 2 ** attempt
+            if time.monotonic() + pause >= deadline:
+                raise SmokeFailure(check, f"{method} {path} did not succeed within its {self.deadline_s:.0f} s "
+                                          f"deadline ({attempt + 1} tries)")
+            time.sleep(pause)
         raise AssertionError("unreachable")
 
     def json(self, check: str, method: str, path: str, body: dict | None = None) -> dict:
@@ -164,14 +184,14 @@ class Client:
 
     def stream(self, check: str, body: dict) -> Iterator[tuple[float, dict]]:
         """(arrival time, event) for each server-sent event of a streamed chat completion."""
-        conn, response = self.open(check, "POST", "/v1/chat/completions", body)
+        # The socket timeout bounds each read; the deadline bounds a stream that keeps trickling and never ends.
+        deadline = time.monotonic() + self.deadline_s
+        conn, response = self.open(check, "POST", "/v1/chat/completions", body, deadline)
         done = False
-        # The socket timeout bounds each read; this bounds a stream that keeps trickling and never ends.
-        deadline = time.monotonic() + self.timeout_s
         try:
             while True:
                 if time.monotonic() > deadline:
-                    raise SmokeFailure(check, f"the stream did not end within {self.timeout_s:.0f} s "
+                    raise SmokeFailure(check, f"the stream did not end within {self.deadline_s:.0f} s "
                                               "(waited for its final 'data: [DONE]')")
                 try:
                     line = response.readline()
@@ -206,9 +226,15 @@ def _content(check: str, answer: dict) -> str:
     return content
 
 
+def names(answer: str, word: str) -> bool:
+    """Whether `answer` contains `word` as a word of its own (case-insensitive)."""
+    return re.search(rf"(?<!\w){re.escape(word)}(?!\w)", answer, re.IGNORECASE) is not None
+
+
 class Smoke:
     def __init__(self, client: Client, model: str, concurrency: int = 16, max_tokens: int = 32,
-                 extra_fields: dict | None = None, require_content: bool = True) -> None:
+                 extra_fields: dict | None = None, require_content: bool = True, check_answers: bool = True,
+                 seed: int | None = None) -> None:
         self.client = client
         self.model = model
         self.concurrency = concurrency
@@ -217,6 +243,10 @@ class Smoke:
         self.extra_fields = dict(extra_fields or {})
         # A benchmark of random weights may stream tokens that decode to nothing; a smoke check may not.
         self.require_content = require_content
+        # Off only for a random-weight test model (see the module docstring).
+        self.check_answers = check_answers
+        # The questions change per run, so a canned answer cannot pass; --seed repeats a run.
+        self.rng = random.Random(seed)
 
     def wait_ready(self, seconds: float, poll_s: float = 5.0) -> None:
         deadline = time.monotonic() + seconds
@@ -227,8 +257,9 @@ class Smoke:
                 return
             except SmokeFailure as failure:
                 last = str(failure)
-            time.sleep(poll_s)
-        raise SmokeFailure("wait_ready", f"the endpoint was not ready after {seconds:.0f} s (last: {last})")
+            time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
+        raise SmokeFailure("wait_ready", f"the endpoint was not ready after {seconds:.0f} s: GET /v1/models did "
+                                         f"not list {self.model!r} (last: {last})")
 
     def check_models(self) -> str:
         answer = self.client.json("models", "GET", "/v1/models")
@@ -242,16 +273,26 @@ class Smoke:
         return {"model": self.model, "messages": [{"role": "user", "content": content}],
                 "max_tokens": self.max_tokens, "temperature": 0.7, **self.extra_fields, **extra}
 
+    def _judged(self, check: str, content: str, expected: str) -> str:
+        if not self.check_answers:
+            return f"{len(content)} characters; answer not checked (--no-answer-check), expected {expected!r}"
+        if not names(content, expected):
+            raise SmokeFailure(check, f"expected an answer naming {expected!r}, got {content.strip()[:200]!r}")
+        return f"answered {expected!r}"
+
     def check_text_chat(self) -> str:
-        answer = self.client.json("text_chat", "POST", "/v1/chat/completions",
-                                  self._chat("Describe a GPU in one sentence."))
-        return f"{len(_content('text_chat', answer))} characters"
+        a, b = self.rng.randint(12, 89), self.rng.randint(12, 89)
+        question = f"What is {a} + {b}? Answer with the number only."
+        answer = self.client.json("text_chat", "POST", "/v1/chat/completions", self._chat(question, temperature=0))
+        return self._judged("text_chat", _content("text_chat", answer), str(a + b))
 
     def check_image_chat(self) -> str:
-        content = [{"type": "text", "text": "What colours are in this image?"},
-                   {"type": "image_url", "image_url": {"url": png_data_url()}}]
-        answer = self.client.json("image_chat", "POST", "/v1/chat/completions", self._chat(content))
-        return f"{len(_content('image_chat', answer))} characters"
+        colour = self.rng.choice(sorted(COLOURS))
+        content = [{"type": "text", "text": "Which colour fills most of this image: red, green, blue or yellow? "
+                                            "Answer with one word."},
+                   {"type": "image_url", "image_url": {"url": png_data_url(colour)}}]
+        answer = self.client.json("image_chat", "POST", "/v1/chat/completions", self._chat(content, temperature=0))
+        return self._judged("image_chat", _content("image_chat", answer), colour)
 
     def streamed_request(self, index: int) -> StreamTiming:
         body = self._chat(f"Request {index}: list three parts of a computer.", stream=True,
@@ -394,6 +435,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-tokens", type=int, default=32)
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
     p.add_argument("--retries", type=int, default=2)
+    p.add_argument("--deadline", type=float, default=600.0, help="seconds per request, retries and stream included")
+    p.add_argument("--seed", type=int, help="repeat a run's questions (default: new ones each run)")
+    p.add_argument("--no-answer-check", action="store_true",
+                   help="do not judge answers: only for a random-weight test model, whose answers are noise")
     p.add_argument("--wait-ready", type=float, default=0.0, help="seconds to wait for /v1/models first")
     p.add_argument("--checks", default=",".join(CHECKS), help=f"comma-separated subset of {','.join(CHECKS)}")
     p.add_argument("--report", help="write the JSON report here")
@@ -426,12 +471,14 @@ def format_table(report: SmokeReport) -> str:
 def main(argv: list[str] | None = None, progress=None, printer=print) -> int:
     args = parser().parse_args(argv)
     try:
-        client = Client(args.base_url, read_api_key(args.api_key_file, args.api_key_env), args.timeout, args.retries)
+        client = Client(args.base_url, read_api_key(args.api_key_file, args.api_key_env), args.timeout, args.retries,
+                        deadline_s=args.deadline)
         checks = checks_from(args.checks)
     except (ValueError, OSError) as error:
         printer(f"error: {error}")
         return 2
-    smoke = Smoke(client, args.model, args.concurrency, args.max_tokens)
+    smoke = Smoke(client, args.model, args.concurrency, args.max_tokens, check_answers=not args.no_answer_check,
+                  seed=args.seed)
     if args.wait_ready > 0:
         try:
             smoke.wait_ready(args.wait_ready)
