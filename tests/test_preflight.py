@@ -97,6 +97,34 @@ def test_2b(tp, loads):
         assert "padded to 9216" in check(v, "shape.text.mlp.down_proj").fix
 
 
+def test_profile_runs_as_many_images_as_vllm_063():
+    """vllm/worker/model_runner.py:1238-1250 (0.6.3): min(max_num_seqs, max_num_batched_tokens //
+    max_mm_tokens) sequences, each with one largest image; max_mm_tokens = image + video maxima (1280 each),
+    max_num_batched_tokens = max(max_model_len, 5120) for a multimodal model (vllm/config.py:1003-1016)."""
+    from infra.preflight.memory import activation_reserve_bytes, profiled_sequences
+
+    dims = parse_model_config(catalog_request(M72, tensor_parallel_size=4, gpu="A100-80GB").model_config)
+    assert [profiled_sequences(dims, length, 16) for length in (2048, 8192, 16384)] == [2, 3, 6]
+    assert profiled_sequences(dims, 8192, 2) == 2
+    # Three images at 8192 tokens cost more activation than one, and more sequences than profiled cost nothing.
+    assert activation_reserve_bytes(dims, 4, 8192, 16) == activation_reserve_bytes(dims, 4, 8192, 3)
+    assert activation_reserve_bytes(dims, 4, 8192, 3) > activation_reserve_bytes(dims, 4, 8192, 1)
+
+
+def test_image_rules_use_the_ingress_image_limit():
+    """The ingress downscales every image to MAX_IMAGE_PIXELS (images/vllm/qwen2vl_serve/image_limits.py);
+    the preflight's image-token rule and memory estimate read that same number."""
+    from infra.preflight import memory
+
+    sys.path.insert(0, str(REPO_ROOT / "images" / "vllm"))
+    from qwen2vl_serve import image_limits
+
+    assert memory.MAX_IMAGE_TOKENS == image_limits.MAX_IMAGE_PIXELS // (28 * 28) == 1280
+    short = verdict(M72, 4, max_model_len=image_limits.MAX_IMAGE_TOKENS + 1)
+    assert "image_tokens" in failed(short)
+    assert check(short, "image_tokens").fix == f"--max-model-len {image_limits.MAX_IMAGE_TOKENS + 2} or more"
+
+
 def test_memory_72b_tp1_on_24gb_does_not_load_weights():
     v = verdict(M72, 1, gpu="L4")
     assert failed(v) == {"memory.weights"}
@@ -111,10 +139,12 @@ def test_memory_72b_tp2_on_24gb_has_no_kv_space():
 
 
 def test_memory_max_model_len_too_long_for_kv():
-    v = verdict(M72, 4, gpu="T4", max_model_len=32768)
+    # 16384, not 32768: at 32768 vLLM 0.6.3 profiles 12 images at once (32768 // 2560), which leaves a T4 no
+    # KV cache at all (test_profile_runs_as_many_images_as_vllm_063).
+    v = verdict(M72, 4, gpu="T4", max_model_len=16384)
     assert "memory.max_model_len" in failed(v)
     message = check(v, "memory.max_model_len").message
-    assert "The model's max seq len (32768) is larger than the maximum number of tokens" in message
+    assert "The model's max seq len (16384) is larger than the maximum number of tokens" in message
     fix = check(v, "memory.max_model_len").fix
     suggested = int(fix.split("--max-model-len ")[1].split(";")[0])
     assert verdict(M72, 4, gpu="T4", max_model_len=suggested).ok

@@ -7,7 +7,9 @@ activation reserve here is an estimate of that profiling peak (documented in doc
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from infra.preflight.catalog import GpuSpec
 from infra.preflight.layers import kv_heads_per_rank
@@ -19,11 +21,44 @@ SCALE_BYTES = 2  # one float16 scale per group
 # CUDA context, cuBLAS workspaces and (with tp > 1) NCCL buffers, measured outside torch's allocator.
 RUNTIME_OVERHEAD_GIB = 0.75
 NCCL_OVERHEAD_GIB = 0.25
-# vLLM 0.6.x schedules at most max(max_model_len, 2048) tokens per step without chunked prefill.
+# vLLM 0.6.x schedules at most max(max_model_len, 2048) tokens per step without chunked prefill, and at
+# least 5120 for a multimodal model (vllm/config.py:1003, 1012-1016 `_MULTIMODAL_MODEL_MAX_NUM_BATCHED_TOKENS`).
 MIN_BATCHED_TOKENS = 2048
-# vLLM 0.6.x caps Qwen2-VL images at 1280 x 28 x 28 pixels: 1280 language-model tokens.
-MAX_IMAGE_TOKENS = 1280
+MIN_MULTIMODAL_BATCHED_TOKENS = 5120
 KV_BLOCK_TOKENS = 16
+
+
+def _ingress_image_limits():
+    """The serving image's image_limits module, read from its file (the image package is not installed
+    beside infra/): the ingress downscales every image to its MAX_IMAGE_PIXELS, so the preflight's image
+    rules use the same number."""
+    path = Path(__file__).resolve().parents[2] / "images" / "vllm" / "qwen2vl_serve" / "image_limits.py"
+    spec = importlib.util.spec_from_file_location("qwen2vl_serve_image_limits", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# vLLM 0.6.3 profiles Qwen2-VL images of at most 1280 x 28 x 28 pixels (qwen2_vl.py:643-644), and the
+# ingress fits every image to that: at most 1280 language-model tokens per image.
+MAX_IMAGE_TOKENS = _ingress_image_limits().MAX_IMAGE_TOKENS
+# Qwen2-VL registers a maximum for images and for videos, one of each per prompt by default
+# (qwen2_vl.py:857-859; vllm/multimodal/registry.py:192-194, 225-229), so the profile budgets both.
+PROFILED_MM_TOKENS_PER_SEQ = 2 * MAX_IMAGE_TOKENS
+
+
+def profiled_sequences(dims: ModelDims, max_model_len: int, max_num_seqs: int) -> int:
+    """How many sequences vLLM 0.6.3's profiling pass runs: for a multimodal model
+    min(max_num_seqs, max_num_batched_tokens // max_mm_tokens), at least 1, each with one largest image
+    (vllm/worker/model_runner.py:1238-1250, the dummy data of qwen2_vl.py:660-697)."""
+    if dims.vision is None:
+        return max_num_seqs
+    return max(1, min(max_num_seqs, batched_tokens(dims, max_model_len) // PROFILED_MM_TOKENS_PER_SEQ))
+
+
+def batched_tokens(dims: ModelDims, max_model_len: int) -> int:
+    floor = MIN_MULTIMODAL_BATCHED_TOKENS if dims.vision is not None else MIN_BATCHED_TOKENS
+    return max(max_model_len, floor)
 
 
 @dataclass(frozen=True)
@@ -94,15 +129,17 @@ def kv_bytes_per_token(dims: ModelDims, tp: int, dtype_bytes: int = FP16_BYTES) 
 
 
 def activation_reserve_bytes(dims: ModelDims, tp: int, max_model_len: int, max_num_seqs: int) -> float:
-    tokens = max(max_model_len, MIN_BATCHED_TOKENS)
+    tokens = batched_tokens(dims, max_model_len)
+    seqs = profiled_sequences(dims, max_model_len, max_num_seqs)
     # Peak of one decoder layer: residual + hidden states, and the MLP's gate/up output and product.
     per_token = (2 * dims.hidden + 3 * dims.intermediate // tp) * FP16_BYTES
-    # Sampler logits in float32 with one working copy, for every running sequence.
-    logits = max_num_seqs * dims.vocab * 4 * 2
+    # Sampler logits in float32 with one working copy, for every profiled sequence.
+    logits = seqs * dims.vocab * 4 * 2
     vision = 0
     if dims.vision is not None:
         v = dims.vision
-        patches = min(MAX_IMAGE_TOKENS, max_model_len) * 4  # 2 x 2 patches merge into one token
+        # One largest image per profiled sequence, 2 x 2 patches merging into one token.
+        patches = seqs * min(MAX_IMAGE_TOKENS, max_model_len) * 4
         vision = patches * (4 * v.embed_dim + (3 * v.embed_dim + 2 * v.mlp_dim) // tp) * FP16_BYTES
     overhead = RUNTIME_OVERHEAD_GIB + (NCCL_OVERHEAD_GIB if tp > 1 else 0)
     return tokens * per_token + logits + vision + overhead * GIB
