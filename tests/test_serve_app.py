@@ -274,6 +274,70 @@ def test_metrics_port_waits_for_a_previous_replica_then_serves_only_metrics():
     assert other == 404
 
 
+IMAGE_CHECKS = textwrap.dedent("""
+    import ast, base64, importlib.util, io, json, math, sys
+    from pathlib import Path
+    sys.path.insert(0, "images/vllm")
+    from PIL import Image, ImageDraw
+    from qwen2vl_serve.image_limits import MAX_IMAGE_PIXELS, ImageRejected, fit_request_body
+
+    # Qwen2-VL's own smart_resize, read from the installed transformers (importing the module needs
+    # torchvision, which this machine cannot load).
+    source = Path(importlib.util.find_spec("transformers").submodule_search_locations[0],
+                  "models", "qwen2_vl", "image_processing_qwen2_vl.py").read_text()
+    node = next(n for n in ast.parse(source).body if isinstance(n, ast.FunctionDef) and n.name == "smart_resize")
+    scope = {"math": math}
+    exec(compile(ast.Module([node], []), "smart_resize", "exec"), scope)
+
+    def tokens(width, height):
+        # Real requests use the checkpoint's max_pixels (vLLM 0.6.3 qwen2_vl.py:724-725); Qwen2-VL ships
+        # 12845056 (transformers' Qwen2VLImageProcessor default, 28 * 28 * 16384).
+        h, w = scope["smart_resize"](height, width, factor=28, min_pixels=56 * 56, max_pixels=12845056)
+        return h * w // (28 * 28)
+
+    def chat(url):
+        return json.dumps({"model": "qwen2vl", "messages": [{"role": "user", "content": [
+            {"type": "text", "text": "what is this"}, {"type": "image_url", "image_url": {"url": url}}]}]}).encode()
+
+    def data_url(image, kind):
+        out = io.BytesIO()
+        image.save(out, kind)
+        return f"data:image/{kind.lower()};base64," + base64.b64encode(out.getvalue()).decode()
+
+    photo = Image.new("RGB", (4032, 3024), (90, 140, 200))  # a 12-megapixel phone photo, landscape
+    ImageDraw.Draw(photo).ellipse((1000, 700, 3000, 2300), fill=(230, 200, 40))
+    fitted = json.loads(fit_request_body(chat(data_url(photo, "JPEG"))))
+    url = fitted["messages"][0]["content"][1]["image_url"]["url"]
+    sent = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
+    small = chat(data_url(Image.new("RGB", (640, 480), (200, 30, 30)), "PNG"))
+    refused = {}
+    for name, bad in {"http": "http://169.254.169.254/latest/meta-data/", "garbage": "data:image/png;base64,!!!"}.items():
+        try:
+            fit_request_body(chat(bad))
+        except ImageRejected as error:
+            refused[name] = str(error)
+    print(json.dumps({"photo_tokens": tokens(4032, 3024), "sent_size": sent.size, "sent_format": sent.format,
+                      "sent_tokens": tokens(*sent.size), "max_pixels": MAX_IMAGE_PIXELS,
+                      "small_unchanged": fit_request_body(small) == small, "refused": refused}))
+""")
+
+
+@pytest.mark.server
+def test_a_12_megapixel_photo_is_fitted_to_what_vllm_063_profiled():
+    proc = subprocess.run([str(SERVING_PYTHON), "-c", IMAGE_CHECKS], cwd=REPO_ROOT, env=serving_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["photo_tokens"] > 8192  # as sent by the user it would overflow max_model_len 8192
+    width, height = result["sent_size"]
+    assert width * height <= result["max_pixels"] and abs(width / height - 4032 / 3024) < 0.01
+    assert width * height > 0.99 * result["max_pixels"]  # scaled to the limit, not far below it
+    assert result["sent_tokens"] <= 1280 and result["sent_format"] == "JPEG"
+    assert result["small_unchanged"]
+    assert "does not fetch URLs" in result["refused"]["http"]
+    assert "could not be decoded" in result["refused"]["garbage"]
+
+
 def serving_env():
     if not SERVING_PYTHON.exists():
         pytest.fail("the serving virtualenv is missing: run `make install-serving` (make test does)")
