@@ -53,7 +53,8 @@ def rayservice_of(objects: list[dict]) -> dict:
 def with_old_head(objects: list[dict]) -> list[dict]:
     objects = copy.deepcopy(objects)
     cluster = rayservice_of(objects)["spec"]["rayClusterConfig"]
-    cluster.pop("enableInTreeAutoscaling", None)  # 216a77b had no autoscaler sidecar
+    cluster.pop("enableInTreeAutoscaling", None)  # 216a77b had no autoscaler sidecar and one fixed worker
+    cluster["workerGroupSpecs"][0].update({"replicas": 1, "minReplicas": 1})
     head = cluster["headGroupSpec"]["template"]["spec"]
     head["containers"][0]["resources"] = {"requests": dict(OLD_HEAD_RESOURCES), "limits": dict(OLD_HEAD_RESOURCES)}
     head.pop("tolerations", None)
@@ -81,6 +82,18 @@ def test_old_head_does_not_fit_the_old_system_node(stack, instance):
     with pytest.raises(PlacementFailed, match=r"head: 0/2 pools: system: Insufficient cpu") as failure:
         check_placement(cfg, with_old_head(objects_of(cfg)))
     assert "systemInstanceType" in str(failure.value) and "no resource was created" in str(failure.value)
+
+
+@pytest.mark.parametrize("stack,instance,old_head,suggested", [
+    ("eval", "m6i.xlarge", True, "m6i.2xlarge"),  # the review's fix for the 4 CPU / 16Gi head
+    ("prod", "e2-standard-2", False, "e2-standard-4"),
+])
+def test_fix_names_the_smallest_system_shape_that_fits(stack, instance, old_head, suggested):
+    cfg = stack_cfg(stack, systemInstanceType=instance)
+    objects = with_old_head(objects_of(cfg)) if old_head else objects_of(cfg)
+    with pytest.raises(PlacementFailed) as failure:
+        check_placement(cfg, objects)
+    assert f"pulumi config set qwen2vl:systemInstanceType {suggested} --stack {stack}, the smallest" in str(failure.value)
 
 
 def test_old_head_fails_even_on_an_empty_node():
@@ -347,6 +360,14 @@ def test_reservations_reproduce_measured_nodes(cloud, instance, vcpus, gib, max_
     # 7.5% estimate against the 2.8-3.5% these nodes lost).
     assert measured_capacity * 0.95 < cap["memory"] <= measured_capacity
     assert alloc["memory"] <= measured_allocatable
+
+
+def test_every_gpu_shape_has_machine_facts():
+    """A GPU shape added to infra/preflight/gpus.yaml without its vCPUs and memory would fail every plan."""
+    from infra.preflight.catalog import gpu_catalog
+    for spec in gpu_catalog().values():
+        for shape in spec.shapes:
+            assert machine(shape.cloud, shape.instance).gpus == shape.gpus, shape
 
 
 def test_gke_e2_standard_4_allocatable():

@@ -3,7 +3,7 @@ tried, all offline and in the scheduler's words. See docs/placement.md."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from infra.config import PROJECT, ConfigError, StackConfig
 from infra.nodepool import GPU_TAINT, gpu_pool_spec, gpu_pool_zones, system_pool_spec
@@ -18,7 +18,15 @@ from infra.placement.clouds import (
     machine,
 )
 from infra.placement.quantity import CPU, MEMORY, show
-from infra.placement.scheduler import Node, matches_node_affinity, node_reasons, pod_request, untolerated_taint
+from infra.preflight.catalog import gpu_catalog
+from infra.placement.scheduler import (
+    Node,
+    fit_order,
+    matches_node_affinity,
+    node_reasons,
+    pod_request,
+    untolerated_taint,
+)
 from infra.platform.addons import cluster_addons
 from infra.platform.chart_values import kuberay_operator_values
 
@@ -43,7 +51,7 @@ class PodPlacement:
 
     def as_dict(self) -> dict:
         return {"pod": self.pod, "kind": self.kind, "pool": self.pool, "reasons": list(self.reasons),
-                "requests": {r: show(r, v) for r, v in self.requests.items()}}
+                "requests": {r: show(r, self.requests[r]) for r in fit_order(self.requests)}}
 
 
 @dataclass
@@ -96,21 +104,24 @@ class PlacementReport:
 
 
 class PlacementFailed(Exception):
-    def __init__(self, report: PlacementReport) -> None:
+    def __init__(self, report: PlacementReport, system_fit: str | None = None) -> None:
         self.report = report
+        fixes = " ".join(_fixes(report, system_fit)).rstrip(";")
         super().__init__(
             f"Placement failed for stack {report.stack}; no resource was created. The scheduler would leave "
-            f"these Pending: {' | '.join(report.failures())}. Fix: {' '.join(_fixes(report))} "
+            f"these Pending: {' | '.join(report.failures())}. Fix: {fixes}. "
             f"Run `make plan` (python scripts/plan.py --stack {report.stack}) to see every pod's pool and headroom."
         )
 
 
-def _fixes(report: PlacementReport) -> list[str]:
+def _fixes(report: PlacementReport, system_fit: str | None) -> list[str]:
     text = " ".join(report.failures())
     fixes = []
     if "system:" in text and "Insufficient" in text:
-        fixes.append(f"give the system pool a larger shape (pulumi config set {PROJECT}:systemInstanceType <type> "
-                     f"--stack {report.stack}) or lower the pod's requests;")
+        shape = system_fit or "<type>"
+        fits = f", the smallest catalog shape on which every pod fits" if system_fit else ""
+        fixes.append(f"give the system pool a larger shape (pulumi config set {PROJECT}:systemInstanceType {shape} "
+                     f"--stack {report.stack}{fits}) or lower the pod's requests;")
     if "Insufficient nvidia.com/gpu" in text and "device plugin" in text:
         fixes.append("let the device plugin reach the GPU nodes (its chart's default affinity needs a "
                      "nvidia.com/gpu.present=true label, or pass affinity: null with allow_null_values);")
@@ -466,9 +477,21 @@ def placement_report(cfg: StackConfig, objects: list[dict]) -> PlacementReport:
     return PlacementReport(cfg.stack, ok, pods, volumes, upgrade, serve, pools)
 
 
+def smallest_fitting_system_instance(cfg: StackConfig, objects: list[dict]) -> str | None:
+    """The catalog's smallest GPU-less shape of this cloud with which the whole stack places, if any."""
+    gpu_instances = {s.instance for spec in gpu_catalog().values() for s in spec.shapes}
+    candidates = sorted((machine(cfg.cloud, name) for name in known_instances(cfg.cloud) if name not in gpu_instances),
+                        key=lambda shape: (shape.vcpus, shape.memory_gib, shape.instance))
+    for shape in candidates:
+        if placement_report(replace(cfg, system_instance_type=shape.instance), objects).ok:
+            return shape.instance
+    return None
+
+
 def check_placement(cfg: StackConfig, objects: list[dict]) -> PlacementReport:
     """The report; raises PlacementFailed when any pod would stay Pending."""
     report = placement_report(cfg, objects)
     if not report.ok:
-        raise PlacementFailed(report)
+        system_short = any(not p.ok and "system: Insufficient" in " ".join(p.reasons) for p in report.pods)
+        raise PlacementFailed(report, smallest_fitting_system_instance(cfg, objects) if system_short else None)
     return report

@@ -131,7 +131,7 @@ def node_reasons(pod_spec: dict, request: dict[str, int], node: Node) -> list[st
     reasons = []
     if len(node.pods) + 1 > node.allocatable.get(PODS, 110):
         reasons.append(f"Too many pods (max {node.allocatable.get(PODS)})")
-    for resource in _fit_order(request):  # fit.go checks cpu, memory, then extended resources
+    for resource in fit_order(request):  # fit.go checks cpu, memory, then extended resources
         value, free = request[resource], node.free(resource)
         if value > free:
             reasons.append(f"Insufficient {resource} (requests {show(resource, value)}, "
@@ -139,5 +139,5 @@ def node_reasons(pod_spec: dict, request: dict[str, int], node: Node) -> list[st
     return reasons
 
 
-def _fit_order(request: dict[str, int]) -> list[str]:
+def fit_order(request: dict[str, int]) -> list[str]:
     return [r for r in (CPU, MEMORY) if r in request] + sorted(r for r in request if r not in (CPU, MEMORY))
