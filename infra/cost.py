@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from infra.nodepool import node_shape
+from infra.nodepool import gpu_pool_initial_nodes_per_zone, gpu_pool_zones, node_shape
 from infra.config import PROJECT, StackConfig
 from infra.preflight.catalog import prices_as_of
 
-# A regional GKE cluster's node pools span three zones of the region unless node_locations says otherwise:
+# A regional GKE cluster's node pools span three zones of the region unless node_locations says otherwise
+# (our pools always set it; the policy pack counts a pool without it this way):
 # https://cloud.google.com/kubernetes-engine/docs/concepts/regional-clusters ("By default, GKE replicates
 # each node pool across three zones of the control plane's region").
 GKE_DEFAULT_ZONE_COUNT = 3
@@ -56,17 +57,13 @@ def pool_node_ceiling(cloud: str, max_nodes: int, initial_per_zone: int = 0, zon
     return max_nodes
 
 
-def gke_zone_count(cfg: StackConfig) -> int:
-    """The zones a regional GKE pool of this stack spans: qwen2vl:zones, else GKE's default three."""
-    return len(cfg.zones) or GKE_DEFAULT_ZONE_COUNT
-
-
 def max_gpu_nodes(cfg: StackConfig) -> int:
-    """The most GPU nodes the stack's pools can run at once, by its cloud's rules. The GKE pool is created
-    with initial_node_count = gpuNodesMin per zone (infra/clusters/gcp.py); a change there must change this
-    (tests/test_cost_budget.py compares it with the pool the program registers)."""
+    """The most GPU nodes the stack's pools can run at once, by its cloud's rules, from the same sizing the
+    cluster modules give the pool (infra/nodepool.py: gpu_pool_zones, gpu_pool_initial_nodes_per_zone).
+    tests/test_cost_budget.py compares it with the pool the program registers."""
     if cfg.cloud == "gcp":
-        return pool_node_ceiling("gcp", cfg.gpu_nodes_max, cfg.gpu_nodes_min, gke_zone_count(cfg))
+        return pool_node_ceiling("gcp", cfg.gpu_nodes_max, gpu_pool_initial_nodes_per_zone(cfg),
+                                 len(gpu_pool_zones(cfg)))
     return pool_node_ceiling(cfg.cloud, cfg.gpu_nodes_max)
 
 

@@ -12,10 +12,17 @@ GCP = {"cloud": "gcp", "gcpProject": "my-gpu-project", "region": "us-central1", 
 
 def test_a_regional_gke_pool_starts_its_initial_count_in_every_zone():
     # initial_node_count 1 in GKE's default three zones: three nodes at create, though autoscaling stops at 2.
-    cfg = make_config(**GCP, gpuNodesMin=1, gpuNodesMax=2)
-    assert max_gpu_nodes(cfg) == 3 and estimate_cost(cfg).max_nodes == 3
-    assert max_gpu_nodes(make_config(**GCP, gpuNodesMin=1, gpuNodesMax=2, zones=["us-central1-a"])) == 2
-    assert max_gpu_nodes(make_config(**GCP, gpuNodesMin=0, gpuNodesMax=2)) == 2
+    assert pool_node_ceiling("gcp", max_nodes=2, initial_per_zone=1, zone_count=3) == 3
+    assert pool_node_ceiling("gcp", max_nodes=2, initial_per_zone=0, zone_count=3) == 2
+    assert pool_node_ceiling("aws", max_nodes=2) == 2
+
+
+@pytest.mark.parametrize("zones, low, high", [(["us-central1-a", "us-central1-b", "us-central1-c"], 3, 4),
+                                              (["us-central1-a"], 1, 2)])
+def test_the_stack_budget_follows_the_pool_sizing(zones, low, high):
+    """gpuNodesMin 3 in three zones starts one node per zone; in one zone, three: never above gpuNodesMax."""
+    cfg = make_config(**GCP, gpuNodesMin=low, gpuNodesMax=high, zones=zones)
+    assert max_gpu_nodes(cfg) == estimate_cost(cfg).max_nodes == high
 
 
 def test_eks_node_group_is_bounded_by_its_max_size():
@@ -23,18 +30,18 @@ def test_eks_node_group_is_bounded_by_its_max_size():
     assert max_gpu_nodes(cfg) == 2
 
 
-def test_budget_refuses_the_nodes_gke_starts_per_zone():
-    # 2 x a2-ultragpu-4g fit $40/h; the 3 the pool starts at create do not.
+def test_budget_refuses_what_the_pool_can_run():
     node_price = estimate_cost(make_config(**GCP, gpuNodesMin=0, gpuNodesMax=1)).node_usd_per_hour
     budget = round(node_price * 2 + 1, 2)
     check_budget(make_config(**GCP, gpuNodesMin=0, gpuNodesMax=2, maxHourlyUsd=budget))
     with pytest.raises(BudgetExceeded, match=r"at its largest \(3 x a2-ultragpu-4g"):
-        check_budget(make_config(**GCP, gpuNodesMin=1, gpuNodesMax=2, maxHourlyUsd=budget))
+        check_budget(make_config(**GCP, gpuNodesMin=0, gpuNodesMax=3, maxHourlyUsd=budget))
 
 
 def _registered_pool_ceiling(plan) -> int:
     """The most nodes the GPU pool the program registered runs at once, from its recorded inputs."""
-    pool = next(r for r in plan.resources if r.name.endswith("-gpu") and r.custom)
+    pool = next(r for r in plan.resources if r.type in ("gcp:container/nodePool:NodePool", "aws:eks/nodeGroup:NodeGroup")
+                and r.name.endswith("-gpu"))
     if pool.type == "gcp:container/nodePool:NodePool":
         zones = pool.inputs.get("nodeLocations") or []
         return pool_node_ceiling("gcp", pool.inputs["autoscaling"]["totalMaxNodeCount"],
