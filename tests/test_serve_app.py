@@ -11,7 +11,6 @@ import subprocess
 import sys
 import textwrap
 import time
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from infra import pins
 from infra.preflight.kernels import QUANTIZATION_CHOICES
 from tests.conftest import REPO_ROOT
 from tests.fake_hub import FakeHub
+from tests.vllm_release import pinned_vllm_source
 
 sys.path.insert(0, str(REPO_ROOT / "images" / "vllm"))
 from qwen2vl_serve.access import OPEN_PATHS, authorised, requires_key  # noqa: E402
@@ -30,7 +30,6 @@ from qwen2vl_serve.server import (  # noqa: E402
 )
 
 SERVING_PYTHON = REPO_ROOT / ".venv-serving" / "bin" / "python"
-WHEEL_CACHE = REPO_ROOT / ".cache" / "vllm-wheels"
 ARG_SOURCES = ("vllm/entrypoints/openai/cli_args.py", "vllm/engine/arg_utils.py")
 
 
@@ -61,21 +60,9 @@ def test_unknown_app_args_are_refused():
         ServerArgs.from_mapping({"model": "m", "served_model_name": "q", "tensor_parallel": 4})
 
 
-def pinned_wheel_source(*names: str) -> str:
-    """Source files of the pinned vLLM release, read from its wheel (downloaded once into .cache)."""
-    WHEEL_CACHE.mkdir(parents=True, exist_ok=True)
-    wheels = list(WHEEL_CACHE.glob(f"vllm-{pins.VLLM_VERSION}-*.whl"))
-    if not wheels:
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", f"vllm=={pins.VLLM_VERSION}",
-                        "-d", str(WHEEL_CACHE)], check=True, timeout=600)
-        wheels = list(WHEEL_CACHE.glob(f"vllm-{pins.VLLM_VERSION}-*.whl"))
-    with zipfile.ZipFile(wheels[0]) as wheel:
-        return "\n".join(wheel.read(name).decode() for name in names)
-
-
 @pytest.mark.download
 def test_every_flag_exists_in_the_pinned_vllm_release(tmp_path):
-    source = pinned_wheel_source(*ARG_SOURCES)
+    source = pinned_vllm_source(*ARG_SOURCES)
     missing = [flag for flag in flags_of(command(full_args(tmp_path), 9000))
                if f'"{flag}"' not in source and f"'{flag}'" not in source]
     assert not missing, f"flags absent from vLLM {pins.VLLM_VERSION}: {missing}"
@@ -84,7 +71,7 @@ def test_every_flag_exists_in_the_pinned_vllm_release(tmp_path):
 @pytest.mark.download
 def test_every_quantization_choice_gives_a_value_the_pinned_parser_accepts():
     # 0.6.3's --quantization has choices=[*QUANTIZATION_METHODS, None] (vllm/engine/arg_utils.py:447-450).
-    tree = ast.parse(pinned_wheel_source("vllm/model_executor/layers/quantization/__init__.py"))
+    tree = ast.parse(pinned_vllm_source("vllm/model_executor/layers/quantization/__init__.py"))
     methods = next(node.value for node in ast.walk(tree) if isinstance(node, ast.AnnAssign)
                    and getattr(node.target, "id", "") == "QUANTIZATION_METHODS")
     accepted = {key.value for key in methods.keys}
@@ -100,7 +87,7 @@ def test_request_logging_is_off_with_the_pinned_release(tmp_path):
     # 0.6.3 logs every prompt and its token ids unless --disable-log-requests (arg_utils.py:1105,1112).
     engine = tmp_path / "vllm" / "engine"
     engine.mkdir(parents=True)
-    (engine / "arg_utils.py").write_text(pinned_wheel_source("vllm/engine/arg_utils.py"))
+    (engine / "arg_utils.py").write_text(pinned_vllm_source("vllm/engine/arg_utils.py"))
     assert vllm_logs_requests_by_default(tmp_path / "vllm") is True
     assert "--disable-log-requests" in command(ServerArgs(model="m", served_model_name="q"), 9000)
 
