@@ -231,6 +231,15 @@ def test_too_small_system_instance_names_the_pod():
         check_placement(cfg, objects_of(cfg))
 
 
+def test_the_check_is_pure():
+    """No Pulumi import: the check runs (and is tested) without the engine."""
+    import subprocess
+    import sys
+    probe = "import sys, infra.placement; print(sorted(m for m in sys.modules if m.split('.')[0].startswith('pulumi')))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
 # ---- KubeRay's pods, from its source ----------------------------------------------------------
 
 def test_kuberay_injects_wait_gcs_ready_and_the_autoscaler():

@@ -18,7 +18,6 @@ from infra.placement.clouds import (
     machine,
 )
 from infra.placement.quantity import CPU, MEMORY, show
-from infra.preflight.catalog import gpu_catalog
 from infra.placement.scheduler import (
     Node,
     fit_order,
@@ -29,6 +28,7 @@ from infra.placement.scheduler import (
 )
 from infra.platform.addons import cluster_addons
 from infra.platform.chart_values import kuberay_operator_values
+from infra.preflight.catalog import gpu_catalog
 
 RWO, RWOP = "ReadWriteOnce", "ReadWriteOncePod"
 
