@@ -1,1 +1,1 @@
-"""Evaluation lifecycle: short cost-bounded eval stacks and the reaper (Automation API behind a seam)."""
+"""Evaluation lifecycle: short cost-bounded eval stacks and the reaper (the Pulumi CLI, driven as interruptible processes, behind a seam)."""
