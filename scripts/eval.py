@@ -3,7 +3,7 @@
 report (JSON and Markdown, with cost), then destroy, on success, failure, timeout and Ctrl-C alike.
 
     python scripts/eval.py [--model REPO] [--revision REV] [--gpu GPU] [--tp N] [--ttl-hours H]
-                           [--timeout-minutes M] [--keep] [--report-dir reports/]
+                           [--timeout-minutes M] [--stop-grace-minutes M] [--keep] [--report-dir reports/]
 
 Needs the Pulumi CLI v3.211.0 or newer (stack tags on self-managed backends), a `pulumi login`, the template
 stack `eval` (`pulumi stack init eval`, its secrets set with `pulumi config set --secret`), and the cloud
@@ -36,6 +36,8 @@ def main(argv: list[str] | None = None, workspace_factory=CliWorkspace) -> int:
     parser.add_argument("--tp", dest="tensor_parallel_size", type=int)
     parser.add_argument("--ttl-hours", type=int)
     parser.add_argument("--timeout-minutes", type=float, default=120.0)
+    parser.add_argument("--stop-grace-minutes", type=float, default=30.0,
+                        help="after a timeout or Ctrl-C, how long the cancelled update may take to exit")
     parser.add_argument("--keep", action="store_true", help="keep a passing stack until its TTL")
     parser.add_argument("--report-dir", type=Path, default=Path("reports"))
     args = parser.parse_args(argv)
