@@ -113,11 +113,14 @@ def test_device_plugin_without_the_gpu_label_leaves_the_worker_pending(monkeypat
     report = placement_report(cfg, objects_of(cfg))
     plugin = pod(report, "nvidia-device-plugin")
     assert plugin.pool is None
-    assert plugin.reasons == ["runs on 0 GPU nodes: gpu: no kube-system/nvidia-device-plugin pod on its nodes: "
-                              "didn't match Pod's node affinity/selector"]
+    assert plugin.reasons == ["runs on 0 GPU nodes: gpu: no device plugin pod (kube-system/nvidia-device-plugin) on "
+                              "its nodes: didn't match Pod's node affinity/selector"]
     worker = pod(report, "gpu-worker-0")
     assert worker.pool is None and "gpu: Insufficient nvidia.com/gpu (requests 4, free 0" in worker.reasons[0]
     assert not report.ok
+    with pytest.raises(PlacementFailed, match=r"Fix: let the device plugin reach the GPU nodes") as failure:
+        check_placement(cfg, objects_of(cfg))
+    assert "systemInstanceType" not in str(failure.value)  # the system pool is not what is short
 
 
 def test_device_plugin_chart_affinity_survives_an_empty_map():

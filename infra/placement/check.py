@@ -3,10 +3,11 @@ tried, all offline and in the scheduler's words. See docs/placement.md."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 
 from infra.config import PROJECT, ConfigError, StackConfig
-from infra.nodepool import GPU_TAINT, gpu_pool_spec, gpu_pool_zones, system_pool_spec
+from infra.nodepool import GPU_TAINT, SYSTEM_POOL_NAME, gpu_pool_spec, gpu_pool_zones, system_pool_spec
 from infra.placement import kuberay
 from infra.placement.charts import ReleasePods, cluster_autoscaler_pods, device_plugin_pods, kuberay_operator_pods
 from infra.placement.clouds import (
@@ -31,6 +32,8 @@ from infra.platform.chart_values import kuberay_operator_values
 from infra.preflight.catalog import gpu_catalog
 
 RWO, RWOP = "ReadWriteOnce", "ReadWriteOncePod"
+# A pod the system pool would take if it had room.
+_SYSTEM_SHORT = re.compile(rf"\b{SYSTEM_POOL_NAME}: (Insufficient|Too many pods)")
 
 
 @dataclass
@@ -117,7 +120,7 @@ class PlacementFailed(Exception):
 def _fixes(report: PlacementReport, system_fit: str | None) -> list[str]:
     text = " ".join(report.failures())
     fixes = []
-    if "system:" in text and "Insufficient" in text:
+    if _SYSTEM_SHORT.search(text):
         shape = system_fit or "<type>"
         fits = f", the smallest catalog shape on which every pod fits" if system_fit else ""
         fixes.append(f"give the system pool a larger shape (pulumi config set {PROJECT}:systemInstanceType {shape} "
@@ -188,6 +191,8 @@ class ClusterPod:
     kind: str
     pod_spec: dict
     replicas: int = 1
+    # A device plugin: the nodes running its pod advertise their GPUs as nvidia.com/gpu.
+    advertises_gpus: bool = False
 
 
 def _cloud_pods(cfg: StackConfig) -> list[ClusterPod]:
@@ -205,14 +210,14 @@ def _cloud_pods(cfg: StackConfig) -> list[ClusterPod]:
     return pods
 
 
-def _release(release: ReleasePods) -> ClusterPod:
-    return ClusterPod(release.name, release.kind, release.pod_spec, release.replicas)
+def _release(release: ReleasePods, advertises_gpus: bool = False) -> ClusterPod:
+    return ClusterPod(release.name, release.kind, release.pod_spec, release.replicas, advertises_gpus)
 
 
 def _platform_pods(cfg: StackConfig) -> list[ClusterPod]:
     pods = []
     if not cluster_addons(cfg).provides_device_plugin:
-        pods.append(_release(device_plugin_pods(gpu_pool_spec(cfg).placement)))
+        pods.append(_release(device_plugin_pods(gpu_pool_spec(cfg).placement), advertises_gpus=True))
     pods.append(_release(kuberay_operator_pods()))
     if cluster_addons(cfg).cluster_autoscaler:
         pods.append(_release(cluster_autoscaler_pods(cfg.region)))
@@ -309,17 +314,17 @@ def _daemonsets(cfg: StackConfig, nodes: list[Node]) -> tuple[list[PodPlacement]
     provides = cloud_facts()[cfg.cloud]["provides_gpu_resource"]
     for pod in (p for p in cluster if p.kind == "DaemonSet"):
         placement, placed = _run_daemonset(pod, nodes)
-        if pod.name.endswith("nvidia-device-plugin"):
+        if pod.advertises_gpus:
             for node in placed:
                 node.allocatable[GPU_RESOURCE] = machine(cfg.cloud, node.labels["node.kubernetes.io/instance-type"]).gpus
             missed = [n for n in nodes if GPU_TAINT in n.taints and n not in placed]
             for node in missed:
-                hints[node.pool] = (f"no {pod.name} pod on its nodes: "
+                hints[node.pool] = (f"no device plugin pod ({pod.name}) on its nodes: "
                                     f"{', '.join(node_reasons(pod.pod_spec, placement.requests, node)) or 'not scheduled'}")
             if missed and not placed:
                 placement.reasons.append("runs on 0 GPU nodes: " + "; ".join(f"{p}: {h}" for p, h in hints.items()))
         results.append(placement)
-    if not provides and not any(p.name.endswith("nvidia-device-plugin") for p in cluster):
+    if not provides and not any(p.advertises_gpus for p in cluster):
         hints.update({n.pool: "no device plugin installed" for n in nodes if GPU_TAINT in n.taints})
     return results, hints
 
@@ -462,6 +467,7 @@ def placement_report(cfg: StackConfig, objects: list[dict]) -> PlacementReport:
     env = kuberay_operator_values().get("env")
     nodes = _nodes(cfg)
     daemonsets, hints = _daemonsets(cfg, nodes)
+    device_plugins = {p.name for p in _platform_pods(cfg) if p.advertises_gpus}
     cluster = [p for p in (*_cloud_pods(cfg), *_platform_pods(cfg)) if p.kind != "DaemonSet"]
     workload = _workload_pods(objects, env)
     placed = [r for pod in (*cluster, *workload) for r in _schedule(pod, nodes, hints)]
@@ -471,7 +477,7 @@ def placement_report(cfg: StackConfig, objects: list[dict]) -> PlacementReport:
     pools = _pools(nodes)  # headroom in steady state, before an upgrade's second cluster
     upgrade = _upgrade(cfg, objects, env, nodes, hints, placed)
     pods = [*daemonsets, *placed]
-    device_plugin_ok = all(p.ok for p in daemonsets if p.pod.endswith("nvidia-device-plugin"))
+    device_plugin_ok = all(p.ok for p in daemonsets if p.pod in device_plugins)
     ok = (all(p.ok for p in placed) and device_plugin_ok and all(v.ok for v in volumes)
           and all(s["ok"] for s in serve) and upgrade.get("ok", True))
     return PlacementReport(cfg.stack, ok, pods, volumes, upgrade, serve, pools)
@@ -492,6 +498,6 @@ def check_placement(cfg: StackConfig, objects: list[dict]) -> PlacementReport:
     """The report; raises PlacementFailed when any pod would stay Pending."""
     report = placement_report(cfg, objects)
     if not report.ok:
-        system_short = any(not p.ok and "system: Insufficient" in " ".join(p.reasons) for p in report.pods)
+        system_short = bool(_SYSTEM_SHORT.search(" ".join(report.failures())))
         raise PlacementFailed(report, smallest_fitting_system_instance(cfg, objects) if system_short else None)
     return report
