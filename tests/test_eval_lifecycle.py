@@ -245,7 +245,9 @@ def assert_stopped_then_destroyed(events):
 
 
 def test_timeout_cancels_the_update_and_waits_for_it_before_destroying(backend, tmp_path):
-    result = run(backend(up="hold"), tmp_path / "reports", timeout_minutes=0.05)
+    # 6 s: the stand-in takes its SIGINT handling at its first line; a real CLI signalled before it has set
+    # up its handler just exits, holding nothing.
+    result = run(backend(up="hold"), tmp_path / "reports", timeout_minutes=0.1)
     assert result.outcome == "timeout" and result.destroyed
     assert_stopped_then_destroyed(backend.events())
     assert not any((backend.state / "locks").iterdir())
@@ -263,7 +265,7 @@ def test_ctrl_c_cancels_the_update_and_waits_for_it_before_destroying(backend, t
 
 def test_a_lock_left_by_a_terminated_update_is_cancelled_then_destroyed(backend, tmp_path):
     # The update ignores the first SIGINT past the grace period, is terminated by the second and leaves its lock.
-    result = run(backend(up="stuck"), tmp_path / "reports", timeout_minutes=0.05, stop_grace_minutes=0.02)
+    result = run(backend(up="stuck"), tmp_path / "reports", timeout_minutes=0.1, stop_grace_minutes=0.02)
     assert result.outcome == "timeout" and result.destroyed
     events = backend.events()
     assert index(events, "signal", ["up"], nth=1) < index(events, "exit", ["up"]) < index(events, "start", ["destroy"])
