@@ -271,7 +271,9 @@ def destroy_stack(workspace: Workspace, name: str, log: Log, attempts: int = 5, 
         if not destroy.wait_through_interrupts(DESTROY_DEADLINE_MINUTES * 60, log, f"the destroy of {name}"):
             log(f"the destroy of {name} still runs after {DESTROY_DEADLINE_MINUTES} minutes; cancelling it")
             workspace.interrupt()
-            destroy.wait_through_interrupts(TERMINATE_WAIT_SECONDS, log, f"the destroy of {name} to exit")
+            if not destroy.wait_through_interrupts(TERMINATE_WAIT_SECONDS, log, f"the destroy of {name} to exit"):
+                log(f"COULD NOT DESTROY {name}: its destroy still runs; not starting another beside it")
+                return False
         try:
             destroy.result()
             workspace.remove_stack(name)
