@@ -247,9 +247,10 @@ def test_gke_initial_count_per_zone_with_two_nodes_minimum(tmp_path_factory):
 
 
 def test_gke_zones_override_and_unknown_accelerator_region(tmp_path_factory):
-    gpu = one(ok(variant(tmp_path_factory, "staging", gpuType="L4", zones='["us-central1-b"]')),
+    zones = ["us-central1-a", "us-central1-b"]
+    gpu = one(ok(variant(tmp_path_factory, "staging", gpuType="L4", zones=json.dumps(zones))),
               "gcp:container/nodePool:NodePool", "qwen2vl-gpu")
-    assert gpu.inputs["nodeLocations"] == ["us-central1-b"]
+    assert gpu.inputs["nodeLocations"] == zones
     refused = variant(tmp_path_factory, "staging", gpuType="L4")
     assert not refused.ok and "qwen2vl:zones" in refused.error and "nvidia-l4" in refused.error
 
@@ -328,8 +329,50 @@ def test_gke_nodes_of_staging_and_prod_are_private_behind_cloud_nat(plan_of, sta
     cluster = one(result, "gcp:container/cluster:Cluster")
     assert cluster.inputs["privateClusterConfig"]["enablePrivateNodes"] is True
     nat = one(result, "gcp:compute/routerNat:RouterNat")
-    assert nat.key in cluster.depends_on
+    router = one(result, "gcp:compute/router:Router")
+    assert nat.key in cluster.depends_on and nat.inputs["router"] == router.inputs["name"]
     assert nat.inputs["sourceSubnetworkIpRangesToNat"] == "ALL_SUBNETWORKS_ALL_IP_RANGES"
+
+
+def sdk_module_source(type_token):
+    """The installed SDK module of a resource type ("aws:ec2/launchTemplate:LaunchTemplate" ->
+    pulumi_aws/ec2/launch_template.py)."""
+    import importlib
+    import inspect
+    import re
+
+    package, module, _ = type_token.split(":")
+    folder, name = module.split("/")
+    return inspect.getsource(importlib.import_module(
+        f"pulumi_{package}.{folder}.{re.sub(r'(?<!^)(?=[A-Z])', '_', name).lower()}"))
+
+
+def names_in(value):
+    """Every mapping key of a nested input, except the keys of tag maps (tag names, not input names)."""
+    if isinstance(value, dict):
+        return set(value) | {n for k, v in value.items() if k != "tags" for n in names_in(v)}
+    if isinstance(value, list):
+        return {n for v in value for n in names_in(v)}
+    return set()
+
+
+@pytest.mark.parametrize("stack", ["eval-private", "staging"])
+def test_resources_registered_by_type_token_use_the_providers_own_input_names(tmp_path_factory, plan_of, stack):
+    """EC2 and Cloud NAT resources are registered by type token (infra/clusters/aws.py and gcp.py say why):
+    each input name the program sends is a wire name in the installed SDK's source of that resource (or of
+    its input types, for nested names)."""
+    import importlib
+    import inspect
+
+    result = ok(variant(tmp_path_factory, "eval", publicNodes=False) if stack == "eval-private" else plan_of(stack))
+    by_token = [r for r in result.resources if r.type.startswith(("aws:ec2/", "gcp:compute/"))]
+    assert by_token
+    for resource in by_token:
+        source = sdk_module_source(resource.type)
+        inputs_source = inspect.getsource(importlib.import_module(
+            f"pulumi_{resource.type.split(':')[0]}.{resource.type.split(':')[1].split('/')[0]}._inputs"))
+        for key in names_in(resource.inputs):
+            assert f'"{key}"' in source or f'"{key}"' in inputs_source, (resource.type, key)
 
 
 # 11. Ordering --------------------------------------------------------------------------------------------------

@@ -37,6 +37,31 @@ POD_IDENTITY_PRINCIPAL = "pods.eks.amazonaws.com"
 # (EC2 CreateLaunchTemplate TagSpecifications). Node-group `tags` reach none of them
 # (https://docs.aws.amazon.com/eks/latest/userguide/eks-using-tags.html).
 TAGGED_RESOURCES = ("instance", "volume", "network-interface")
+# pulumi_aws.ec2's package __init__ imports its ~250 resource modules (about 1 s of CPU, a fifth of the offline
+# plan's 5 s budget), so the few EC2 resources of this stack are registered by type token, with the inputs
+# in the provider's own (camelCase) names: pulumi_aws 7.51.1 ec2/*.py, held to that source by
+# tests/test_cluster_layer.py. Same provider, same engine calls as the SDK classes make.
+EC2_TYPES = {
+    "Vpc": "aws:ec2/vpc:Vpc",
+    "InternetGateway": "aws:ec2/internetGateway:InternetGateway",
+    "RouteTable": "aws:ec2/routeTable:RouteTable",
+    "RouteTableAssociation": "aws:ec2/routeTableAssociation:RouteTableAssociation",
+    "Subnet": "aws:ec2/subnet:Subnet",
+    "Eip": "aws:ec2/eip:Eip",
+    "NatGateway": "aws:ec2/natGateway:NatGateway",
+    "LaunchTemplate": "aws:ec2/launchTemplate:LaunchTemplate",
+}
+
+
+def _version(number: float) -> str:
+    """A launch template version as EKS takes it ("3"); the engine hands numbers back as floats (3.0)."""
+    return str(int(number))
+
+
+def _ec2(kind: str, name: str, inputs: dict, opts: pulumi.ResourceOptions,
+         outputs: tuple[str, ...] = ()) -> pulumi.CustomResource:
+    """An EC2 resource by type token; `outputs` names the provider-computed properties read back."""
+    return pulumi.CustomResource(EC2_TYPES[kind], name, {**inputs, **{key: None for key in outputs}}, opts)
 
 
 def gpu_node_group_args(pool: GpuPoolSpec) -> dict:
@@ -53,15 +78,15 @@ def gpu_node_group_args(pool: GpuPoolSpec) -> dict:
     }
 
 
-def launch_template_args(disk_gb: int, tags: dict[str, str]) -> dict:
+def launch_template_inputs(disk_gb: int, tags: dict[str, str]) -> dict:
     """A launch template for a managed node group: its root volume (a node group with a launch template takes
     no disk_size) and the cost tags on everything an instance bills."""
     return {
-        "block_device_mappings": [{"device_name": ROOT_DEVICE, "ebs": {
-            "volume_size": disk_gb, "volume_type": "gp3", "encrypted": "true", "delete_on_termination": "true"}}],
-        "tag_specifications": [{"resource_type": kind, "tags": dict(tags)} for kind in TAGGED_RESOURCES],
+        "blockDeviceMappings": [{"deviceName": ROOT_DEVICE, "ebs": {
+            "volumeSize": disk_gb, "volumeType": "gp3", "encrypted": "true", "deleteOnTermination": "true"}}],
+        "tagSpecifications": [{"resourceType": kind, "tags": dict(tags)} for kind in TAGGED_RESOURCES],
         # IMDSv2 only, and a hop limit of 2 so pods on the node (the CNI, the CSI node plugin) reach it.
-        "metadata_options": {"http_endpoint": "enabled", "http_tokens": "required", "http_put_response_hop_limit": 2},
+        "metadataOptions": {"httpEndpoint": "enabled", "httpTokens": "required", "httpPutResponseHopLimit": 2},
     }
 
 
@@ -182,11 +207,11 @@ class EksCluster(pulumi.ComponentResource):
 
     def _node_group(self, name: str, node_role: aws.iam.Role, subnet_ids, tags: dict[str, str], disk_gb: int,
                     opts: pulumi.ResourceOptions, **args) -> aws.eks.NodeGroup:
-        template = aws.ec2.LaunchTemplate(name, **launch_template_args(disk_gb, tags), opts=opts)
+        template = _ec2("LaunchTemplate", name, launch_template_inputs(disk_gb, tags), opts, ("latestVersion",))
         return aws.eks.NodeGroup(
             name, cluster_name=self.cluster.name, node_role_arn=node_role.arn, subnet_ids=subnet_ids,
             launch_template=aws.eks.NodeGroupLaunchTemplateArgs(id=template.id,
-                                                                version=template.latest_version.apply(str)),
+                                                                version=template.latestVersion.apply(_version)),
             tags=dict(tags), opts=opts, **args)
 
     def _addons(self, name: str, child: pulumi.ResourceOptions) -> dict[str, aws.eks.Addon]:
@@ -217,37 +242,34 @@ class EksCluster(pulumi.ComponentResource):
         else:
             names = aws.get_availability_zones_output(
                 state="available", opts=pulumi.InvokeOutputOptions(parent=self, provider=child.provider)).names
-        vpc = aws.ec2.Vpc(f"{name}-vpc", cidr_block=VPC_CIDR, enable_dns_hostnames=True, enable_dns_support=True,
-                          opts=stateful)
-        gateway = aws.ec2.InternetGateway(f"{name}-igw", vpc_id=vpc.id, opts=child)
-        public_routes = aws.ec2.RouteTable(
-            f"{name}-public", vpc_id=vpc.id,
-            routes=[aws.ec2.RouteTableRouteArgs(cidr_block="0.0.0.0/0", gateway_id=gateway.id)], opts=child,
-        )
+        vpc = _ec2("Vpc", f"{name}-vpc", {"cidrBlock": VPC_CIDR, "enableDnsHostnames": True,
+                                            "enableDnsSupport": True}, stateful)
+        gateway = _ec2("InternetGateway", f"{name}-igw", {"vpcId": vpc.id}, child)
+        public_routes = _ec2("RouteTable", f"{name}-public", {
+            "vpcId": vpc.id, "routes": [{"cidrBlock": "0.0.0.0/0", "gatewayId": gateway.id}]}, child)
         public = [self._subnet(f"{name}-public-{i}", vpc, names, i, i, public_routes, True, child)
                   for i in range(MIN_ZONES)]
         if cfg.public_nodes:
             return [subnet.id for subnet in public]
         # Nodes without public IPs reach the hub, ECR and the EKS endpoint through one NAT gateway.
-        address = aws.ec2.Eip(f"{name}-nat", domain="vpc", opts=child)
-        nat = aws.ec2.NatGateway(f"{name}-nat", allocation_id=address.id, subnet_id=public[0].id, opts=child)
-        private_routes = aws.ec2.RouteTable(
-            f"{name}-private", vpc_id=vpc.id,
-            routes=[aws.ec2.RouteTableRouteArgs(cidr_block="0.0.0.0/0", nat_gateway_id=nat.id)], opts=child,
-        )
+        address = _ec2("Eip", f"{name}-nat", {"domain": "vpc"}, child)
+        nat = _ec2("NatGateway", f"{name}-nat", {"allocationId": address.id, "subnetId": public[0].id}, child)
+        private_routes = _ec2("RouteTable", f"{name}-private", {
+            "vpcId": vpc.id, "routes": [{"cidrBlock": "0.0.0.0/0", "natGatewayId": nat.id}]}, child)
         return [self._subnet(f"{name}-private-{i}", vpc, names, i, MIN_ZONES + i, private_routes, False, child).id
                 for i in range(MIN_ZONES)]
 
     @staticmethod
-    def _subnet(name: str, vpc, zone_names, zone_index: int, block: int, routes, public: bool, child) -> aws.ec2.Subnet:
-        subnet = aws.ec2.Subnet(
-            name, vpc_id=vpc.id, cidr_block=f"10.42.{block * 64}.0/18",
-            availability_zone=zone_names.apply(lambda zs: zs[zone_index]),
-            map_public_ip_on_launch=public,
+    def _subnet(name: str, vpc, zone_names, zone_index: int, block: int, routes, public: bool,
+                child) -> pulumi.CustomResource:
+        subnet = _ec2("Subnet", name, {
+            "vpcId": vpc.id, "cidrBlock": f"10.42.{block * 64}.0/18",
+            "availabilityZone": zone_names.apply(lambda zs: zs[zone_index]),
+            "mapPublicIpOnLaunch": public,
             # Load balancers: internet-facing ones in public subnets, internal ones in private subnets.
-            tags={"kubernetes.io/role/elb" if public else "kubernetes.io/role/internal-elb": "1"}, opts=child,
-        )
-        aws.ec2.RouteTableAssociation(name, subnet_id=subnet.id, route_table_id=routes.id, opts=child)
+            "tags": {"kubernetes.io/role/elb" if public else "kubernetes.io/role/internal-elb": "1"},
+        }, child)
+        _ec2("RouteTableAssociation", name, {"subnetId": subnet.id, "routeTableId": routes.id}, child)
         return subnet
 
 

@@ -29,6 +29,12 @@ WORKLOAD_METADATA = {"mode": "GKE_METADATA"}
 # The system pool: one node in each of the GPU pool's zones. Regional like the cluster, so the Ray head
 # and the operator survive a zone outage; and a second node gives an upgrade's second Ray head room.
 SYSTEM_NODES_PER_ZONE = 1
+# Cloud NAT for private nodes. pulumi_gcp.compute's package __init__ imports all its ~300 resource modules
+# (about 2 s of CPU, more than the offline plan's whole budget), so its router and NAT are registered by
+# type token with the provider's own input names (pulumi_gcp 10.2.0 compute/router.py, router_nat.py;
+# tests/test_cluster_layer.py holds the names to that source).
+ROUTER_TYPE = "gcp:compute/router:Router"
+ROUTER_NAT_TYPE = "gcp:compute/routerNat:RouterNat"
 
 
 def gpu_node_config(pool: GpuPoolSpec) -> dict:
@@ -49,6 +55,16 @@ def gpu_node_config(pool: GpuPoolSpec) -> dict:
         "oauth_scopes": OAUTH_SCOPES,
         "workload_metadata_config": WORKLOAD_METADATA,
     }
+
+
+def cloud_router_inputs(router_name: str, region: str) -> dict:
+    return {"name": router_name, "network": "default", "region": region}
+
+
+def cloud_nat_inputs(router_name: str, region: str) -> dict:
+    """NAT for every subnet range of the default network, with Google-allocated addresses."""
+    return {"name": router_name, "router": router_name, "region": region, "natIpAllocateOption": "AUTO_ONLY",
+            "sourceSubnetworkIpRangesToNat": "ALL_SUBNETWORKS_ALL_IP_RANGES"}
 
 
 def kubeconfig(name: str, endpoint: str, ca_certificate: str) -> str:
@@ -153,13 +169,13 @@ class GkeCluster(pulumi.ComponentResource):
                                    opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(parent=account)))
         return account
 
-    def _cloud_nat(self, name: str, cfg: StackConfig, opts: pulumi.ResourceOptions) -> gcp.compute.RouterNat:
+    def _cloud_nat(self, name: str, cfg: StackConfig, opts: pulumi.ResourceOptions) -> pulumi.CustomResource:
         """Private nodes reach the model hub and registries through Cloud NAT on the default network."""
-        router = gcp.compute.Router(f"{name}-nat", network="default", region=cfg.region, opts=opts)
-        return gcp.compute.RouterNat(
-            f"{name}-nat", router=router.name, region=cfg.region, nat_ip_allocate_option="AUTO_ONLY",
-            source_subnetwork_ip_ranges_to_nat="ALL_SUBNETWORKS_ALL_IP_RANGES",
-            opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(parent=router)))
+        router_name = f"{name}-nat"  # one per region of the stack's own project
+        router = pulumi.CustomResource(ROUTER_TYPE, router_name, cloud_router_inputs(router_name, cfg.region),
+                                       opts=opts)
+        return pulumi.CustomResource(ROUTER_NAT_TYPE, router_name, cloud_nat_inputs(router_name, cfg.region),
+                                     opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(parent=router)))
 
 
 def create(cfg: StackConfig) -> ClusterHandle:
