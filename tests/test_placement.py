@@ -417,3 +417,63 @@ def test_plan_fails_before_any_resource_on_a_placement_failure(tmp_path, capsys)
     assert plan.main(["--stack", "eval", "--json"]) == 0
     document = json.loads(capsys.readouterr().out)
     assert set(document["placement"]) >= {"ok", "pods", "volumes", "upgrade"}
+
+
+# ---- the twin's inputs are what the program registers ------------------------------------------
+
+def _scheduling_view(rayservice_spec: dict) -> dict:
+    """What placement reads from a RayService: every pod template's scheduling fields and the strategy."""
+    cluster = rayservice_spec["rayClusterConfig"]
+    templates = [cluster["headGroupSpec"]["template"]["spec"]] + [g["template"]["spec"] for g in cluster["workerGroupSpecs"]]
+    view = [{key: spec.get(key) for key in ("nodeSelector", "tolerations", "affinity", "volumes")}
+            | {"resources": [c.get("resources") for c in spec["containers"] + spec.get("initContainers", [])]}
+            for spec in templates]
+    groups = [{k: g.get(k) for k in ("replicas", "minReplicas", "maxReplicas", "rayStartParams")}
+              for g in cluster["workerGroupSpecs"]]
+    return {"templates": view, "groups": groups, "autoscaling": cluster.get("enableInTreeAutoscaling"),
+            "upgrade": rayservice_spec.get("upgradeStrategy"), "serve": rayservice_spec.get("serveConfigV2")}
+
+
+@pytest.mark.parametrize("stack", ["eval", "staging"])
+def test_the_twin_reads_what_the_program_registers(stack):
+    """The Helm values, add-ons, StorageClasses, pools and RayService the check simulates are the ones the
+    real program registers under the offline engine (no copy of them can drift)."""
+    from infra.nodepool import gpu_pool_spec, system_pool_spec
+    from infra.offline.engine import run_plan
+    from infra.platform.addons import cluster_addons
+    from infra.platform.chart_values import device_plugin_values, kuberay_operator_values
+
+    cfg = stack_cfg(stack)
+    result = run_plan(stack)
+    assert result.ok, result.error
+    custom = [r for r in result.resources if r.custom]
+    releases = {r.inputs["chart"]: r.inputs.get("values", {}) for r in custom if r.type == "kubernetes:helm.sh/v3:Release"}
+    addons = cluster_addons(cfg)
+    assert ("nvidia-device-plugin" in releases) == (not addons.provides_device_plugin)
+    assert ("cluster-autoscaler" in releases) == addons.cluster_autoscaler
+    if "nvidia-device-plugin" in releases:
+        assert releases["nvidia-device-plugin"] == device_plugin_values(gpu_pool_spec(cfg).placement)
+    assert releases["kuberay-operator"] == kuberay_operator_values()
+    if "cluster-autoscaler" in releases:
+        assert releases["cluster-autoscaler"]["resources"] == charts.cluster_autoscaler_pods(cfg.region).pod_spec[
+            "containers"][0]["resources"]
+    assert sorted(r.inputs["addonName"] for r in custom if r.type == "aws:eks/addon:Addon") == sorted(addons.managed_addons)
+    registered_classes = {r.inputs["metadata"]["name"]: r.inputs["provisioner"] for r in custom
+                          if r.type == "kubernetes:storage.k8s.io/v1:StorageClass"}
+    assert registered_classes == {c["metadata"]["name"]: c["provisioner"] for c in addons.storage_classes}
+
+    pools = {r.name.rsplit("-", 1)[-1]: r.inputs for r in custom
+             if r.type in ("aws:eks/nodeGroup:NodeGroup", "gcp:container/nodePool:NodePool")}
+    gpu, system = gpu_pool_spec(cfg), system_pool_spec(cfg)
+    if cfg.cloud == "aws":
+        assert pools[gpu.name]["labels"] == gpu.node_labels and pools[gpu.name]["instanceTypes"] == [gpu.shape.instance]
+        assert pools[gpu.name]["taints"] == [gpu.cloud_taint()]
+        assert pools[system.name]["instanceTypes"] == [system.instance]
+    else:
+        assert pools[gpu.name]["nodeConfig"]["labels"] == gpu.node_labels
+        assert pools[gpu.name]["nodeConfig"]["machineType"] == gpu.shape.instance
+        assert pools[gpu.name]["nodeConfig"]["taints"] == [gpu.cloud_taint()]
+        assert pools[system.name]["nodeConfig"]["machineType"] == system.instance
+
+    registered = next(r.inputs for r in custom if r.type == "kubernetes:ray.io/v1:RayService")
+    assert _scheduling_view(registered["spec"]) == _scheduling_view(rayservice_of(objects_of(cfg))["spec"])
