@@ -3,12 +3,12 @@ does and call it over gRPC with each resource's properties as the engine would s
 
 - Start: `python -u -m pulumi.policy <engine address> <pack dir>` in the pack's directory, with the Python
   of the virtualenv PulumiPolicy.yaml names; the pack prints its port on stdout (pulumi v3.259.0
-  sdk/python/cmd/pulumi-language-python/main.go lines 1612-1637; pulumi_policy 1.21 policy.py lines 136-138).
+  sdk/python/cmd/pulumi-language-python/main.go lines 1612-1639; pulumi_policy 1.21 policy.py lines 136-138).
 - Then ConfigureStack, and Analyze for each resource (its inputs, before its step runs, in preview and in
   update) and AnalyzeStack at the end (pkg/resource/deploy/step_generator.go lines 1401-1473, 3439-3541).
 - Properties: the engine unmarshals what the program registered keeping unknowns and secrets, and marshals
   them for the analyzer with KeepUnknowns, KeepSecrets and SkipInternalKeys (pkg/resource/plugin/
-  analyzer_plugin.go lines 305-306, 349-350): a secret goes as {sig: secret, value: v} (the pack unwraps it
+  analyzer_plugin.go lines 306-307, 350-351): a secret goes as {sig: secret, value: v} (the pack unwraps it
   to the plain value), an unknown string as "04da6b54-80e4-46f7-96ec-b56ff0331ba9", and top-level keys that
   start with "__" are dropped (sdk/go/common/resource/plugin/rpc.go lines 95-120, 190-255, 287-297).
   The program's RegisterResource objects already use exactly these encodings, so the wire we record is

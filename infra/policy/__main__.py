@@ -2,7 +2,7 @@
 
 The engine starts this directory as `python -u -m pulumi.policy <engine> infra/policy` and talks to the port
 it prints (pulumi-language-python RunPlugin, pulumi v3.259.0 sdk/python/cmd/pulumi-language-python/main.go
-lines 1612-1620). The checks get the pack's own property proxy, never a copy, so that a check reads only
+lines 1612-1639). The checks get the pack's own property proxy, never a copy, so that a check reads only
 the fields it needs and one unknown elsewhere cannot switch it off during preview (infra/policy/policies.py).
 """
 

@@ -9,7 +9,7 @@ How the engine calls a pack decides what each check can stop (docs/policy.md):
   us inside a proxy that raises UnknownValueError when one is read (pulumi_policy 1.21 proxy.py), and a
   check that raises is reported as ADVISORY "can't run during preview" (policy.py lines 1012-1021). So the
   checks read only the fields they need, through `field`, and never copy the whole property map.
-- Secret inputs reach the pack as plain values (policy.py line 997 deserializes with proxy_secrets=False), so
+- Secret inputs reach the pack as plain values (policy.py lines 997, 1049 deserialize with the default proxy_secrets=False), so
   no check can tell a secret from plain text; the program makes Secret data secret itself
   (infra/workload/component.py wraps every value in pulumi.Output.secret).
 """
