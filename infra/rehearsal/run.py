@@ -9,6 +9,7 @@ import hashlib
 import http.client
 import json
 import os
+import re
 import secrets as secrets_module
 import shutil
 import subprocess
@@ -34,6 +35,8 @@ MODEL_DIR_NAME = "rehearsal-tiny-qwen2"
 SERVICE_ACCOUNT_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"
 # /etc files a pod gets from the image's user database and from the kubelet, not from the host.
 KUBELET_ETC = ("passwd", "group", "hosts", "hostname", "resolv.conf")
+# Mounts that hold no files a process could fill: /proc, and the device nodes every container has.
+NOT_STORAGE = ("proc", "devtmpfs", "devpts", "mqueue", "sysfs")
 # Paths checked without the key: the OpenAI API, vLLM's own extras, and the health path.
 AUTH_PATHS = (("GET", "/v1/models"), ("POST", "/tokenize"), ("GET", "/metrics"), ("GET", "/health"))
 # Without the key a path must refuse (401/403) or not exist (404); the health path may answer.
@@ -70,6 +73,26 @@ class Report:
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
+
+
+def explain_log(log: str, container: Container) -> str:
+    """The cause, named, when a container died writing to its read-only root."""
+    match = re.search(r"Read-only file system: '([^']+)'", log)
+    if not match:
+        return ""
+    path = match.group(1)
+    mount = container.mount_at(path)
+    where = "the read-only root filesystem" if mount is None else f"the read-only mount {mount.path}"
+    return (f" (container {container.name} writes {path}, which is on {where}: the stack needs a writable "
+            f"mount (an emptyDir) there)")
+
+
+def explain_serve(message: str, config: dict, app_name: str) -> str:
+    """The cause, named, when Serve could not import the application."""
+    if not re.search(r"ModuleNotFoundError|ImportError|No module named|has no attribute", message):
+        return ""
+    path = next((a.get("import_path") for a in config.get("applications", []) if a.get("name") == app_name), "?")
+    return f" (serveConfigV2 import_path {path!r} does not import in the image)"
 
 
 class Clock:
@@ -387,7 +410,7 @@ class Rehearsal:
             path, options, fstype = fields[4], fields[5].split(","), line.split(" - ")[1].split()[0]
             if path == "/":
                 root_ro = "ro" in options
-            elif "rw" in options and fstype != "proc":
+            elif "rw" in options and fstype not in NOT_STORAGE:
                 writable.append(path)
         return {"uid": int(ident) if ident.isdigit() else ident, "read_only_root": root_ro,
                 "writable": sorted(set(writable)), "manifest_read_only_root": container.read_only_root}
@@ -397,7 +420,8 @@ class Rehearsal:
         deadline = time.monotonic() + deadline_s
         while True:
             if sandbox.exited() is not None:
-                raise RehearsalError(f"{what} exited with code {sandbox.exited()} before it was ready:\n{sandbox.log_tail()}")
+                raise RehearsalError(f"{what} exited with code {sandbox.exited()} before it was ready"
+                                     f"{explain_log(sandbox.log_tail(), container)}:\n{sandbox.log_tail()}")
             if command is None or sandbox.exec(command, 15).returncode == 0:
                 return
             if time.monotonic() > deadline:
@@ -428,12 +452,22 @@ class Rehearsal:
                 return
             failed = [n for n in names if apps.get(n, {}).get("status") in ("DEPLOY_FAILED", "UNHEALTHY")]
             if failed:
-                raise RehearsalError(f"Serve application {failed[0]} is {apps[failed[0]]['status']}: "
-                                     f"{apps[failed[0]].get('message', '')[-3000:]}")
+                raise RehearsalError(f"Serve application {failed[0]} is {apps[failed[0]]['status']}"
+                                     f"{explain_serve(apps[failed[0]].get('message', ''), config, failed[0])}: "
+                                     f"{apps[failed[0]].get('message', '')[-3000:]}{self._replica_logs()}")
             if time.monotonic() > deadline:
                 raise RehearsalError(f"Serve applications {names} not RUNNING after {self.budget.serve_running:.0f} s: "
-                                     f"{self.report.serve_status}")
+                                     f"{self.report.serve_status}{self._replica_logs()}")
             time.sleep(2)  # the status poll period; bounded by the deadline above
+
+    def _replica_logs(self, lines: int = 40) -> str:
+        """The end of the Serve replicas' logs in every Ray container (Ray keeps them under its temp dir)."""
+        text = ""
+        for name, sandbox in self.sandboxes.items():
+            result = sandbox.exec(("sh", "-c", f"tail -n {lines} /tmp/ray/session_latest/logs/serve/replica_*.log"), 30)
+            if result.stdout.strip():
+                text += f"\n--- Serve replica log in {name} ---\n{result.stdout}"
+        return text
 
     def _auth(self, network: PodNetwork, ip: str, port: int) -> None:
         for method, path in AUTH_PATHS:
