@@ -475,5 +475,14 @@ def test_the_twin_reads_what_the_program_registers(stack):
         assert pools[gpu.name]["nodeConfig"]["taints"] == [gpu.cloud_taint()]
         assert pools[system.name]["nodeConfig"]["machineType"] == system.instance
 
+    # The nodes the check simulates: the system pool as created, the GPU pool at the size its autoscaler may reach.
+    simulated = {row["pool"]: row["nodes"] for row in placement_report(cfg, objects_of(cfg)).pools}
+    if cfg.cloud == "aws":
+        assert simulated[system.name] == pools[system.name]["scalingConfig"]["desiredSize"]
+        assert simulated[gpu.name] == pools[gpu.name]["scalingConfig"]["maxSize"]
+    else:
+        assert simulated[system.name] == pools[system.name]["nodeCount"] * len(pools[system.name]["nodeLocations"])
+        assert simulated[gpu.name] == pools[gpu.name]["autoscaling"]["totalMaxNodeCount"]
+
     registered = next(r.inputs for r in custom if r.type == "kubernetes:ray.io/v1:RayService")
     assert _scheduling_view(registered["spec"]) == _scheduling_view(rayservice_of(objects_of(cfg))["spec"])
