@@ -3,25 +3,35 @@
 
     python scripts/benchmark.py --base-url URL --model qwen2vl --tokenizer DIR --api-key-env VAR \\
         [--requests 64] [--concurrency 16] [--output-len 64] [--repeats 3] [--vllm-python PATH] [--json]
+    python scripts/benchmark.py --serve-tiny [...] [--json-out FILE]     (what `make bench` runs)
 
 Both send `requests` streamed chat completions, `concurrency` at a time, each generating exactly
-`output-len` tokens (vLLM's ignore_eos), and report output tokens per second.
+`output-len` tokens (vLLM's ignore_eos), and report output tokens per second. `--serve-tiny` starts vLLM's
+CPU build on 127.0.0.1 with a tiny model first (tests/serving/run_vllm.py) and stops it after.
+Every run of either client has a deadline (`--timeout`); a run that misses it fails naming what it
+waited for. A measurement, not a test: the test suite runs this only to see that it works.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
+import platform
+import secrets
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "images" / "vllm"))
+sys.path[:0] = [str(ROOT / "images" / "vllm"), str(ROOT)]
 
 from qwen2vl_serve.smoke import Client, Smoke  # noqa: E402
+from tests.serving.run_vllm import TINY_MODEL, LocalVllm  # noqa: E402
 
 # vLLM's benchmark, called through its library entry point (the `vllm` console script needs the
 # distribution to be named "vllm", which the CPU build is not).
@@ -37,10 +47,18 @@ VLLM_BENCH = (
 
 
 def ours(args: argparse.Namespace, api_key: str | None) -> dict:
-    smoke = Smoke(Client(args.base_url, api_key, timeout_s=300), args.model, max_tokens=args.output_len,
+    # No request may take longer than the whole run may.
+    smoke = Smoke(Client(args.base_url, api_key, timeout_s=args.timeout), args.model, max_tokens=args.output_len,
                   extra_fields={"ignore_eos": True}, require_content=False)
     smoke.load(1, 1)  # a warm-up request, as vLLM's benchmark sends one before it measures
-    return smoke.load(args.requests, args.concurrency)
+    with ThreadPoolExecutor(max_workers=1) as runner:
+        run = runner.submit(smoke.load, args.requests, args.concurrency)
+        try:
+            return run.result(timeout=args.timeout)
+        except FutureTimeout:
+            # The requests still open end by their own deadline (the same timeout) before this exits.
+            raise RuntimeError(f"waited {args.timeout:.0f} s for our smoke client to finish {args.requests} "
+                               f"requests at concurrency {args.concurrency}; it did not") from None
 
 
 def theirs(args: argparse.Namespace, api_key: str | None) -> dict:
@@ -56,7 +74,13 @@ def theirs(args: argparse.Namespace, api_key: str | None) -> dict:
             "--num-prompts", str(args.requests), "--max-concurrency", str(args.concurrency),
             "--ignore-eos", "--disable-tqdm", "--seed", "0",
         ]
-        proc = subprocess.run(cmd, env=env, cwd=scratch, capture_output=True, text=True, timeout=1800)
+        try:
+            proc = subprocess.run(cmd, env=env, cwd=scratch, capture_output=True, text=True, timeout=args.timeout)
+        except subprocess.TimeoutExpired as expired:
+            stderr = (expired.stderr or b"")[-3000:]
+            raise RuntimeError(f"waited {args.timeout:.0f} s for vLLM's benchmark to finish {args.requests} requests "
+                               f"at concurrency {args.concurrency}; it did not:\n"
+                               f"{stderr.decode(errors='replace') if isinstance(stderr, bytes) else stderr}") from None
     lines = [line for line in proc.stdout.splitlines() if line.startswith("BENCH ")]
     if proc.returncode != 0 or not lines:
         raise RuntimeError(f"vLLM's benchmark failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -93,32 +117,82 @@ def compare(args: argparse.Namespace) -> dict:
     }
 
 
+def machine() -> dict:
+    """What the figures were measured on, for the docs that quote them."""
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "load_average_at_start": os.getloadavg()}
+
+
+def serve_tiny(args: argparse.Namespace, workdir: Path):
+    """vLLM's CPU build on 127.0.0.1 with the tiny model, pinned to core 0 and the load generators to the
+    other cores (so both clients measure the server, not their competition with it for a core)."""
+    cores = sorted(os.sched_getaffinity(0))
+    key = secrets.token_hex(16)
+    server_cpus = {"VLLM_TEST_CPUS": str(cores[0])} if len(cores) > 1 else {}
+    server = LocalVllm(workdir, {"SMOKE_API_KEY": key, **server_cpus}, ready_within_s=args.timeout)
+    server.start()
+    if server_cpus:
+        os.sched_setaffinity(0, set(cores[1:]))  # both clients inherit it
+    args.base_url, args.tokenizer = server.url, server.model_dir
+    os.environ["BENCH_API_KEY"], args.api_key_env = key, "BENCH_API_KEY"
+    return server
+
+
+def print_table(result: dict) -> None:
+    print(f"{'':<22}{'smoke client':>14}{'vllm bench':>14}")
+    for key, label in (("output_tokens_per_s", "output tokens/s"), ("ttft_p50_s", "TTFT p50 (s)"),
+                       ("itl_p50_s", "ITL p50 (s)"), ("output_tokens", "output tokens")):
+        print(f"{label:<22}{result['smoke_client'][key]:>14.3f}{result['vllm_bench'][key]:>14.3f}")
+    print(f"throughput ratio (ours / vLLM's): {result['throughput_ratio']:.3f}")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--base-url", required=True)
-    p.add_argument("--model", required=True)
-    p.add_argument("--tokenizer", required=True, help="tokenizer directory or repo id for vLLM's benchmark")
+    p.add_argument("--base-url")
+    p.add_argument("--model", default="qwen2vl")
+    p.add_argument("--tokenizer", help="tokenizer directory or repo id for vLLM's benchmark")
     p.add_argument("--api-key-env")
+    p.add_argument("--serve-tiny", action="store_true",
+                   help="start vLLM's CPU build with a tiny model on 127.0.0.1 and measure that")
     p.add_argument("--requests", type=int, default=64)
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--input-len", type=int, default=16)
     p.add_argument("--output-len", type=int, default=64)
     p.add_argument("--cpus", help="pin both load generators to these CPUs (e.g. 1), away from the server")
     p.add_argument("--repeats", type=int, default=3, help="alternating runs of each client; medians compared")
+    p.add_argument("--timeout", type=float, default=600.0,
+                   help="seconds for each run of either client (and for --serve-tiny's server to be ready)")
     p.add_argument("--vllm-python", default=str(ROOT / ".venv-serving" / "bin" / "python"))
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--json-out", type=Path, help="also write the result, with the machine and date, here")
     args = p.parse_args(argv)
+    if not args.serve_tiny and not (args.base_url and args.tokenizer):
+        p.error("give --base-url and --tokenizer, or --serve-tiny")
     if args.cpus:
         os.sched_setaffinity(0, {int(c) for c in args.cpus.split(",")})  # both clients inherit it
-    result = compare(args)
+    measured_on = machine()
+    with tempfile.TemporaryDirectory(prefix="bench-") as scratch:
+        server = serve_tiny(args, Path(scratch)) if args.serve_tiny else None
+        try:
+            result = compare(args)
+        except (RuntimeError, OSError) as error:
+            print(f"benchmark failed: {error}", file=sys.stderr)
+            return 1
+        finally:
+            if server is not None:
+                server.stop()
+    if args.json_out:
+        args.json_out.parent.mkdir(parents=True, exist_ok=True)
+        record = {**result, "machine": {**measured_on, "load_average_at_end": os.getloadavg()},
+                  "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                  "server": f"tiny Qwen2 {TINY_MODEL} on vLLM's CPU build" if args.serve_tiny else args.base_url}
+        args.json_out.write_text(json.dumps(record, indent=2) + "\n")
     if args.json:
         print(json.dumps(result, indent=2))
-        return 0
-    print(f"{'':<22}{'smoke client':>14}{'vllm bench':>14}")
-    for key, label in (("output_tokens_per_s", "output tokens/s"), ("ttft_p50_s", "TTFT p50 (s)"),
-                       ("itl_p50_s", "ITL p50 (s)"), ("output_tokens", "output tokens")):
-        print(f"{label:<22}{result['smoke_client'][key]:>14.3f}{result['vllm_bench'][key]:>14.3f}")
-    print(f"throughput ratio (ours / vLLM's): {result['throughput_ratio']:.3f}")
+    else:
+        print_table(result)
     return 0
 
 
