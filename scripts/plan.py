@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Offline plan of a stack: runs the real Pulumi program under strict mocks and shows what it would do.
 
-    python scripts/plan.py --stack eval [--json] [--show-inputs]
+    python scripts/plan.py --stack eval [--json] [--show-inputs] [--quiet]
 
+Prints a summary first (preflight, placement, cost, warnings, the plan: what passed and what did not),
+then the details and the resource tree; `--quiet` prints only the summary.
 Exit 0 when the stack would deploy, 1 with the config or preflight error when it would not.
 No Pulumi CLI, credentials or network needed.
 """
@@ -27,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stack", default="eval", help="stack name: reads Pulumi.<stack>.yaml (default eval)")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     parser.add_argument("--show-inputs", action="store_true", help="show each resource's inputs (secrets masked)")
+    parser.add_argument("--quiet", action="store_true", help="only the summary: no details, resource tree or outputs")
     args = parser.parse_args(argv)
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
     try:
@@ -37,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(plan_document(result), indent=2, sort_keys=True))
     else:
-        print_plan(console, result, show_inputs=args.show_inputs)
+        print_plan(console, result, show_inputs=args.show_inputs, quiet=args.quiet)
     return 0 if result.ok else 1
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
 
 import yaml
 from rich.console import Console
@@ -30,11 +31,87 @@ def placement_of(result: PlanResult) -> dict | None:
     return report.as_dict() if report is not None else None
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """One line of the plan's summary: what was checked, whether it passed, and in a few words why."""
+    name: str
+    ok: bool | None  # None: information (a cost, a warning), neither passed nor failed
+    message: str
+
+
+def _first_sentence(text: str, limit: int = 140) -> str:
+    """The first sentence, without its parenthesis when that is what makes it long (details follow below)."""
+    sentence = text.split(". ")[0].splitlines()[0]
+    if len(sentence) > limit:
+        sentence = sentence.split(" (")[0]
+    return sentence if len(sentence) <= limit else sentence[: limit - 3] + "..."
+
+
+def preflight_verdicts(result: PlanResult) -> list[Verdict]:
+    preflight = preflight_of(result)
+    if preflight is None:
+        return []
+    failed = [c for c in preflight["checks"] if not c["ok"] and c["severity"] != "warning"]
+    warned = [c for c in preflight["checks"] if not c["ok"] and c["severity"] == "warning"]
+    if failed:
+        message = "; ".join(f"{c['name']}: {_first_sentence(c['message'], 100)}" for c in failed)
+    else:
+        message = (f"vLLM {preflight['vllm_version']} would load and serve: {preflight['kernel']} kernel, "
+                   f"TP {preflight['tensor_parallel_size']} on {preflight['gpu']}")
+    if warned:
+        message += f" ({len(warned)} warning{'s' if len(warned) > 1 else ''}: {', '.join(c['name'] for c in warned)})"
+    return [Verdict("preflight", not failed, message)]
+
+
+def placement_verdicts(result: PlanResult) -> list[Verdict]:
+    placement = placement_of(result)
+    if placement is None:
+        return []
+    if placement.get("skipped"):
+        return [Verdict("placement", None, f"skipped: {placement['skipped']}")]
+    pending = [p for p in placement["pods"] if p["reasons"]]
+    if placement["ok"]:
+        message = f"all {len(placement['pods'])} pods fit their pools (kube-scheduler filters, offline)"
+    elif pending:
+        message = "Pending: " + "; ".join(f"{p['pod']} ({_first_sentence(p['reasons'][0], 80)})" for p in pending[:3])
+    else:
+        message = "volumes or the upgrade do not fit (details below)"
+    return [Verdict("placement", placement["ok"], message)]
+
+
+def cost_verdicts(result: PlanResult) -> list[Verdict]:
+    cost = result.outputs.get(output_names.HOURLY_COST_USD)
+    return [Verdict("cost", None, describe_cost(cost))] if cost else []
+
+
+def warning_verdicts(result: PlanResult) -> list[Verdict]:
+    return [Verdict("warning", None, _first_sentence(warning)) for warning in result.warnings]
+
+
+def plan_verdicts(result: PlanResult) -> list[Verdict]:
+    if not result.ok:
+        return [Verdict("plan", False, _first_sentence(result.error or "failed", 200))]
+    custom = sum(1 for r in result.resources if r.custom)
+    return [Verdict("plan", True, f"{custom} resources in {len(result.resources) - custom - 1} components")]
+
+
+# The summary's sections, in order. A new check joins the summary by adding its function here: it takes
+# the PlanResult and returns Verdict lines (an empty list when it has nothing to say).
+SUMMARY_SECTIONS: list[Callable[[PlanResult], list[Verdict]]] = [
+    preflight_verdicts, placement_verdicts, cost_verdicts, warning_verdicts, plan_verdicts,
+]
+
+
+def summary(result: PlanResult) -> list[Verdict]:
+    return [verdict for section in SUMMARY_SECTIONS for verdict in section(result)]
+
+
 def plan_document(result: PlanResult) -> dict[str, Any]:
     return {
         "stack": result.stack,
         "project": result.project,
         "ok": result.ok,
+        "summary": [asdict(verdict) for verdict in summary(result)],
         "error": result.error,
         "warnings": result.warnings,
         "preflight": preflight_of(result),
@@ -121,9 +198,24 @@ def _tree(result: PlanResult, show_inputs: bool) -> Tree:
     return root
 
 
-def print_plan(console: Console, result: PlanResult, show_inputs: bool = False) -> None:
+VERDICT_LABELS = {True: "[green]PASS[/green]", False: "[red]FAIL[/red]", None: "[yellow]note[/yellow]"}
+
+
+def print_summary(console: Console, result: PlanResult) -> None:
+    table = Table(box=None, padding=(0, 2), show_header=False)
+    for verdict in summary(result):
+        table.add_row(verdict.name, VERDICT_LABELS[verdict.ok], escape(verdict.message))
+    console.print(table)
+
+
+def print_plan(console: Console, result: PlanResult, show_inputs: bool = False, quiet: bool = False) -> None:
+    """The summary first (what passed and what did not), then, unless `quiet`, the details and the tree."""
     console.print(f"[bold]Offline plan of stack {result.stack}[/bold] (project {result.project}; "
                   "strict mocks, no cloud calls)")
+    print_summary(console, result)
+    if quiet:
+        return
+    console.print()
     preflight = preflight_of(result)
     if preflight:
         print_preflight(console, preflight)
