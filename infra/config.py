@@ -243,6 +243,8 @@ KEYS: tuple[Key, ...] = (
         _matching(HOSTNAME), None, "qwen2vl.example.com", "a DNS host name"),
     Key("prometheusOperator", "Create ServiceMonitors (the Prometheus operator CRDs must be installed).",
         _bool, False, "true", "true or false"),
+    Key("ttftP95AlertSeconds", "Alert when the p95 time to first token stays above this many seconds for 10 minutes.",
+        _float_in(0.0, 600.0, low_open=True), 5.0, "5", "a positive number of seconds"),
 )
 KEYS_BY_NAME = {key.name: key for key in KEYS}
 
@@ -304,6 +306,7 @@ class StackConfig:
     monitoring_namespace: str
     ingress_host: str | None
     prometheus_operator: bool
+    ttft_p95_alert_seconds: float
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
