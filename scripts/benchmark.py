@@ -48,8 +48,9 @@ VLLM_BENCH = (
 
 def ours(args: argparse.Namespace, api_key: str | None) -> dict:
     # No request may take longer than the whole run may.
-    smoke = Smoke(Client(args.base_url, api_key, timeout_s=args.timeout), args.model, max_tokens=args.output_len,
-                  extra_fields={"ignore_eos": True}, require_content=False)
+    client = Client(args.base_url, api_key, timeout_s=args.timeout, deadline_s=args.timeout)
+    smoke = Smoke(client, args.model, max_tokens=args.output_len, extra_fields={"ignore_eos": True},
+                  require_content=False)
     smoke.load(1, 1)  # a warm-up request, as vLLM's benchmark sends one before it measures
     with ThreadPoolExecutor(max_workers=1) as runner:
         run = runner.submit(smoke.load, args.requests, args.concurrency)
