@@ -4,7 +4,6 @@ rules against an independent brute-force split of the weight matrices."""
 import json
 import subprocess
 import sys
-import time
 
 import pytest
 from hypothesis import given, settings
@@ -243,14 +242,6 @@ def test_bad_inputs_raise_input_errors():
         verdict("Qwen/Nope", 4)
 
 
-def test_verdict_under_20_ms_in_process():
-    verdict(M72_FIRST, 4)  # warm the catalogs
-    for model in (M72_FIRST, M72, M2):
-        start = time.perf_counter()
-        verdict(model, 4)
-        assert (time.perf_counter() - start) * 1000 < 20, model
-
-
 # -- the shape rules against brute force ------------------------------------------------------------
 def brute_force_marlin_row_layer_loads(k_full, n, tp, group):
     """Split K's row indices across ranks and test each rank's slice and group boundaries directly."""
@@ -334,12 +325,6 @@ def test_cli_json_contract_and_exit_codes(tmp_path):
     assert run_cli("--model", M72, "--tp", "4", "--gpu", "A100-80GB", "--vllm-version", "x").returncode == 2
     config.write_text("{}")
     assert run_cli("--model-config", str(config), "--tp", "4", "--gpu", "L4").returncode == 2
-
-
-def test_cli_under_one_second():
-    start = time.perf_counter()
-    assert run_cli("--model", M72, "--tp", "4", "--gpu", "L4", "--json").returncode == 0
-    assert time.perf_counter() - start < 1.0
 
 
 def test_awq_vision_tower_without_modules_to_not_convert_fails_from_0_6_4():
