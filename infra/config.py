@@ -30,6 +30,9 @@ IMAGE_REF = re.compile(r"^[a-z0-9][a-z0-9._/:-]*(@sha256:[0-9a-f]{64})?$")
 HOSTNAME = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?\.)+[a-z]{2,}$")
 TAG_VALUE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$")
 SECRET_KEYS = ("apiKey", "hubToken")
+REDIS_ADDRESS = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?:[0-9]{1,5}$")
+# Where a GPU worker keeps its model copy (infra/workload/storage.py).
+MODEL_STORAGE_CHOICES = ("ephemeral", "readWriteMany", "image")
 
 
 class ConfigError(ValueError):
@@ -226,12 +229,21 @@ KEYS: tuple[Key, ...] = (
     Key("registry", "Registry to push the built image to on an existing cluster (cloud=existing).",
         _matching(re.compile(r"^[a-z0-9][a-z0-9.-]*(:[0-9]+)?(/[a-z0-9._-]+)*$")), None, "registry.example.com/ml",
         "a registry host and path such as registry.example.com/ml"),
-    Key("bakeModel", "Bake the locked model files into the image at build time instead of fetching them at start.",
-        _bool, False, "true", "true or false"),
-    Key("modelCacheSize", "Size of the model cache volume.",
+    Key("modelStorage", "Where each GPU worker keeps its model copy: ephemeral = a volume of its own, created with "
+        "the pod and deleted with it, filled at start (docs/operations.md); readWriteMany = one shared volume of a "
+        "ReadWriteMany storageClass; image = baked into the image at build time (needs the model lock).",
+        _one_of(*MODEL_STORAGE_CHOICES), "ephemeral", "image", "one of " + ", ".join(MODEL_STORAGE_CHOICES)),
+    Key("modelCacheSize", "Size of the model volume (each worker's own, or the shared one).",
         _matching(QUANTITY), "200Gi", "200Gi", "a Kubernetes quantity such as 200Gi"),
-    Key("storageClass", "StorageClass of the model cache volume; empty = the cluster default.",
+    Key("storageClass", "StorageClass of the model volume; empty = the cluster default (readWriteMany needs one "
+        "that offers ReadWriteMany, such as Filestore or EFS).",
         _matching(DNS_LABEL), None, "gp3", "a StorageClass name"),
+    Key("gcsRedisAddress", "Redis (host:port) that keeps the Ray GCS state, so a head restart does not reload the "
+        "model (KubeRay gcsFaultToleranceOptions); empty = no GCS fault tolerance.",
+        _matching(REDIS_ADDRESS), None, "redis.qwen2vl.svc:6379", "host:port of a Redis server"),
+    Key("gcsRedisPasswordSecret", "Secret in the workload namespace whose key `password` holds the Redis password "
+        "(with gcsRedisAddress); empty = Redis without a password.",
+        _matching(DNS_LABEL), None, "qwen2vl-redis", "a Secret name (DNS label)"),
     Key("allowedCidrs", "CIDRs allowed to reach the endpoint, as a JSON list (NetworkPolicy).",
         _string_list(_cidr), (), '\'["10.0.0.0/8"]\'', "a JSON list of CIDRs such as 10.0.0.0/8"),
     Key("allowedNamespaces", "Namespaces allowed to reach the endpoint, as a JSON list (NetworkPolicy).",
@@ -298,9 +310,11 @@ class StackConfig:
     namespace: str
     image: str | None
     registry: str | None
-    bake_model: bool
+    model_storage: str
     model_cache_size: str
     storage_class: str | None
+    gcs_redis_address: str | None
+    gcs_redis_password_secret: str | None
     allowed_cidrs: tuple[str, ...]
     allowed_namespaces: tuple[str, ...]
     monitoring_namespace: str
@@ -308,6 +322,11 @@ class StackConfig:
     prometheus_operator: bool
     ttft_p95_alert_seconds: float
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def bake_model(self) -> bool:
+        """The image carries the locked model files (modelStorage image)."""
+        return self.model_storage == "image"
 
     @property
     def gpu(self) -> catalog.GpuSpec:
@@ -332,6 +351,13 @@ def _cross_check(values: dict[str, Any], stack: str) -> None:
         raise ConfigError("gpuNodesMin", values["gpu_nodes_min"],
                           f"must not exceed gpuNodesMax ({values['gpu_nodes_max']})", stack,
                           str(values["gpu_nodes_max"]))
+    if values["gcs_redis_password_secret"] is not None and values["gcs_redis_address"] is None:
+        raise ConfigError("gcsRedisAddress", None, "gcsRedisPasswordSecret is set, so the Redis it opens is needed",
+                          stack, KEYS_BY_NAME["gcsRedisAddress"].example)
+    if values["model_storage"] == "readWriteMany" and values["storage_class"] is None:
+        # The cluster default class (gp2/gp3, pd-balanced) offers only ReadWriteOnce: the claim would never bind.
+        raise ConfigError("storageClass", None, "modelStorage readWriteMany needs a StorageClass that offers "
+                          "ReadWriteMany (Filestore on GKE, EFS on EKS)", stack, "standard-rwx")
     if values["max_model_len"] < values["max_num_seqs"]:
         raise ConfigError("maxModelLen", values["max_model_len"],
                           f"must be at least maxNumSeqs ({values['max_num_seqs']})", stack, "8192")

@@ -97,7 +97,7 @@ def model_lock(cfg: StackConfig, deploying: bool) -> tuple[dict | None, str | No
         f"`python scripts/lock_model.py --repo {cfg.model_repo} --revision {cfg.model_revision}` and commit the lock."
     )
     if cfg.bake_model:
-        raise ModelLockRequired(f"{message} Stack {cfg.stack} sets {PROJECT}:bakeModel, and the image build "
+        raise ModelLockRequired(f"{message} Stack {cfg.stack} sets {PROJECT}:modelStorage image, and the image build "
                                 "needs the lock to know which files to bake in.")
     if cfg.require_model_lock and deploying:
         raise ModelLockRequired(f"{message} Stack {cfg.stack} sets {PROJECT}:requireModelLock, so pulumi up refuses "

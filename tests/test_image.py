@@ -48,7 +48,7 @@ def test_the_build_context_holds_what_the_dockerfile_copies():
 def test_content_tag_changes_with_what_goes_into_the_image():
     base = make_config()
     assert content_tag(base, model_dir_for(base)) == content_tag(make_config(), model_dir_for(base))
-    baked = make_config(bakeModel=True)
+    baked = make_config(modelStorage="image")
     assert content_tag(baked, model_dir_for(baked)) != content_tag(base, model_dir_for(base))
 
 

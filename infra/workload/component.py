@@ -13,8 +13,11 @@ from infra.workload.objects import workload_objects
 from infra.workload.resources import register
 from infra.workload.smoke_job import ACTIVE_DEADLINE_SECONDS, smoke_report_name
 from infra.workload.spec import WorkloadSpec
+from infra.workload.upgrade import RECREATE
 
 STATEFUL_KINDS = ("Namespace", "PersistentVolumeClaim")
+# The property path (Pulumi's syntax) whose changes replace a RayService under upgradeStrategy None.
+CLUSTER_CONFIG_PATH = "spec.rayClusterConfig"
 
 
 def substitute(value, needle: str, replacement):
@@ -24,6 +27,16 @@ def substitute(value, needle: str, replacement):
     if isinstance(value, list):
         return [substitute(v, needle, replacement) for v in value]
     return replacement if value == needle else value
+
+
+def rayservice_options(rayservice: dict) -> pulumi.ResourceOptions:
+    """Under upgradeStrategy None KubeRay 1.4 never applies a cluster-level change (upgrade.py), so the
+    program replaces the RayService on any change of its cluster, deleting the old one first: its GPUs
+    are the ones the new cluster needs. Serve config changes stay in-place updates (KubeRay applies them
+    to the active cluster, rayservice_controller.go:155-163)."""
+    if rayservice["spec"]["upgradeStrategy"]["type"] != RECREATE:
+        return pulumi.ResourceOptions()
+    return pulumi.ResourceOptions(replace_on_changes=[CLUSTER_CONFIG_PATH], delete_before_replace=True)
 
 
 @dataclass
@@ -60,11 +73,13 @@ class ServingWorkload(pulumi.ComponentResource):
             if kind in STATEFUL_KINDS:
                 # The model cache outlives a destroy in prod: re-downloading 40 GB is slow and costs egress.
                 opts_for = pulumi.ResourceOptions.merge(opts_for, pulumi.ResourceOptions(protect=protect, retain_on_delete=protect))
+            if kind == "RayService":
+                opts_for = pulumi.ResourceOptions.merge(opts_for, rayservice_options(obj))
             if kind == "Job":
                 opts_for = pulumi.ResourceOptions.merge(
                     opts_for,
                     pulumi.ResourceOptions(
-                        depends_on=[self.resources["RayService"], self.resources["Service"]],
+                        depends_on=[self.resources["RayService"]],
                         custom_timeouts=pulumi.CustomTimeouts(create=f"{ACTIVE_DEADLINE_SECONDS // 60 + 5}m"),
                     ),
                 )

@@ -1,4 +1,4 @@
-"""How clients reach the OpenAI-compatible endpoint: Service, optional Ingress, NetworkPolicy."""
+"""How clients reach the OpenAI-compatible endpoint: KubeRay's serve Service, optional Ingress, NetworkPolicy."""
 
 from __future__ import annotations
 
@@ -7,18 +7,15 @@ from urllib.parse import urlsplit
 from infra.workload.spec import DASHBOARD_PORT, RAY_METRICS_PORT, SERVE_PORT, VLLM_METRICS_PORT, WorkloadSpec
 
 
-def endpoint_service(spec: WorkloadSpec) -> dict:
+def serve_service(spec: WorkloadSpec) -> dict:
+    """The endpoint, as RayService spec.serveService: KubeRay creates it, keeps our name, labels and type,
+    and sets its selector itself to ray.io/cluster=<active cluster> and ray.io/serve=true
+    (common/service.go:181-262, "ignore any custom ServeService selectors"). It moves the selector to a
+    new cluster only once every Serve app there is RUNNING (rayservice_controller.go:166-187, :880-883), so
+    clients never reach a cluster that is still loading. Its port is the head's `serve` port (:213-219)."""
     return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        # vLLM's metrics are on the worker's vllm-metrics port, not behind the key on this endpoint.
-        "metadata": spec.metadata(spec.endpoint_service, "endpoint"),
-        "spec": {
-            "type": "ClusterIP",
-            # Pods that run a Serve proxy carry ray.io/serve=true (set by KubeRay).
-            "selector": {**spec.selector, "ray.io/serve": "true"},
-            "ports": [{"name": "http", "port": SERVE_PORT, "targetPort": SERVE_PORT, "protocol": "TCP"}],
-        },
+        "metadata": {"name": spec.endpoint_service, "labels": spec.labels("endpoint")},
+        "spec": {"type": "ClusterIP"},
     }
 
 
@@ -113,7 +110,7 @@ def hub_port(spec: WorkloadSpec) -> int:
 
 
 def egress_policy(spec: WorkloadSpec) -> dict:
-    """Where the workload's pods may connect: DNS, each other, the model hub."""
+    """Where the workload's pods may connect: DNS, each other, the model hub, the GCS Redis when set."""
     public = {"ipBlock": {"cidr": "0.0.0.0/0", "except": list(NON_PUBLIC_RANGES)}}
     dns = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": DNS_NAMESPACE}},
            "podSelector": {"matchLabels": dict(DNS_POD_LABEL)}}
@@ -122,6 +119,10 @@ def egress_policy(spec: WorkloadSpec) -> dict:
         {"to": [{"podSelector": {"matchLabels": dict(spec.selector)}}]},
         {"to": [public], "ports": [_tcp(hub_port(spec))]},
     ]
+    if spec.cfg.gcs_redis_address:
+        # A host name again: any address, on the Redis port only.
+        port = int(spec.cfg.gcs_redis_address.rsplit(":", 1)[1])
+        rules.append({"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}], "ports": [_tcp(port)]})
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",

@@ -5,7 +5,8 @@ from __future__ import annotations
 from infra.workload.model_source import model_lock_config_map
 from infra.workload.monitoring import dashboard_config_map, pod_monitor, prometheus_rule
 from infra.workload.namespace import namespace
-from infra.workload.network import api_server_egress_policy, egress_policy, endpoint_service, ingress, network_policy
+from infra.workload.head_recovery import worker_disruption_budget
+from infra.workload.network import api_server_egress_policy, egress_policy, ingress, network_policy
 from infra.workload.rayservice import rayservice
 from infra.workload.smoke_job import smoke_job, smoke_role, smoke_role_binding, smoke_service_account
 from infra.workload.spec import WorkloadSpec
@@ -22,7 +23,7 @@ def workload_objects(spec: WorkloadSpec) -> list[dict]:
         api_server_egress_policy(spec),
         model_lock_config_map(spec),
         rayservice(spec),
-        endpoint_service(spec),
+        worker_disruption_budget(spec),
         ingress(spec),
         pod_monitor(spec),
         prometheus_rule(spec),

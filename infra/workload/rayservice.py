@@ -14,9 +14,13 @@ from infra.workload.pods import (
     writable_state_env,
 )
 from infra.workload.serve_config import GRACEFUL_SHUTDOWN_TIMEOUT_S, serve_config_yaml
+from infra.workload.network import serve_service
+from infra.workload.autoscaling import autoscaler_options, autoscaler_token_volume, node_bounds_annotation
+from infra.workload.head_recovery import gcs_fault_tolerance
+from infra.workload.storage import MODEL_VOLUME, model_volume
+from infra.workload.upgrade import upgrade_strategy
 from infra.nodepool import GPU_RESOURCE, GPU_TAINT
 from infra.workload.spec import (
-    DASHBOARD_AGENT_PORT,
     DASHBOARD_PORT,
     MODEL_CACHE_PATH,
     RAY_METRICS_PORT,
@@ -25,9 +29,6 @@ from infra.workload.spec import (
     WorkloadSpec,
 )
 
-# KubeRay replaces a RayCluster whose Serve deployments stay unhealthy this long; a 72B model needs a
-# download of ~40 GB and a multi-minute load first, so the defaults (300 s / 900 s) cause restart loops.
-UNHEALTHY_THRESHOLD_SECONDS = 3600
 # NCCL moves tensor-parallel activations through /dev/shm between the node's GPUs; the container
 # runtime's default 64 MiB makes it fail at the first all-reduce.
 SHM_SIZE = "16Gi"
@@ -48,22 +49,6 @@ HEAD_SHM_SIZE = "3Gi"
 TERMINATION_GRACE_SECONDS = GRACEFUL_SHUTDOWN_TIMEOUT_S + 30
 WORKER_CPU = "16"
 WORKER_MEMORY = "128Gi"
-
-
-def _raylet_probe(failure_threshold: int, initial_delay: int) -> dict:
-    """The raylet's health, not the model's: a model that is still loading keeps the pod alive."""
-    return {
-        "exec": {
-            "command": [
-                "bash", "-c",
-                f"wget -T 4 -q -O- http://localhost:{DASHBOARD_AGENT_PORT}/api/local_raylet_healthz | grep success",
-            ]
-        },
-        "initialDelaySeconds": initial_delay,
-        "periodSeconds": 10,
-        "timeoutSeconds": 5,
-        "failureThreshold": failure_threshold,
-    }
 
 
 def _ports() -> list[dict]:
@@ -111,13 +96,12 @@ def _head_group(spec: WorkloadSpec) -> dict:
                                       "limits": {"memory": HEAD_MEMORY}},
                         "env": writable_state_env(),
                         "securityContext": container_security_context(),
-                        "livenessProbe": _raylet_probe(failure_threshold=30, initial_delay=30),
-                        "readinessProbe": _raylet_probe(failure_threshold=6, initial_delay=10),
                         "volumeMounts": [tmp_mount, home_mount, dshm_mount],
                     }
                 ],
                 "volumes": [tmp_volume, home,
-                            {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": HEAD_SHM_SIZE}}],
+                            {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": HEAD_SHM_SIZE}},
+                            autoscaler_token_volume()],
             },
         },
     }
@@ -131,16 +115,19 @@ def _worker_group(spec: WorkloadSpec) -> dict:
     home, home_mount = home_volume()
     credentials, credentials_mount = credentials_volume(spec, hub_token=True)
     dshm_mount = {"name": "dshm", "mountPath": "/dev/shm"}
-    cache_mount = {"name": "model-cache", "mountPath": MODEL_CACHE_PATH}
+    cache_mount = {"name": MODEL_VOLUME, "mountPath": MODEL_CACHE_PATH}
     group = {
         "groupName": "gpu",
-        "replicas": 1,
-        "minReplicas": 1,
+        # Ray's autoscaler owns `replicas` between the bounds (one worker per GPU node, one Serve replica
+        # per worker); KubeRay leaves all three out of its cluster hash (rayservice_controller.go:1098-1111).
+        "replicas": cfg.gpu_nodes_min,
+        "minReplicas": cfg.gpu_nodes_min,
         "maxReplicas": cfg.gpu_nodes_max,
         "rayStartParams": {"num-gpus": gpus, "metrics-export-port": str(RAY_METRICS_PORT),
                            "object-store-memory": str(OBJECT_STORE_BYTES)},
         "template": {
-            "metadata": {"labels": spec.labels("ray-gpu-worker"), "annotations": _metrics_annotations()},
+            "metadata": {"labels": spec.labels("ray-gpu-worker"),
+                         "annotations": {**_metrics_annotations(), **node_bounds_annotation(cfg)}},
             "spec": {
                 "securityContext": pod_security_context(),
                 "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
@@ -161,10 +148,6 @@ def _worker_group(spec: WorkloadSpec) -> dict:
                             *vllm_model_env(spec),
                         ],
                         "securityContext": container_security_context(),
-                        # The raylet answers within seconds of start; the model may load for an hour,
-                        # which the RayService thresholds (not these probes) cover.
-                        "livenessProbe": _raylet_probe(failure_threshold=30, initial_delay=30),
-                        "readinessProbe": _raylet_probe(failure_threshold=6, initial_delay=10),
                         "volumeMounts": [tmp_mount, home_mount, credentials_mount, dshm_mount, cache_mount],
                     }
                 ],
@@ -173,7 +156,7 @@ def _worker_group(spec: WorkloadSpec) -> dict:
                     home,
                     credentials,
                     {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": SHM_SIZE}},
-                    {"name": "model-cache", "persistentVolumeClaim": {"claimName": spec.model_cache_claim}},
+                    model_volume(spec),
                     *filter(None, [model_lock_volume(spec)]),
                 ],
             },
@@ -185,19 +168,32 @@ def _worker_group(spec: WorkloadSpec) -> dict:
     return group
 
 
+def _cluster(spec: WorkloadSpec) -> dict:
+    cluster = {
+        "rayVersion": pins.RAY_VERSION,
+        # Ray's autoscaler (a sidecar of the head) adds and removes GPU workers as Serve asks for replicas.
+        "enableInTreeAutoscaling": True,
+        "autoscalerOptions": autoscaler_options(),
+        "headGroupSpec": _head_group(spec),
+        "workerGroupSpecs": [_worker_group(spec)],
+    }
+    fault_tolerance = gcs_fault_tolerance(spec.cfg)
+    if fault_tolerance:
+        cluster["gcsFaultToleranceOptions"] = fault_tolerance
+    return cluster
+
+
 def rayservice(spec: WorkloadSpec) -> dict:
     return {
         "apiVersion": "ray.io/v1",
         "kind": "RayService",
         "metadata": spec.metadata(spec.name, "rayservice"),
         "spec": {
-            "serviceUnhealthySecondThreshold": UNHEALTHY_THRESHOLD_SECONDS,
-            "deploymentUnhealthySecondThreshold": UNHEALTHY_THRESHOLD_SECONDS,
+            # Chosen from the GPU pool's capacity (upgrade.py); unset would mean NewCluster.
+            "upgradeStrategy": {"type": upgrade_strategy(spec.cfg)},
+            # The endpoint: KubeRay's serve Service, which selects only the active cluster's pods.
+            "serveService": serve_service(spec),
             "serveConfigV2": serve_config_yaml(spec),
-            "rayClusterConfig": {
-                "rayVersion": pins.RAY_VERSION,
-                "headGroupSpec": _head_group(spec),
-                "workerGroupSpecs": [_worker_group(spec)],
-            },
+            "rayClusterConfig": _cluster(spec),
         },
     }

@@ -13,6 +13,10 @@ SERVE_IMPORT_PATH = "qwen2vl_serve.app:build_app"
 HEALTH_CHECK_PERIOD_S = 10
 HEALTH_CHECK_TIMEOUT_S = 30
 GRACEFUL_SHUTDOWN_TIMEOUT_S = 60
+# Serve's own defaults (ray/serve/config.py:70-72), written out because docs/operations.md adds them
+# up: an idle replica goes after DOWNSCALE_DELAY_S, then its worker pod and node (upgrade/scaling docs).
+UPSCALE_DELAY_S = 30
+DOWNSCALE_DELAY_S = 600
 
 
 def vllm_server_args(spec: WorkloadSpec) -> dict:
@@ -43,6 +47,26 @@ def vllm_server_args(spec: WorkloadSpec) -> dict:
     return args
 
 
+def autoscaling_config(spec: WorkloadSpec) -> dict:
+    """One replica per GPU node, so Serve's replica bounds are the pool's node bounds. A replica is at its
+    target when vLLM's batch is full (max_num_seqs running); above it requests queue inside vLLM, so Serve
+    asks for another replica and Ray's autoscaler for another worker pod (hence node).
+    Ray 2.38 semantics: with 0 running replicas any queued request scales to 1 at once
+    (ray/serve/autoscaling_policy.py:104-110); otherwise a decision must hold upscale_delay_s /
+    downscale_delay_s (:122-150, defaults ray/serve/config.py:70-72)."""
+    cfg = spec.cfg
+    return {
+        "min_replicas": cfg.gpu_nodes_min,
+        # A new cluster (first deploy, NewCluster upgrade) starts one replica even on a scale-to-zero
+        # stack, so KubeRay switches traffic to a warm cluster and the smoke test does not wait twice.
+        "initial_replicas": max(1, cfg.gpu_nodes_min),
+        "max_replicas": cfg.gpu_nodes_max,
+        "target_ongoing_requests": cfg.max_num_seqs,
+        "upscale_delay_s": UPSCALE_DELAY_S,
+        "downscale_delay_s": DOWNSCALE_DELAY_S,
+    }
+
+
 def serve_config(spec: WorkloadSpec) -> dict:
     cfg = spec.cfg
     return {
@@ -55,7 +79,7 @@ def serve_config(spec: WorkloadSpec) -> dict:
                 "deployments": [
                     {
                         "name": "VLLMServer",
-                        "num_replicas": 1,
+                        "autoscaling_config": autoscaling_config(spec),
                         "max_ongoing_requests": 4 * cfg.max_num_seqs,
                         "health_check_period_s": HEALTH_CHECK_PERIOD_S,
                         "health_check_timeout_s": HEALTH_CHECK_TIMEOUT_S,

@@ -17,9 +17,14 @@ from infra.workload.pods import (
 from infra.workload.serve_config import vllm_server_args
 from infra.workload.spec import WorkloadSpec
 
-# Generous: the Job starts while the model may still be loading and waits for the endpoint.
-ACTIVE_DEADLINE_SECONDS = 5400
-WAIT_FOR_READY_SECONDS = 4800
+# The Job starts right after the RayService changed. Its init container waits until the endpoint selects
+# a cluster that runs this deploy's image: a new node, the image, the model and its load, about 20 minutes
+# by upgrade.ready_seconds, here with a fourfold margin for a slow hub or a node that takes long to come.
+WAIT_FOR_ACTIVE_SECONDS = 4800
+# Then the endpoint itself: KubeRay switched traffic only once the app was RUNNING, so this is short.
+WAIT_FOR_READY_SECONDS = 300
+# Both waits and the checks themselves (a burst of max_num_seqs streams).
+ACTIVE_DEADLINE_SECONDS = WAIT_FOR_ACTIVE_SECONDS + WAIT_FOR_READY_SECONDS + 300
 
 
 def smoke_fingerprint(spec: WorkloadSpec) -> str:
@@ -50,7 +55,9 @@ def smoke_service_account(spec: WorkloadSpec) -> dict:
 
 
 def smoke_role(spec: WorkloadSpec) -> dict:
-    """The smoke Job may write its report ConfigMap, and nothing else."""
+    """The smoke Job may read which cluster serves (its RayService, that cluster, the endpoint Service)
+    and write its report ConfigMap, and nothing else. RayCluster names are random (a suffix per cluster,
+    utils/util.go:320-322), so that rule cannot name them."""
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "Role",
@@ -59,6 +66,9 @@ def smoke_role(spec: WorkloadSpec) -> dict:
             {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create"]},
             {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [smoke_report_name(spec)],
              "verbs": ["get", "update"]},
+            {"apiGroups": ["ray.io"], "resources": ["rayservices"], "resourceNames": [spec.name], "verbs": ["get"]},
+            {"apiGroups": ["ray.io"], "resources": ["rayclusters"], "verbs": ["get"]},
+            {"apiGroups": [""], "resources": ["services"], "resourceNames": [spec.endpoint_service], "verbs": ["get"]},
         ],
     }
 
@@ -71,6 +81,27 @@ def smoke_role_binding(spec: WorkloadSpec) -> dict:
         "metadata": spec.metadata(name, "smoke-test"),
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
         "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": spec.namespace}],
+    }
+
+
+def active_cluster_check(spec: WorkloadSpec, mounts: list[dict]) -> dict:
+    """Init container: the endpoint must serve from a cluster running this deploy's image before the
+    smoke checks may count (qwen2vl_serve.active_cluster)."""
+    resources = {"cpu": "100m", "memory": "128Mi"}
+    return {
+        "name": "active-cluster",
+        "image": spec.image,
+        "imagePullPolicy": image_pull_policy(spec.image),
+        "command": [
+            "python", "-m", "qwen2vl_serve.active_cluster",
+            "--rayservice", f"{spec.namespace}/{spec.name}",
+            "--service", spec.endpoint_service,
+            "--image", spec.image,
+            "--wait", str(WAIT_FOR_ACTIVE_SECONDS),
+        ],
+        "resources": {"requests": dict(resources), "limits": dict(resources)},
+        "securityContext": container_security_context(),
+        "volumeMounts": mounts,
     }
 
 
@@ -101,6 +132,7 @@ def smoke_job(spec: WorkloadSpec) -> dict:
                     "serviceAccountName": smoke_account_name(spec),
                     "automountServiceAccountToken": True,
                     "securityContext": pod_security_context(),
+                    "initContainers": [active_cluster_check(spec, [tmp_mount])],
                     "containers": [
                         {
                             "name": "smoke",

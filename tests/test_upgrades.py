@@ -1,0 +1,452 @@
+"""Upgrades, scale-out and scale-to-zero under KubeRay 1.4.2, checked on the rendered objects of every stack:
+the endpoint follows the active cluster, the upgrade strategy matches the GPU pool, one model copy per
+worker, autoscaling bounds equal the node bounds, no deprecated fields (review-k8s #5, #6, #7, #11, #12, #16)."""
+
+import copy
+import functools
+import json
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from infra.config import ConfigError
+from infra.nodepool import gpu_pool_spec
+from infra.offline.engine import read_stack_config
+from infra.workload.autoscaling import NODE_BOUNDS_ANNOTATION, SERVICE_ACCOUNT_DIR
+from infra.workload.component import CLUSTER_CONFIG_PATH, rayservice_options
+from infra.workload.manifests import render_manifests, workload_spec
+from infra.workload.objects import workload_objects
+from infra.workload.smoke_job import ACTIVE_DEADLINE_SECONDS, WAIT_FOR_ACTIVE_SECONDS, WAIT_FOR_READY_SECONDS
+from infra.workload.upgrade import NEW_CLUSTER, RECREATE, upgrade_plan
+from tests.conftest import REPO_ROOT, STACKS, make_config
+from tests.test_workload import rayservice_schema
+
+sys.path.insert(0, str(REPO_ROOT / "images" / "vllm"))
+from qwen2vl_serve import active_cluster  # noqa: E402
+
+# What each committed stack must get, from its pool: prod (1..2 nodes) can hold a second cluster.
+EXPECTED_STRATEGY = {"eval": RECREATE, "staging": RECREATE, "prod": NEW_CLUSTER, "local": RECREATE}
+DEPRECATED = ("serviceUnhealthySecondThreshold", "deploymentUnhealthySecondThreshold")
+
+
+@functools.lru_cache(maxsize=None)
+def _rendered_text(stack):
+    return tuple(text for name, text in render_manifests(read_stack_config(stack)).items()
+                 if name != "kustomization.yaml")
+
+
+def rendered(stack):
+    """The committed stack's objects as `scripts/render.py` writes them (YAML text parsed back)."""
+    return [yaml.safe_load(text) for text in _rendered_text(stack)]
+
+
+def kind(objects, name):
+    return [obj for obj in objects if obj["kind"] == name]
+
+
+def rayservice_of(objects):
+    return kind(objects, "RayService")[0]
+
+
+def groups(rayservice):
+    cluster = rayservice["spec"]["rayClusterConfig"]
+    return [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]
+
+
+def serve_deployment(rayservice):
+    return yaml.safe_load(rayservice["spec"]["serveConfigV2"])["applications"][0]["deployments"][0]
+
+
+def kuberay_cluster_hash_input(rayservice):
+    """What KubeRay 1.4.2 hashes to decide that the cluster changed: rayClusterConfig without the worker
+    groups' replicas, minReplicas, maxReplicas and scaleStrategy.workersToDelete
+    (rayservice_controller.go:1098-1111, generateHashWithoutReplicasAndWorkersToDelete)."""
+    spec = copy.deepcopy(rayservice["spec"]["rayClusterConfig"])
+    for group in spec["workerGroupSpecs"]:
+        for muted in ("replicas", "minReplicas", "maxReplicas"):
+            group.pop(muted, None)
+        group.get("scaleStrategy", {}).pop("workersToDelete", None)
+    return json.dumps(spec, sort_keys=True)
+
+
+# --- deprecated fields (#7) -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_no_deprecated_threshold_fields(stack):
+    """KubeRay 1.4.2 reads neither field ("Deprecated: This field is not used anymore",
+    apis/ray/v1/rayservice_types.go:68-73); nothing restarts a cluster for an unhealthy app."""
+    rayservice = rayservice_of(rendered(stack))
+    assert not set(DEPRECATED) & set(rayservice["spec"])
+    # The CRD still accepts them, so only this test notices them coming back.
+    stale = copy.deepcopy(rayservice)
+    stale["spec"].update({field: 3600 for field in DEPRECATED})
+    jsonschema.validate(stale, rayservice_schema())
+
+
+# --- the endpoint follows the active cluster (#6, #16) ------------------------------------------------
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_endpoint_is_kuberays_serve_service_of_the_active_cluster(stack):
+    objects = rendered(stack)
+    rayservice = rayservice_of(objects)
+    serve_service = rayservice["spec"]["serveService"]
+    name = serve_service["metadata"]["name"]
+    # No Service of ours selects Serve pods: one without ray.io/cluster reached every cluster's pods.
+    assert kind(objects, "Service") == []
+    # KubeRay replaces any selector with ray.io/cluster=<active> (common/service.go:233); none is given.
+    assert "selector" not in serve_service["spec"]
+    # The serve Service gets its port from the head's container port named "serve" (service.go:213-219).
+    head = rayservice["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+    assert "serve" in {port["name"] for port in head["ports"]}
+    # Everything that calls the endpoint calls that Service.
+    job = kind(objects, "Job")[0]["spec"]["template"]["spec"]
+    smoke = job["containers"][0]["command"]
+    assert smoke[smoke.index("--base-url") + 1].startswith(f"http://{name}.{rayservice['metadata']['namespace']}.svc")
+    check = job["initContainers"][0]["command"]
+    assert check[check.index("--service") + 1] == name
+    assert check[check.index("--rayservice") + 1] == f"{rayservice['metadata']['namespace']}/{rayservice['metadata']['name']}"
+    for ingress in kind(objects, "Ingress"):
+        for rule in ingress["spec"]["rules"]:
+            assert {p["backend"]["service"]["name"] for p in rule["http"]["paths"]} == {name}
+
+
+def test_the_ingress_reaches_the_serve_service():
+    objects = workload_objects(workload_spec(make_config(ingressHost="llm.example.com")))
+    name = rayservice_of(objects)["spec"]["serveService"]["metadata"]["name"]
+    backend = kind(objects, "Ingress")[0]["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+    assert backend["name"] == name
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_kuberay_injects_its_probes(stack):
+    """Unset probes let KubeRay add its own: head raylet + GCS, worker raylet + the Serve proxy's
+    /-/healthz for readiness (common/pod.go:337-404); ours dropped the proxy and the GCS checks."""
+    for group in groups(rayservice_of(rendered(stack))):
+        ray_container = group["template"]["spec"]["containers"][0]
+        assert "readinessProbe" not in ray_container and "livenessProbe" not in ray_container
+
+
+# --- upgrade strategy from capacity (#5) ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_upgrade_strategy_is_explicit_and_follows_capacity(stack):
+    cfg = read_stack_config(stack)
+    rayservice = rayservice_of(rendered(stack))
+    strategy = rayservice["spec"]["upgradeStrategy"]["type"]
+    assert strategy == EXPECTED_STRATEGY[stack]
+    pool = gpu_pool_spec(cfg)
+    worker = rayservice["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]
+    floor = max(1, worker["minReplicas"])
+    # NewCluster only where the pool holds the active cluster at its floor and a second one beside it.
+    assert (strategy == NEW_CLUSTER) == (pool.max_nodes >= 2 * floor)
+
+
+@pytest.mark.parametrize("low, high, strategy", [(0, 1, RECREATE), (1, 1, RECREATE), (0, 2, NEW_CLUSTER),
+                                                 (1, 2, NEW_CLUSTER), (2, 3, RECREATE), (2, 4, NEW_CLUSTER)])
+def test_upgrade_strategy_of_pool_sizes(low, high, strategy):
+    rayservice = rayservice_of(workload_objects(workload_spec(make_config(gpuNodesMin=low, gpuNodesMax=high))))
+    assert rayservice["spec"]["upgradeStrategy"]["type"] == strategy
+    jsonschema.validate(rayservice, rayservice_schema())
+
+
+def test_the_plan_states_what_an_image_change_costs():
+    prod, eval_ = upgrade_plan(read_stack_config("prod")), upgrade_plan(read_stack_config("eval"))
+    assert prod.zero_downtime and prod.extra_gpus == 4 and prod.minutes > 0
+    assert "zero-downtime" in prod.statement() and "4 more GPUs" in prod.statement()
+    assert not eval_.zero_downtime and eval_.extra_gpus == 0
+    assert f"downtime of about {eval_.minutes} minutes" in eval_.statement()
+    # NewCluster needs a new node; recreating reuses the node the old worker leaves.
+    assert prod.minutes > upgrade_plan(read_stack_config("staging")).minutes
+
+
+def test_recreate_stacks_replace_the_rayservice_deleting_it_first():
+    for stack in STACKS:
+        options = rayservice_options(rayservice_of(rendered(stack)))
+        if EXPECTED_STRATEGY[stack] == RECREATE:
+            assert options.replace_on_changes == [CLUSTER_CONFIG_PATH] and options.delete_before_replace
+        else:
+            assert not options.replace_on_changes and not options.delete_before_replace
+    # The path names the field that KubeRay hashes, so an image change is inside it.
+    rayservice = rayservice_of(rendered("eval"))
+    head, path = rayservice, CLUSTER_CONFIG_PATH.split(".")
+    for part in path:
+        head = head[part]
+    assert head["headGroupSpec"]["template"]["spec"]["containers"][0]["image"]
+
+
+def test_node_bounds_change_is_a_cluster_change_for_kuberay():
+    """KubeRay 1.4.2 never updates a cluster whose hash is unchanged and leaves min/max out of the hash,
+    so new bounds alone would never reach the running cluster's autoscaler."""
+    one = rayservice_of(workload_objects(workload_spec(make_config(gpuNodesMin=1, gpuNodesMax=2))))
+    two = rayservice_of(workload_objects(workload_spec(make_config(gpuNodesMin=1, gpuNodesMax=3))))
+    assert kuberay_cluster_hash_input(one) != kuberay_cluster_hash_input(two)
+    worker = two["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]
+    assert worker["template"]["metadata"]["annotations"][NODE_BOUNDS_ANNOTATION] == "1-3"
+
+
+def test_an_image_change_is_a_cluster_change_for_kuberay():
+    spec = workload_spec(make_config())
+    before = rayservice_of(workload_objects(spec))
+    after = rayservice_of(workload_objects(type(spec)(spec.cfg, "registry.example.com/other:2", spec.placement,
+                                                      spec.operator_namespace)))
+    assert kuberay_cluster_hash_input(before) != kuberay_cluster_hash_input(after)
+
+
+# --- one model copy per worker (#5) --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("storage", ["ephemeral", "readWriteMany", "image"])
+@pytest.mark.parametrize("stack", STACKS)
+def test_no_read_write_once_volume_is_shared(stack, storage):
+    cfg = read_stack_config(stack)
+    raw = {"modelStorage": storage, "gpuNodesMin": cfg.gpu_nodes_min, "gpuNodesMax": cfg.gpu_nodes_max}
+    if storage == "readWriteMany":
+        raw["storageClass"] = "standard-rwx"
+    objects = workload_objects(workload_spec(make_config(**raw)))
+    claims = {c["metadata"]["name"]: c["spec"]["accessModes"] for c in kind(objects, "PersistentVolumeClaim")}
+    for group in groups(rayservice_of(objects)):
+        for volume in group["template"]["spec"].get("volumes", []):
+            claim = volume.get("persistentVolumeClaim")
+            # Every pod of a group, and the next cluster's pods, mount the same claim.
+            if claim:
+                assert claims[claim["claimName"]] == ["ReadWriteMany"], (storage, volume)
+    worker = rayservice_of(objects)["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["template"]["spec"]
+    model = next(v for v in worker["volumes"] if v["name"] == "model-cache")
+    expected = {"ephemeral": "ephemeral", "readWriteMany": "persistentVolumeClaim", "image": "emptyDir"}[storage]
+    assert expected in model
+    for obj in objects:
+        if obj["kind"] not in ("RayService", "PodMonitor", "PrometheusRule"):
+            kubernetes_validate.validate(obj, f"{cfg.kubernetes_version}.0", strict=True)
+    jsonschema.validate(rayservice_of(objects), rayservice_schema())
+
+
+def test_read_write_many_without_a_class_is_refused_before_anything_is_built():
+    with pytest.raises(ConfigError, match="qwen2vl:storageClass.*ReadWriteMany"):
+        make_config(modelStorage="readWriteMany")
+    with pytest.raises(ConfigError, match="qwen2vl:modelStorage.*one of ephemeral, readWriteMany, image"):
+        make_config(modelStorage="rwo")
+
+
+# --- autoscaling (#12) ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_autoscaling_bounds_equal_the_node_bounds(stack):
+    cfg = read_stack_config(stack)
+    rayservice = rayservice_of(rendered(stack))
+    cluster = rayservice["spec"]["rayClusterConfig"]
+    worker = cluster["workerGroupSpecs"][0]
+    deployment = serve_deployment(rayservice)
+    scaling = deployment["autoscaling_config"]
+    pool = gpu_pool_spec(cfg)
+    assert (scaling["min_replicas"], scaling["max_replicas"]) == (pool.min_nodes, pool.max_nodes)
+    assert (worker["minReplicas"], worker["maxReplicas"]) == (pool.min_nodes, pool.max_nodes)
+    # Ray refuses a fixed num_replicas next to autoscaling_config (ray/serve/schema.py:398-417).
+    assert "num_replicas" not in deployment
+    assert scaling["target_ongoing_requests"] == cfg.max_num_seqs <= deployment["max_ongoing_requests"]
+    assert cluster["enableInTreeAutoscaling"] is True
+    assert cluster["autoscalerOptions"]["idleTimeoutSeconds"] > 0
+
+
+@pytest.mark.parametrize("stack", ["eval", "staging"])
+def test_scale_to_zero_stacks_can_reach_zero_gpu_nodes(stack):
+    objects = rendered(stack)
+    rayservice = rayservice_of(objects)
+    worker = rayservice["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]
+    assert worker["minReplicas"] == 0 and serve_deployment(rayservice)["autoscaling_config"]["min_replicas"] == 0
+    assert gpu_pool_spec(read_stack_config(stack)).min_nodes == 0
+    # Nothing may pin a GPU node: no disruption budget and no claim outliving the pod on it.
+    assert kind(objects, "PodDisruptionBudget") == [] and kind(objects, "PersistentVolumeClaim") == []
+
+
+def test_only_the_autoscaler_sidecar_gets_an_api_token():
+    rayservice = rayservice_of(rendered("staging"))
+    cluster = rayservice["spec"]["rayClusterConfig"]
+    head = cluster["headGroupSpec"]["template"]["spec"]
+    assert head["automountServiceAccountToken"] is False
+    mounts = cluster["autoscalerOptions"]["volumeMounts"]
+    assert [m["mountPath"] for m in mounts] == [SERVICE_ACCOUNT_DIR]
+    volume = next(v for v in head["volumes"] if v["name"] == mounts[0]["name"])
+    paths = {item.get("path") or item.get("serviceAccountToken", {}).get("path")
+             for source in volume["projected"]["sources"] for item in
+             (source.get("configMap", {}).get("items") or source.get("downwardAPI", {}).get("items")
+              or [source.get("serviceAccountToken", {})])}
+    assert paths == {"token", "ca.crt", "namespace"}
+    assert all(SERVICE_ACCOUNT_DIR not in m["mountPath"] for m in head["containers"][0]["volumeMounts"])
+
+
+def test_serve_config_is_accepted_by_ray_serve():
+    """The real Ray Serve schema of the serving virtualenv parses every stack's serveConfigV2."""
+    import subprocess
+
+    from tests.test_serve_app import SERVING_PYTHON, serving_env
+
+    configs = [rayservice_of(rendered(stack))["spec"]["serveConfigV2"] for stack in STACKS]
+    code = ("import sys, json, yaml; from ray.serve.schema import ServeDeploySchema;"
+            "[ServeDeploySchema.parse_obj(yaml.safe_load(c)) for c in json.loads(sys.stdin.read())]; print('ok')")
+    proc = subprocess.run([str(SERVING_PYTHON), "-c", code], input=json.dumps(configs), env=serving_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]
+    broken = yaml.safe_load(configs[0])
+    broken["applications"][0]["deployments"][0]["num_replicas"] = 1
+    proc = subprocess.run([str(SERVING_PYTHON), "-c", code], input=json.dumps([yaml.safe_dump(broken)]),
+                          env=serving_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "num_replicas" in proc.stderr
+
+
+# --- head restarts (#11) ----------------------------------------------------------------------------------
+
+
+def test_gcs_fault_tolerance_with_an_external_redis():
+    objects = workload_objects(workload_spec(make_config(gcsRedisAddress="redis.qwen2vl.svc:6379",
+                                                         gcsRedisPasswordSecret="qwen2vl-redis")))
+    rayservice = rayservice_of(objects)
+    options = rayservice["spec"]["rayClusterConfig"]["gcsFaultToleranceOptions"]
+    assert options == {"redisAddress": "redis.qwen2vl.svc:6379", "redisPassword": {
+        "valueFrom": {"secretKeyRef": {"name": "qwen2vl-redis", "key": "password"}}}}
+    jsonschema.validate(rayservice, rayservice_schema())
+    # KubeRay refuses redis-password in rayStartParams next to the options (utils/validation.go:61-65).
+    head = rayservice["spec"]["rayClusterConfig"]["headGroupSpec"]
+    assert "redis-password" not in head["rayStartParams"]
+    assert "gcsFaultToleranceOptions" not in rayservice_of(rendered("prod"))["spec"]["rayClusterConfig"]
+    with pytest.raises(ConfigError, match="qwen2vl:gcsRedisAddress"):
+        make_config(gcsRedisPasswordSecret="qwen2vl-redis")
+
+
+@pytest.mark.parametrize("low, budget", [(0, False), (1, False), (2, True)])
+def test_a_disruption_budget_only_where_it_cannot_block_a_drain(low, budget):
+    objects = workload_objects(workload_spec(make_config(gpuNodesMin=low, gpuNodesMax=max(low, 1) * 2)))
+    budgets = kind(objects, "PodDisruptionBudget")
+    assert bool(budgets) == budget
+    for pdb in budgets:
+        kubernetes_validate.validate(pdb, "1.31.0", strict=True)
+        worker = rayservice_of(objects)["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]
+        assert pdb["spec"]["selector"]["matchLabels"].items() <= worker["template"]["metadata"]["labels"].items()
+        # With the floor of workers up, one may always go: a drain never waits on it.
+        assert pdb["spec"]["maxUnavailable"] == 1 < worker["minReplicas"]
+
+
+# --- the smoke Job proves the new cluster serves (#5, #6) -----------------------------------------------
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_smoke_job_waits_long_enough_for_a_new_cluster(stack):
+    plan = upgrade_plan(read_stack_config(stack))
+    assert WAIT_FOR_ACTIVE_SECONDS >= 2 * plan.minutes * 60
+    assert ACTIVE_DEADLINE_SECONDS > WAIT_FOR_ACTIVE_SECONDS + WAIT_FOR_READY_SECONDS
+    job = kind(rendered(stack), "Job")[0]
+    check = job["spec"]["template"]["spec"]["initContainers"][0]["command"]
+    assert check[check.index("--wait") + 1] == str(WAIT_FOR_ACTIVE_SECONDS)
+    # The expected image is the Job's own, which Pulumi replaces by the pushed digest like the cluster's.
+    assert check[check.index("--image") + 1] == job["spec"]["template"]["spec"]["containers"][0]["image"]
+
+
+class FakeKubeApi:
+    """Just enough of the Kubernetes API for the active-cluster check: GETs of a RayService, RayClusters
+    and a Service, from a state the test sets; every path asked for is recorded."""
+
+    def __init__(self):
+        self.state, self.paths = {}, []
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                api.paths.append(self.path)
+                if self.headers.get("Authorization") != "Bearer t0ken":
+                    self.send_response(401)
+                    self.end_headers()
+                    return
+                body = api.state.get(self.path)
+                self.send_response(200 if body is not None else 404)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(json.dumps(body if body is not None else {"kind": "Status"}).encode())
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def serve(self, active, pending, images, selected, observed=2):
+        ns = "/apis/ray.io/v1/namespaces/qwen2vl"
+        self.state = {
+            f"{ns}/rayservices/qwen2vl": {"metadata": {"generation": 2}, "status": {
+                "observedGeneration": observed, "activeServiceStatus": {"rayClusterName": active},
+                "pendingServiceStatus": {"rayClusterName": pending}}},
+            "/api/v1/namespaces/qwen2vl/services/qwen2vl-openai": {"spec": {"selector": {
+                "ray.io/cluster": selected, "ray.io/serve": "true"}}},
+        }
+        for name, image in images.items():
+            template = {"spec": {"containers": [{"name": "ray", "image": image}]}}
+            self.state[f"{ns}/rayclusters/{name}"] = {"spec": {"headGroupSpec": {"template": template},
+                                                               "workerGroupSpecs": [{"template": template}]}}
+
+
+def check(api, wait=0.0, clock=None):
+    kube = active_cluster.KubeApi(api.url, "t0ken", None, timeout_s=5)
+    lines = []
+    kwargs = {"clock": clock, "pause": lambda _: None} if clock else {}
+    if kwargs:
+        seen = active_cluster.wait_active(kube, "qwen2vl", "qwen2vl", "qwen2vl-openai", "img@new", wait, 0, **kwargs)
+        return (0 if seen.ok else 1), seen.reason
+    code = active_cluster.main(["--rayservice", "qwen2vl/qwen2vl", "--service", "qwen2vl-openai", "--image",
+                                "img@new", "--wait", str(wait)], api=kube, printer=lines.append)
+    return code, "\n".join(lines)
+
+
+@pytest.mark.parametrize("state, words", [
+    (dict(active="c-old", pending="c-new", images={"c-old": "img@old", "c-new": "img@new"}, selected="c-old"),
+     "c-new is still pending"),
+    (dict(active="c-old", pending="", images={"c-old": "img@old"}, selected="c-old"), "runs img@old, not img@new"),
+    (dict(active="c-new", pending="", images={"c-new": "img@new"}, selected="c-old"), "selects cluster c-old"),
+    (dict(active="", pending="c-new", images={}, selected=None), "no active cluster yet"),
+    (dict(active="c-new", pending="", images={"c-new": "img@new"}, selected="c-new", observed=1),
+     "not yet observed generation 2"),
+])
+def test_active_cluster_check_fails_naming_what_it_saw(state, words):
+    with FakeKubeApi() as api:
+        api.serve(**state)
+        code, out = check(api)
+    assert code == 1 and words in out, out
+
+
+def test_active_cluster_check_passes_once_the_new_cluster_serves_and_the_role_allows_its_reads():
+    with FakeKubeApi() as api:
+        api.serve(active="c-old", pending="c-new", images={"c-old": "img@old", "c-new": "img@new"}, selected="c-old")
+        ticks = iter(range(100))
+
+        def clock():
+            # The operator switches traffic after the third look (KubeRay promotes pending to active).
+            tick = next(ticks)
+            if tick == 3:
+                api.serve(active="c-new", pending="", images={"c-new": "img@new"}, selected="c-new")
+            return float(tick)
+
+        code, reason = check(api, wait=50, clock=clock)
+        paths = list(api.paths)
+    assert code == 0 and "selects the active cluster c-new, which runs img@new" in reason
+    role = kind(rendered("eval"), "Role")[0]
+    for path in set(paths):
+        parts = path.strip("/").split("/")
+        group = "" if parts[0] == "api" else parts[1]
+        resource, name = parts[-2], parts[-1]
+        assert any(group in rule["apiGroups"] and resource in rule["resources"] and "get" in rule["verbs"]
+                   and name in rule.get("resourceNames", [name]) for rule in role["rules"]), path
