@@ -19,6 +19,7 @@ from infra.offline.mocks import _fake_id
 from infra.placement.charts import release_pods
 from infra.placement.scheduler import matches_node_affinity
 from tests.conftest import REPO_ROOT, make_config, write_stack
+from tests.test_clusters import transitive_dependencies
 
 TODAY = date(2026, 11, 27)  # the day the support table was read
 _VARIANTS = {}
@@ -53,22 +54,6 @@ def one(result, type_token, name=None):
 def mock_id(resource):
     """The id the strict mocks give a resource (what another resource's input refers to)."""
     return f"{resource.name}-{_fake_id(resource.type, resource.name)}"
-
-
-def transitive_dependencies(result, key):
-    by_key = {r.key: r for r in result.resources}
-    children = {}
-    for r in result.resources:
-        children.setdefault(r.parent, []).append(r.key)
-    seen, todo = set(), [key]
-    while todo:
-        current = by_key[todo.pop()]
-        for dep in current.depends_on + ([current.parent] if current.parent else []):
-            if dep not in seen:
-                seen.add(dep)
-                todo.append(dep)
-                todo.extend(children.get(dep, []))  # a component stands for its children
-    return seen
 
 
 # 1. Kubernetes version ---------------------------------------------------------------------------------------
