@@ -97,6 +97,22 @@ def app_status(name: str) -> str:
     return str(getattr(app.status, "value", app.status)) if app else "ABSENT"
 
 
+def start_ray(attempts: int = 3) -> None:
+    """ray.init, again when the node did not register within Ray's fixed 30 s (ray/_private/node.py in
+    Ray 2.60): on a 2-core machine shared with other test runs the GCS can be that slow to answer."""
+    import ray
+
+    for attempt in range(1, attempts + 1):
+        try:
+            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+            return
+        except Exception as error:  # Ray raises a bare Exception for this
+            if "timed out during startup" not in str(error) or attempt == attempts:
+                raise
+            print(f"ray.init attempt {attempt} timed out during startup; trying again", file=sys.stderr)
+            ray.shutdown()
+
+
 def main(workdir: Path) -> dict:
     import ray
     from ray import serve
@@ -122,7 +138,7 @@ def main(workdir: Path) -> dict:
                 # No torch.compile warm-up: minutes on a shared 2-core machine, and not what is under test.
                 extra_args=("--enforce-eager",))
     result: dict = {"groups": []}
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    start_ray()
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
 
@@ -130,7 +146,8 @@ def main(workdir: Path) -> dict:
         loading = VLLMServer.options(name="Loading").bind(ServerArgs(**{**args, "model": str(loading_dir)}))
         serve._run(loading, name="loading", route_prefix="/loading", _blocking=False)
         leader = wait_for("the loading app's vLLM group leader", lambda: leaders(loading_dir), 180)[0]
-        wait_for("the loading app's vLLM API server", lambda: api_servers(leader), 60)
+        # The engine process is up (leader, API server, engine): vLLM is loading the model, not just starting.
+        wait_for("the loading app's vLLM engine process", lambda: len(group_members(leader)) >= 3, 600)
         result["groups"].append(leader)
         result["loading"] = {"status_at_delete": app_status("loading"), "members_at_delete": group_members(leader)}
         serve.delete("loading")
