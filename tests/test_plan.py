@@ -129,7 +129,8 @@ def test_strict_mocks_reject_unknown_calls():
 
 def test_prod_protects_state_and_eval_does_not(plan_of):
     protected = {r.name for r in plan_of("prod").resources if r.protect}
-    assert "persistentvolumeclaim-qwen2vl-model-cache" in protected
+    # prod keeps its model copy per worker pod (modelStorage ephemeral), so its state is the namespace.
+    assert "namespace-qwen2vl" in protected
     assert not any(r.protect for r in plan_of("eval").resources)
 
 
