@@ -235,7 +235,7 @@ class VllmProcess:
         except ProcessLookupError:
             pass
         try:
-            self.process.wait(grace_s)
+            self.process.wait(grace_s + 5)  # the leader gives the group grace_s, then SIGKILLs what is left
         except subprocess.TimeoutExpired:
             pass
         if group_members(pgid):
