@@ -19,8 +19,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 IMAGE_NAME = "qwen2vl-vllm"
 DOCKERFILE = REPO_ROOT / "images" / "vllm" / "Dockerfile"
 # Everything the Dockerfile copies from the build context (see .dockerignore).
-CONTEXT_INPUTS = ("images/vllm/Dockerfile", "images/vllm/requirements.lock", "images/vllm/qwen2vl_serve",
-                  "infra/model.lock.json")
+CONTEXT_INPUTS = ("images/vllm/Dockerfile", "images/vllm/build-requirements.lock", "images/vllm/requirements.lock",
+                  "images/vllm/qwen2vl_serve", "infra/model.lock.json")
 
 
 def build_args(cfg: StackConfig, model_dir: str) -> dict[str, str]:

@@ -14,7 +14,14 @@ VLLM_VERSION = "0.6.3.post1"
 RAY_VERSION = "2.38.0"
 PYTHON_VERSION = "3.11"
 
-CUDA_BASE_IMAGE = "nvidia/cuda:12.1.1-cudnn8-runtime-ubuntu22.04"
+# The CUDA base without cuDNN: torch 2.4.0 brings its own cuDNN 9 and CUDA 12.1 libraries as pip wheels
+# (nvidia-cudnn-cu12 "via torch" in images/vllm/requirements.lock), so cudnn8-runtime's ~1 GB went unused.
+# Pinned by digest, because NVIDIA deletes end-of-life tags. The digest is the one Docker resolved this tag
+# to in a public build log (github.com/briancaffey/RedLM, services/qwen2-vl/README.md), and nvcr.io serves
+# the same digest for it in a second public Dockerfile; a wrong digest cannot pull another image, it fails.
+CUDA_BASE_IMAGE = (
+    "nvidia/cuda:12.1.1-base-ubuntu22.04@sha256:457a4076c56025f51217bff647ca631c7880ad3dbf546b03728ba98297ebbc22"
+)
 
 KUBERAY_OPERATOR_CHART = "kuberay-operator"
 KUBERAY_OPERATOR_CHART_VERSION = "1.4.2"

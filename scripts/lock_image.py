@@ -1,6 +1,9 @@
 #!/usr/bin/env python3
 """Writes images/vllm/requirements.lock: the serving image's Python dependencies, every one pinned with
-its hashes, resolved for Linux x86_64 and the image's Python from the versions in infra/pins.py.
+its hashes, resolved for Linux x86_64 and the image's Python from the versions in infra/pins.py; and
+images/vllm/build-requirements.lock: the build tools (setuptools, wheel) that build the lock's sdist-only
+packages (pyairports), also hash-pinned. The Dockerfile installs the build tools first and the lock with
+--no-build-isolation, so pip downloads no unhashed build environment.
 
     python scripts/lock_image.py [--check]
 
@@ -24,6 +27,8 @@ sys.path.insert(0, str(ROOT))
 from infra import pins  # noqa: E402
 
 LOCK = ROOT / "images" / "vllm" / "requirements.lock"
+BUILD_LOCK = ROOT / "images" / "vllm" / "build-requirements.lock"
+BUILD_TOOLS = ("setuptools", "wheel")
 PLATFORM = "x86_64-manylinux_2_28"
 
 
@@ -56,10 +61,12 @@ def main(argv: list[str] | None = None) -> int:
         print("uv is not installed: pip install uv", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory() as scratch:
-        source = Path(scratch) / "requirements.in"
-        source.write_text("\n".join(requirements()) + "\n")
-        subprocess.run([uv, "pip", "compile", str(source), "--python-version", pins.PYTHON_VERSION,
-                        "--python-platform", PLATFORM, "--generate-hashes", "--no-header", "-o", str(LOCK)], check=True)
+        for target, wanted in ((LOCK, requirements()), (BUILD_LOCK, BUILD_TOOLS)):
+            source = Path(scratch) / "requirements.in"
+            source.write_text("\n".join(wanted) + "\n")
+            subprocess.run([uv, "pip", "compile", source.name, "--python-version", pins.PYTHON_VERSION,
+                            "--python-platform", PLATFORM, "--generate-hashes", "--no-header", "-o", str(target)],
+                           cwd=scratch, check=True)
     problems = mismatches(LOCK.read_text())
     for problem in problems:
         print(problem, file=sys.stderr)

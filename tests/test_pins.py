@@ -10,12 +10,13 @@ from infra import pins
 from tests.conftest import REPO_ROOT
 
 # Prose may name versions; generated manifests carry them from pins (render --check keeps them in sync).
-EXEMPT_PREFIXES = ("docs/", "manifests/", "README.md")
+EXEMPT_PREFIXES = ("docs/", "manifests/", "README.md", "requirements/")
 # The preflight's model catalog records facts about several repositories, the pinned one among them.
 EXEMPT_VALUES = {("infra/preflight/models.yaml", pins.MODEL_REPO)}
 # The model lock records the pin it resolves; test_model_lock_is_for_the_pinned_model keeps them equal.
 # The image's requirements lock is generated from the pins; test_image_lock_matches_the_pins checks it.
-EXEMPT_FILES = ("infra/model.lock.json", "images/vllm/requirements.lock")
+# The other lock files are generated from package indexes: their versions and hashes are not our pins.
+EXEMPT_FILES = ("infra/model.lock.json", "images/vllm/requirements.lock", "images/vllm/build-requirements.lock")
 
 PINNED = {
     name: value
@@ -72,3 +73,12 @@ def test_image_lock_matches_the_pins():
     proc = subprocess.run([sys.executable, "scripts/lock_image.py", "--check"], cwd=REPO_ROOT, capture_output=True,
                           text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_cuda_base_image_is_pinned_by_digest_and_carries_no_unused_cudnn():
+    # NVIDIA deletes end-of-life tags; a digest keeps naming the same bytes (or fails the pull).
+    assert re.fullmatch(r"nvidia/cuda:[\w.-]+@sha256:[0-9a-f]{64}", pins.CUDA_BASE_IMAGE), pins.CUDA_BASE_IMAGE
+    # torch brings its own cuDNN as a pip wheel, so a cuDNN base image would be dead weight.
+    assert "cudnn" not in pins.CUDA_BASE_IMAGE
+    lock = (REPO_ROOT / "images" / "vllm" / "requirements.lock").read_text()
+    assert re.search(r"^nvidia-cudnn-cu12==\S+ \\(?:\n\s+--hash=\S+(?: \\)?)+\n\s+# via torch", lock, re.M)
