@@ -11,17 +11,21 @@ from typing import Any
 from infra.nodepool import GPU_PRESENT_LABEL, GPU_TAINT, GpuPlacement
 from infra.platform.addons import CLUSTER_AUTOSCALER_SERVICE_ACCOUNT
 
+# Node Feature Discovery's label for a node with an NVIDIA (PCI vendor 10de) device.
+NFD_NVIDIA_PCI_LABEL = "feature.node.kubernetes.io/pci-10de.present"
+
 
 def device_plugin_values(placement: GpuPlacement) -> dict:
     """nvidia-device-plugin: runs only on the GPU pool, through its labels and its taint. The chart's own
-    default affinity (values.yaml of 0.17.0) requires NFD labels or nvidia.com/gpu.present=true; we replace
-    it with the one term our GPU pools satisfy (they carry GPU_PRESENT_LABEL, infra/nodepool.py), so the
-    DaemonSet's placement does not hang on a chart default. Helm merges maps key by key and replaces lists,
-    so nodeSelectorTerms here is the whole list."""
+    default affinity (values.yaml of 0.17.0) requires NFD labels or nvidia.com/gpu.present=true; we state it
+    ourselves: the label our GPU pools carry (GPU_PRESENT_LABEL, infra/nodepool.py), or the NVIDIA PCI label
+    of Node Feature Discovery that an existing cluster may have instead. Helm merges maps key by key and
+    replaces lists, so nodeSelectorTerms here is the whole list (terms are ORed)."""
     return {
         "nodeSelector": dict(placement.node_selector),
         "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-            {"matchExpressions": [{"key": GPU_PRESENT_LABEL, "operator": "In", "values": ["true"]}]}]}}},
+            {"matchExpressions": [{"key": GPU_PRESENT_LABEL, "operator": "In", "values": ["true"]}]},
+            {"matchExpressions": [{"key": NFD_NVIDIA_PCI_LABEL, "operator": "In", "values": ["true"]}]}]}}},
         "tolerations": [{"key": GPU_TAINT["key"], "operator": "Exists", "effect": GPU_TAINT["effect"]}],
     }
 
