@@ -161,6 +161,11 @@ class Sandbox:
         except subprocess.TimeoutExpired as error:
             return subprocess.CompletedProcess(argv, -1, error.stdout or "", f"timed out after {timeout_s} s")
 
+    def find_child(self) -> None:
+        """When bubblewrap failed before it reported its child, find the child by its parent."""
+        if self.child_pid is None and self.process is not None:
+            self.child_pid = next(iter(children_of(self.process.pid)), None)
+
     def exited(self) -> int | None:
         return None if self.process is None else self.process.poll()
 
@@ -173,6 +178,7 @@ class Sandbox:
     def stop(self, grace_s: float) -> None:
         """SIGTERM to every process of the container (as the kubelet stops PID 1, and Ray's children with
         it), then SIGKILL to bubblewrap, whose PID 1 takes the whole PID namespace down with it."""
+        self.find_child()
         namespace = self.pid_namespace
         if namespace:
             for pid in pids_in_namespaces("pid", {namespace}):
@@ -183,6 +189,19 @@ class Sandbox:
         if self.process is not None and self.process.poll() is None:
             _signal(self.process.pid, signal.SIGKILL)
             self.process.wait(10)
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
 
 
 def _read_child_pid(fd: int) -> int | None:
@@ -223,6 +242,7 @@ class Processes:
 
     def stop_all(self, grace_s: float = 15.0) -> None:
         for sandbox in reversed(self.sandboxes):
+            sandbox.find_child()
             self.remember(sandbox)
             sandbox.stop(grace_s)
         if self.network is not None:

@@ -65,7 +65,8 @@ def bwrap_args(container: Container, pod_name: str, image: Image, env: Mapping[s
     user = image.user(container.uid)
     for directory in {image.workdir, *([user.home] if user else [])}:
         args += ["--dir", directory]
-    args += ["--proc", "/proc", "--dev", "/dev"]
+    # Containers see the host's sysfs read-only (vLLM's CPU build reads the CPU topology there via lscpu).
+    args += ["--proc", "/proc", "--dev", "/dev", "--ro-bind", "/sys", "/sys"]
     mounts = sorted(container.mounts, key=lambda m: m.path.count("/"))
     if not any(m.path == "/dev/shm" for m in mounts):
         args += ["--size", str(RUNTIME_SHM_BYTES), "--perms", "1777", "--tmpfs", "/dev/shm"]
