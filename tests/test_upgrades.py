@@ -454,3 +454,12 @@ def test_active_cluster_check_passes_once_the_new_cluster_serves_and_the_role_al
         resource, name = parts[-2], parts[-1]
         assert any(group in rule["apiGroups"] and resource in rule["resources"] and "get" in rule["verbs"]
                    and name in rule.get("resourceNames", [name]) for rule in role["rules"]), path
+
+
+@pytest.mark.parametrize("stack", ["eval", "prod"])
+def test_the_plan_summary_says_what_an_image_change_costs(plan_of, stack):
+    from infra.offline.report import summary
+    from infra.workload.upgrade import image_change_cost
+
+    lines = [v.message for v in summary(plan_of(stack)) if v.name == "upgrade"]
+    assert lines == [image_change_cost(read_stack_config(stack))]

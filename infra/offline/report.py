@@ -13,6 +13,7 @@ from rich.tree import Tree
 
 from infra import outputs as output_names
 from infra.cost import describe_cost
+from infra.workload.upgrade import IMAGE_CHANGE_ANNOTATION
 from infra.offline.engine import PlanResult
 from infra.preflight.memory import MEMORY_LABELS
 
@@ -84,6 +85,12 @@ def cost_verdicts(result: PlanResult) -> list[Verdict]:
     return [Verdict("cost", None, describe_cost(cost))] if cost else []
 
 
+def upgrade_verdicts(result: PlanResult) -> list[Verdict]:
+    """What an image change costs on this stack, as the RayService states it (infra/workload/upgrade.py)."""
+    return [Verdict("upgrade", None, r.inputs["metadata"]["annotations"][IMAGE_CHANGE_ANNOTATION])
+            for r in result.resources if r.type == "kubernetes:ray.io/v1:RayService"]
+
+
 def warning_verdicts(result: PlanResult) -> list[Verdict]:
     return [Verdict("warning", None, _first_sentence(warning)) for warning in result.warnings]
 
@@ -98,7 +105,7 @@ def plan_verdicts(result: PlanResult) -> list[Verdict]:
 # The summary's sections, in order. A new check joins the summary by adding its function here: it takes
 # the PlanResult and returns Verdict lines (an empty list when it has nothing to say).
 SUMMARY_SECTIONS: list[Callable[[PlanResult], list[Verdict]]] = [
-    preflight_verdicts, placement_verdicts, cost_verdicts, warning_verdicts, plan_verdicts,
+    preflight_verdicts, placement_verdicts, cost_verdicts, upgrade_verdicts, warning_verdicts, plan_verdicts,
 ]
 
 

@@ -18,7 +18,7 @@ from infra.workload.network import serve_service
 from infra.workload.autoscaling import autoscaler_options, autoscaler_token_volume, node_bounds_annotation
 from infra.workload.head_recovery import gcs_fault_tolerance
 from infra.workload.storage import MODEL_VOLUME, model_volume
-from infra.workload.upgrade import upgrade_strategy
+from infra.workload.upgrade import IMAGE_CHANGE_ANNOTATION, image_change_cost, upgrade_strategy
 from infra.nodepool import GPU_RESOURCE, GPU_TAINT
 from infra.workload.spec import (
     DASHBOARD_PORT,
@@ -187,7 +187,9 @@ def rayservice(spec: WorkloadSpec) -> dict:
     return {
         "apiVersion": "ray.io/v1",
         "kind": "RayService",
-        "metadata": spec.metadata(spec.name, "rayservice"),
+        # What a cluster-level change costs here, for `kubectl describe` and the plan's summary.
+        "metadata": spec.metadata(spec.name, "rayservice",
+                                  annotations={IMAGE_CHANGE_ANNOTATION: image_change_cost(spec.cfg)}),
         "spec": {
             # Chosen from the GPU pool's capacity (upgrade.py); unset would mean NewCluster.
             "upgradeStrategy": {"type": upgrade_strategy(spec.cfg)},

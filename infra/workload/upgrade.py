@@ -26,6 +26,8 @@ from infra.preflight_gate import preflight_request
 
 NEW_CLUSTER = "NewCluster"
 RECREATE = "None"
+# The RayService carries image_change_cost() here (kubectl describe; the plan prints it).
+IMAGE_CHANGE_ANNOTATION = "qwen2vl.io/image-change"
 
 # Estimates, not measurements (nothing here ran on a GPU node); each is a round figure for the clouds
 # the stacks use, so the plan can say "about". docs/operations.md lists them.
