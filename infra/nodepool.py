@@ -19,7 +19,7 @@ GPU_RESOURCE = "nvidia.com/gpu"
 GPU_TAINT = {"key": GPU_RESOURCE, "value": "present", "effect": "NoSchedule"}
 GPU_POOL_LABEL = "qwen2vl.io/gpu-pool"
 GPU_TYPE_LABEL = "qwen2vl.io/gpu-type"
-# The nvidia-device-plugin chart 0.17.0 runs its DaemonSet only on nodes with one of three labels
+# The pinned nvidia-device-plugin chart (infra/pins.py) runs its DaemonSet only on nodes with one of three labels
 # (values.yaml `affinity`, required terms: feature.node.kubernetes.io/pci-10de.present=true,
 # feature.node.kubernetes.io/cpu-model.vendor_id=NVIDIA, nvidia.com/gpu.present=true). Only NFD/GFD set
 # them, and the chart leaves those off (gfd.enabled: false); so every GPU pool carries the third itself.

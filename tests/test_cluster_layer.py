@@ -142,7 +142,7 @@ def test_what_mounts_a_volume_comes_after_the_driver_and_its_class(plan_of):
 @pytest.mark.parametrize("stack", ["eval", "staging"])
 def test_device_plugin_daemonset_matches_the_gpu_nodes(plan_of, stack):
     """The Helm release's values as the program sends them, merged over the chart's defaults (vendored from
-    nvidia-device-plugin 0.17.0 values.yaml), against the labels the cloud puts on the GPU nodes."""
+    pinned nvidia-device-plugin values.yaml), against the labels the cloud puts on the GPU nodes."""
     result = ok(plan_of(stack))
     if stack == "eval":
         labels = one(result, "aws:eks/nodeGroup:NodeGroup", "qwen2vl-gpu").inputs["labels"]
@@ -208,7 +208,8 @@ def test_network_policy_is_enforced_on_both_clouds(plan_of):
     cni = one(ok(plan_of("eval")), "aws:eks/addon:Addon", "qwen2vl-vpc-cni")
     assert json.loads(cni.inputs["configurationValues"]) == {"enableNetworkPolicy": "true"}
     for stack in ("staging", "prod"):
-        assert one(ok(plan_of(stack)), "gcp:container/cluster:Cluster").inputs["datapathProvider"] == "ADVANCED_DATAPATH"
+        cluster = one(ok(plan_of(stack)), "gcp:container/cluster:Cluster")
+        assert cluster.inputs["datapathProvider"] == "ADVANCED_DATAPATH"
 
 
 # 7. GKE GPU pool placement -------------------------------------------------------------------------------------

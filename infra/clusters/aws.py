@@ -92,8 +92,9 @@ def launch_template_inputs(disk_gb: int, tags: dict[str, str]) -> dict:
 
 def cluster_autoscaler_policy(cluster_name: str) -> str:
     """The IAM policy Cluster Autoscaler needs (kubernetes/autoscaler cluster-autoscaler/cloudprovider/aws/
-    README.md, "IAM Policy" and "Auto-Discovery Setup"); it may resize only this cluster's groups, which EKS
-    tags k8s.io/cluster-autoscaler/<cluster name> (https://docs.aws.amazon.com/eks/latest/userguide/managed-node-groups.html)."""
+    README.md, "IAM Policy" and "Auto-Discovery Setup"; eks:DescribeNodegroup gives it a group's labels and
+    taints at zero nodes, kubernetes/autoscaler#4491). It may resize only this cluster's groups, which EKS tags
+    k8s.io/cluster-autoscaler/<cluster name> (https://docs.aws.amazon.com/eks/latest/userguide/managed-node-groups.html)."""
     return json.dumps({"Version": "2012-10-17", "Statement": [
         {"Effect": "Allow", "Resource": "*", "Action": [
             "autoscaling:DescribeAutoScalingGroups", "autoscaling:DescribeAutoScalingInstances",
@@ -192,9 +193,10 @@ class EksCluster(pulumi.ComponentResource):
         self.addons = self._addons(name, child)
         self.autoscaler_role = _role(f"{name}-cluster-autoscaler", POD_IDENTITY_PRINCIPAL, (), child,
                                      ("sts:AssumeRole", "sts:TagSession"))
-        aws.iam.RolePolicy(f"{name}-cluster-autoscaler", role=self.autoscaler_role.id,
-                           policy=self.cluster.name.apply(cluster_autoscaler_policy),
-                           opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(parent=self.autoscaler_role)))
+        aws.iam.RolePolicy(
+            f"{name}-cluster-autoscaler", role=self.autoscaler_role.id,
+            policy=self.cluster.name.apply(cluster_autoscaler_policy),
+            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(parent=self.autoscaler_role)))
         self.autoscaler_identity = aws.eks.PodIdentityAssociation(
             f"{name}-cluster-autoscaler", cluster_name=self.cluster.name,
             namespace=CLUSTER_AUTOSCALER_SERVICE_ACCOUNT[0], service_account=CLUSTER_AUTOSCALER_SERVICE_ACCOUNT[1],
@@ -280,8 +282,8 @@ def create(cfg: StackConfig) -> ClusterHandle:
         nodes=[eks.system_node_group, eks.gpu_node_group, *eks.addons.values()],
         provides_device_plugin=False)
     k8s_child = pulumi.ResourceOptions(parent=eks, provider=handle.provider)
-    # The model volume's class: the EBS CSI driver's gp3 (EKS >= 1.30 makes no default class, and gp2's
-    # in-tree provisioner is served only by this driver; docs.aws.amazon.com/eks/latest/userguide/ebs-csi-migration-faq.html).
+    # The model volume's class: the EBS CSI driver's gp3 (EKS >= 1.30 makes no default class, and gp2's in-tree
+    # provisioner is served only by this driver: https://docs.aws.amazon.com/eks/latest/userguide/ebs-csi-migration-faq.html).
     manifest = GP3_STORAGE_CLASS
     storage_class = k8s.storage.v1.StorageClass(
         manifest["metadata"]["name"], metadata=manifest["metadata"], provisioner=manifest["provisioner"],

@@ -17,7 +17,7 @@ NFD_NVIDIA_PCI_LABEL = "feature.node.kubernetes.io/pci-10de.present"
 
 def device_plugin_values(placement: GpuPlacement) -> dict:
     """nvidia-device-plugin: runs only on the GPU pool, through its labels and its taint. The chart's own
-    default affinity (values.yaml of 0.17.0) requires NFD labels or nvidia.com/gpu.present=true; we state it
+    default affinity (values.yaml of the pinned chart) requires NFD labels or nvidia.com/gpu.present=true; we state it
     ourselves: the label our GPU pools carry (GPU_PRESENT_LABEL, infra/nodepool.py), or the NVIDIA PCI label
     of Node Feature Discovery that an existing cluster may have instead. Helm merges maps key by key and
     replaces lists, so nodeSelectorTerms here is the whole list (terms are ORed)."""
