@@ -352,12 +352,15 @@ def _cross_check(values: dict[str, Any], stack: str) -> None:
                           f"must not exceed gpuNodesMax ({values['gpu_nodes_max']})", stack,
                           str(values["gpu_nodes_max"]))
     if values["gcs_redis_password_secret"] is not None and values["gcs_redis_address"] is None:
-        raise ConfigError("gcsRedisAddress", None, "gcsRedisPasswordSecret is set, so the Redis it opens is needed",
-                          stack, KEYS_BY_NAME["gcsRedisAddress"].example)
+        raise ConfigError("gcsRedisPasswordSecret", values["gcs_redis_password_secret"],
+                          "it is the password of the Redis at gcsRedisAddress, which is not set", stack,
+                          fix=f"`pulumi config set {PROJECT}:gcsRedisAddress {KEYS_BY_NAME['gcsRedisAddress'].example} "
+                              f"--stack {stack}`")
     if values["model_storage"] == "readWriteMany" and values["storage_class"] is None:
         # The cluster default class (gp2/gp3, pd-balanced) offers only ReadWriteOnce: the claim would never bind.
-        raise ConfigError("storageClass", None, "modelStorage readWriteMany needs a StorageClass that offers "
-                          "ReadWriteMany (Filestore on GKE, EFS on EKS)", stack, "standard-rwx")
+        raise ConfigError("modelStorage", "readWriteMany", "it needs storageClass set to a class that offers "
+                          "ReadWriteMany (Filestore on GKE, EFS on EKS)", stack,
+                          fix=f"`pulumi config set {PROJECT}:storageClass standard-rwx --stack {stack}`")
     if values["max_model_len"] < values["max_num_seqs"]:
         raise ConfigError("maxModelLen", values["max_model_len"],
                           f"must be at least maxNumSeqs ({values['max_num_seqs']})", stack, "8192")

@@ -233,7 +233,7 @@ def test_no_read_write_once_volume_is_shared(stack, storage):
 
 
 def test_read_write_many_without_a_class_is_refused_before_anything_is_built():
-    with pytest.raises(ConfigError, match="qwen2vl:storageClass.*ReadWriteMany"):
+    with pytest.raises(ConfigError, match="qwen2vl:modelStorage = 'readWriteMany'.*storageClass.*ReadWriteMany"):
         make_config(modelStorage="readWriteMany")
     with pytest.raises(ConfigError, match="qwen2vl:modelStorage.*one of ephemeral, readWriteMany, image"):
         make_config(modelStorage="rwo")
@@ -321,7 +321,7 @@ def test_gcs_fault_tolerance_with_an_external_redis():
     head = rayservice["spec"]["rayClusterConfig"]["headGroupSpec"]
     assert "redis-password" not in head["rayStartParams"]
     assert "gcsFaultToleranceOptions" not in rayservice_of(rendered("prod"))["spec"]["rayClusterConfig"]
-    with pytest.raises(ConfigError, match="qwen2vl:gcsRedisAddress"):
+    with pytest.raises(ConfigError, match="qwen2vl:gcsRedisPasswordSecret.*config set qwen2vl:gcsRedisAddress"):
         make_config(gcsRedisPasswordSecret="qwen2vl-redis")
 
 
