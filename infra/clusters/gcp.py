@@ -102,6 +102,9 @@ class GkeCluster(pulumi.ComponentResource):
             datapath_provider=DATAPATH,
             workload_identity_config=gcp.container.ClusterWorkloadIdentityConfigArgs(
                 workload_pool=f"{cfg.gcp_project}.svc.id.goog"),
+            # Private nodes, public control-plane endpoint. New clusters reach their control plane through
+            # Private Service Connect, which needs no master CIDR of ours
+            # (https://cloud.google.com/kubernetes-engine/docs/concepts/private-service-connect).
             private_cluster_config=None if cfg.public_nodes else gcp.container.ClusterPrivateClusterConfigArgs(
                 enable_private_nodes=True, enable_private_endpoint=False),
             release_channel=gcp.container.ClusterReleaseChannelArgs(channel="REGULAR"),
