@@ -21,6 +21,7 @@ SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 # re-reads the file, keeps working (https://kubernetes.io/docs/reference/access-authn-authz/service-accounts-admin/).
 TOKEN_EXPIRATION_SECONDS = 3607
 NODE_BOUNDS_ANNOTATION = "qwen2vl.io/gpu-nodes"
+RAY_LOG_DIR = "/tmp/ray"
 
 
 def autoscaler_options() -> dict:
@@ -31,6 +32,9 @@ def autoscaler_options() -> dict:
         "upscalingMode": "Default",
         "resources": {"requests": dict(AUTOSCALER_RESOURCES), "limits": dict(AUTOSCALER_RESOURCES)},
         "securityContext": container_security_context(),
+        # Its root filesystem is read-only; the one writable place KubeRay gives it is the log volume it
+        # shares with the head at /tmp/ray (common/pod.go:26-27, :434-442).
+        "env": [{"name": "HOME", "value": RAY_LOG_DIR}],
         "volumeMounts": [{"name": TOKEN_VOLUME, "mountPath": SERVICE_ACCOUNT_DIR, "readOnly": True}],
     }
 
