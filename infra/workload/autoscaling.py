@@ -16,9 +16,11 @@ TOKEN_VOLUME = "autoscaler-token"
 # Where Ray 2.38's autoscaler reads its credentials, once at start
 # (ray/autoscaler/_private/kuberay/node_provider.py:160-175, :252).
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
-# The lifetime kubelet's own service-account volume asks for: API servers with the default
-# --service-account-extend-token-expiration accept such a token for a year, so the autoscaler, which never
-# re-reads the file, keeps working (https://kubernetes.io/docs/reference/access-authn-authz/service-accounts-admin/).
+# The lifetime of the service-account volume Kubernetes itself injects (plugin/pkg/admission/serviceaccount/
+# admission.go TokenVolumeSource): for a pod-bound token of exactly 60*60+7 s the API server, with
+# --service-account-extend-token-expiration (default true since kubernetes/kubernetes#96273), issues it for a
+# year (pkg/serviceaccount/claims.go WarnOnlyBoundTokenExpirationSeconds, ExpirationExtensionSeconds;
+# pkg/registry/core/serviceaccount/storage/token.go), so the autoscaler, which never re-reads the file, works on.
 TOKEN_EXPIRATION_SECONDS = 3607
 NODE_BOUNDS_ANNOTATION = "qwen2vl.io/gpu-nodes"
 RAY_LOG_DIR = "/tmp/ray"
