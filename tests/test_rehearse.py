@@ -6,11 +6,9 @@ cause named and leaves no process behind.
 
 from __future__ import annotations
 
-import copy
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,7 +17,7 @@ import yaml
 from infra.rehearsal import kuberay, write_paths
 from infra.rehearsal.image import parse_dockerfile, serving_image
 from infra.rehearsal.manifests import Container, Mount, Volume, load_stack, parse_stack
-from infra.rehearsal.run import Budget, explain_log, rehearse, static_checks, Report
+from infra.rehearsal.run import Budget, Report, explain_log, rehearse, static_checks
 from infra.rehearsal.sandbox import HostPaths, bwrap_args, container_env
 from infra.rehearsal.substitutions import for_cpu
 
@@ -231,7 +229,7 @@ def test_rehearsal_serves_the_eval_manifests(tmp_path):
         assert set(sandbox["writable"]) == expected, (sandbox["writable"], expected)
     assert all(report["auth"][path] in (401, 403, 404) for path in ("/v1/models", "/tokenize", "/metrics")), report["auth"]
     assert report["smoke"]["exit_code"] == 0 and report["smoke"]["report"]["ok"]
-    assert {c["name"] for c in report["smoke"]["report"]["checks"]} == {"models", "text_chat", "burst"}
+    assert {c["name"] for c in report["smoke"]["report"]["checks"]} == {"models", "burst"}
     assert report["serve_status"]["qwen2vl"]["status"] == "RUNNING"
     assert report["leftover_processes"] == []
 
@@ -264,7 +262,11 @@ def test_a_removed_tmp_mount_is_named_and_nothing_survives(tmp_path):
     assert report["leftover_processes"] == []
 
 
-def test_script_reports_cannot_run_clearly(tmp_path, monkeypatch):
+def test_script_names_a_missing_manifests_directory(tmp_path):
     import scripts.rehearse as script
 
-    assert script.main(["--manifests", str(tmp_path / "missing"), "--report", str(tmp_path / "r.json")]) in (1, 2)
+    report_path = tmp_path / "out" / "r.json"
+    assert script.main(["--manifests", str(tmp_path / "missing"), "--report", str(report_path)]) == 1
+    report = json.loads(report_path.read_text())
+    assert not report["ok"] and "not a directory" in report["failures"][0] and "render.py" in report["failures"][0]
+    assert report["leftover_processes"] == []
