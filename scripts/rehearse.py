@@ -29,6 +29,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--manifests", type=Path, required=True, help="a rendered stack, e.g. manifests/eval")
     p.add_argument("--report", type=Path, help="write the JSON report here")
+    p.add_argument("--image-context", type=Path, default=ROOT,
+                   help="the image's build context (Dockerfile and COPY sources); default this checkout")
     p.add_argument("--keep-going", action="store_true",
                    help="run the pods even when the static checks already failed (to collect every finding)")
     return p
@@ -38,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     console = Console(highlight=False, stderr=True)
     try:
-        report = rehearse(args.manifests, keep_going=args.keep_going,
+        report = rehearse(args.manifests, keep_going=args.keep_going, image_context=args.image_context,
                           progress=lambda message: console.print(f"[dim]{message}[/dim]"))
     except RehearsalError as error:
         console.print(f"[red]cannot rehearse:[/red] {error}")

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DOCKERFILE = REPO_ROOT / "images" / "vllm" / "Dockerfile"
+DOCKERFILE = Path("images") / "vllm" / "Dockerfile"  # in the build context (the repository root)
 # The base image's PATH (Ubuntu's default, which the CUDA images extend); `ENV PATH=...:${PATH}` builds on it.
 BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -85,5 +85,6 @@ def parse_dockerfile(text: str) -> Image:
     return Image(env, tuple(users), workdir, tuple(copies), venv)
 
 
-def serving_image() -> Image:
-    return parse_dockerfile(DOCKERFILE.read_text())
+def serving_image(context: Path = REPO_ROOT) -> Image:
+    """The image built from `context` (the repository, or an export of another commit's files)."""
+    return parse_dockerfile((context / DOCKERFILE).read_text())

@@ -174,12 +174,13 @@ def yaml_config(stack: Stack) -> dict:
 
 class Rehearsal:
     def __init__(self, manifests: Path, workdir: Path, budget: Budget, keep_going: bool,
-                 progress: Callable[[str], None]) -> None:
+                 progress: Callable[[str], None], image_context: Path = REPO_ROOT) -> None:
         self.manifests, self.workdir, self.budget = manifests, workdir, budget
         self.keep_going, self.progress = keep_going, progress
         self.report = Report()
         self.processes = Processes()
-        self.image = serving_image()
+        self.image_context = image_context
+        self.image = serving_image(image_context)
         self.secrets: dict[str, dict[str, str]] = {}
         self.sandboxes: dict[str, Sandbox] = {}
         self.api_token = secrets_module.token_hex(16)
@@ -243,7 +244,7 @@ class Rehearsal:
         (etc / "resolv.conf").write_text(f"search {dns['search']}\nnameserver {dns['nameserver']}\noptions ndots:5\n")
         interpreter = Path(os.path.realpath(SERVING_VENV / "bin" / "python")).parents[1]
         links = {d: os.readlink(d) for d in ("/bin", "/sbin", "/lib", "/lib64") if os.path.islink(d)}
-        return HostPaths(SERVING_VENV, interpreter, REPO_ROOT,
+        return HostPaths(SERVING_VENV, interpreter, self.image_context,
                          {f"/etc/{n}": etc / n for n in KUBELET_ETC}, volumes, links,
                          tuple(sorted(set(os.listdir("/etc")) | set(KUBELET_ETC))))
 
@@ -512,8 +513,9 @@ def _request(ip: str, port: int, method: str, path: str, body: bytes | None = No
 
 
 def rehearse(manifests: Path, workdir: Path | None = None, budget: Budget = Budget(), keep_going: bool = False,
-             progress: Callable[[str], None] = lambda _: None) -> dict:
+             progress: Callable[[str], None] = lambda _: None, image_context: Path = REPO_ROOT) -> dict:
+    """`image_context`: where the image's Dockerfile and COPY sources come from (default: this checkout)."""
     require_tools()
     with tempfile.TemporaryDirectory(prefix="rehearsal-") as scratch:
-        report = Rehearsal(manifests, workdir or Path(scratch), budget, keep_going, progress).run()
+        report = Rehearsal(manifests, workdir or Path(scratch), budget, keep_going, progress, image_context).run()
     return report.as_dict()
