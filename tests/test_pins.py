@@ -1,8 +1,10 @@
 """infra/pins.py is the one place for versions and pins: no other file spells them out."""
 
+import io
 import re
 import subprocess
 import sys
+import tokenize
 
 import pytest
 
@@ -12,7 +14,11 @@ from tests.conftest import REPO_ROOT
 # Prose may name versions; generated manifests carry them from pins (render --check keeps them in sync).
 EXEMPT_PREFIXES = ("docs/", "manifests/", "README.md", "requirements/")
 # The preflight's model catalog records facts about several repositories, the pinned one among them.
-EXEMPT_VALUES = {("infra/preflight/models.yaml", pins.MODEL_REPO)}
+# infra/placement/charts.yaml records the chart version its facts were read from; infra/placement/charts.py
+# refuses to run when that differs from the pin, so a chart bump forces a re-read of its defaults.
+EXEMPT_VALUES = {("infra/preflight/models.yaml", pins.MODEL_REPO)} | {
+    ("infra/placement/charts.yaml", version) for version in (
+        pins.NVIDIA_DEVICE_PLUGIN_CHART_VERSION, pins.KUBERAY_OPERATOR_CHART_VERSION, pins.CLUSTER_AUTOSCALER_CHART_VERSION)}
 # The model lock records the pin it resolves; test_model_lock_is_for_the_pinned_model keeps them equal.
 # The image's requirements lock is generated from the pins; test_image_lock_matches_the_pins checks it.
 # The other lock files are generated from package indexes: their versions and hashes are not our pins.
@@ -31,6 +37,20 @@ SHORT_PATTERNS = {
 }
 
 
+def code_of(name: str, text: str) -> str:
+    """A Python file without its comments and docstrings: a citation such as "pod.go at v1.4.2" names the
+    source that was read, it does not set a version. Other files are searched whole."""
+    if not name.endswith(".py"):
+        return text
+    kept, statement_start = [], True
+    for token in tokenize.generate_tokens(io.StringIO(text).readline):
+        if token.type == tokenize.COMMENT or (token.type == tokenize.STRING and statement_start):
+            continue
+        kept.append(token.string)
+        statement_start = token.type in (tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT, tokenize.NL)
+    return " ".join(kept)
+
+
 def tracked_files():
     listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO_ROOT,
                             capture_output=True, text=True, check=True).stdout.split()
@@ -39,7 +59,7 @@ def tracked_files():
         if name in ("infra/pins.py", "tests/test_pins.py", *EXEMPT_FILES) or name.startswith(EXEMPT_PREFIXES) or not path.is_file():
             continue
         try:
-            yield name, path.read_text()
+            yield name, code_of(name, path.read_text())
         except UnicodeDecodeError:
             continue
 
