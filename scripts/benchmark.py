@@ -23,8 +23,6 @@ import secrets
 import subprocess
 import sys
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,24 +40,40 @@ VLLM_BENCH = (
     "parser = FlexibleArgumentParser()\n"
     "add_cli_args(parser)\n"
     "result = main(parser.parse_args(sys.argv[1:]))\n"
-    "print('BENCH ' + json.dumps({k: v for k, v in result.items() if isinstance(v, (int, float))}))\n"
+    "print('RESULT ' + json.dumps({k: v for k, v in result.items() if isinstance(v, (int, float))}))\n"
 )
 
 
-def ours(args: argparse.Namespace, api_key: str | None) -> dict:
-    # No request may take longer than the whole run may.
+def run_client(cmd: list[str], env: dict, what: str, args: argparse.Namespace, cwd: str | None = None) -> dict:
+    """Runs one load generator as a child process with the run's deadline (a child can be ended wherever it
+    waits; a thread cannot) and returns the JSON it prints on its `RESULT ` line."""
+    try:
+        proc = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=args.timeout)
+    except subprocess.TimeoutExpired as expired:
+        stderr = expired.stderr.decode(errors="replace") if isinstance(expired.stderr, bytes) else expired.stderr or ""
+        raise RuntimeError(f"waited {args.timeout:.0f} s for {what} to finish {args.requests} requests at concurrency "
+                           f"{args.concurrency}; it did not:\n{stderr[-3000:]}") from None
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"{what} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def measure_ours(args: argparse.Namespace, api_key: str | None) -> dict:
+    """Our smoke client's run, in this process (the child `ours` starts)."""
     client = Client(args.base_url, api_key, timeout_s=args.timeout, deadline_s=args.timeout)
     smoke = Smoke(client, args.model, max_tokens=args.output_len, extra_fields={"ignore_eos": True},
                   require_content=False)
     smoke.load(1, 1)  # a warm-up request, as vLLM's benchmark sends one before it measures
-    with ThreadPoolExecutor(max_workers=1) as runner:
-        run = runner.submit(smoke.load, args.requests, args.concurrency)
-        try:
-            return run.result(timeout=args.timeout)
-        except FutureTimeout:
-            # The requests still open end by their own deadline (the same timeout) before this exits.
-            raise RuntimeError(f"waited {args.timeout:.0f} s for our smoke client to finish {args.requests} "
-                               f"requests at concurrency {args.concurrency}; it did not") from None
+    return smoke.load(args.requests, args.concurrency)
+
+
+def ours(args: argparse.Namespace, api_key: str | None) -> dict:
+    cmd = [sys.executable, __file__, "--measure-ours", "--base-url", args.base_url, "--model", args.model,
+           "--requests", str(args.requests), "--concurrency", str(args.concurrency),
+           "--output-len", str(args.output_len), "--timeout", str(args.timeout)]
+    env = {**os.environ, "BENCH_API_KEY": api_key or ""}
+    return run_client(cmd + ["--api-key-env", "BENCH_API_KEY"] if api_key else cmd, env, "our smoke client", args)
 
 
 def theirs(args: argparse.Namespace, api_key: str | None) -> dict:
@@ -75,17 +89,7 @@ def theirs(args: argparse.Namespace, api_key: str | None) -> dict:
             "--num-prompts", str(args.requests), "--max-concurrency", str(args.concurrency),
             "--ignore-eos", "--disable-tqdm", "--seed", "0",
         ]
-        try:
-            proc = subprocess.run(cmd, env=env, cwd=scratch, capture_output=True, text=True, timeout=args.timeout)
-        except subprocess.TimeoutExpired as expired:
-            stderr = (expired.stderr or b"")[-3000:]
-            raise RuntimeError(f"waited {args.timeout:.0f} s for vLLM's benchmark to finish {args.requests} requests "
-                               f"at concurrency {args.concurrency}; it did not:\n"
-                               f"{stderr.decode(errors='replace') if isinstance(stderr, bytes) else stderr}") from None
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("BENCH ")]
-    if proc.returncode != 0 or not lines:
-        raise RuntimeError(f"vLLM's benchmark failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
-    return json.loads(lines[-1][len("BENCH "):])
+        return run_client(cmd, env, "vLLM's benchmark", args, cwd=scratch)
 
 
 def median_run(runs: list[dict], key: str) -> dict:
@@ -168,7 +172,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--vllm-python", default=str(ROOT / ".venv-serving" / "bin" / "python"))
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--json-out", type=Path, help="also write the result, with the machine and date, here")
+    p.add_argument("--measure-ours", action="store_true", help=argparse.SUPPRESS)  # the child `ours` starts
     args = p.parse_args(argv)
+    if args.measure_ours:
+        key = os.environ.get(args.api_key_env) if args.api_key_env else None
+        print("RESULT " + json.dumps(measure_ours(args, key)))
+        return 0
     if not args.serve_tiny and not (args.base_url and args.tokenizer):
         p.error("give --base-url and --tokenizer, or --serve-tiny")
     if args.cpus:

@@ -3,6 +3,7 @@ waited for (the CPU vLLM once stalled with one request running and a test hung u
 
 import argparse
 import os
+import socket
 import sys
 
 import pytest
@@ -38,3 +39,14 @@ def test_vllms_benchmark_that_never_ends_fails_at_its_deadline(tmp_path):
                               input_len=4, output_len=4, requests=8, concurrency=2, timeout=2.0)
     with pytest.raises(RuntimeError, match="waited 2 s for vLLM's benchmark to finish 8 requests at concurrency 2"):
         benchmark.theirs(args, None)
+
+
+def test_our_client_on_a_server_that_never_answers_fails_at_its_deadline():
+    # A listening socket that is never read: connections open, no answer ever comes.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)
+        args = argparse.Namespace(base_url=f"http://127.0.0.1:{silent.getsockname()[1]}", model="m", requests=8,
+                                  concurrency=2, output_len=4, timeout=3.0)
+        with pytest.raises(RuntimeError, match="waited 3 s for our smoke client to finish 8 requests at concurrency 2"):
+            benchmark.ours(args, "key")
