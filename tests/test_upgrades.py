@@ -463,3 +463,13 @@ def test_the_plan_summary_says_what_an_image_change_costs(plan_of, stack):
 
     lines = [v.message for v in summary(plan_of(stack)) if v.name == "upgrade"]
     assert lines == [image_change_cost(read_stack_config(stack))]
+
+
+@pytest.mark.parametrize("stack", ["eval", "prod"])
+def test_the_program_registers_the_replacement_options(plan_of, stack):
+    """As the Pulumi SDK sends them to the engine (RegisterResourceRequest), not only as our function returns them."""
+    rayservice = next(r for r in plan_of(stack).resources if r.type == "kubernetes:ray.io/v1:RayService")
+    if EXPECTED_STRATEGY[stack] == RECREATE:
+        assert rayservice.replace_on_changes == [CLUSTER_CONFIG_PATH] and rayservice.delete_before_replace
+    else:
+        assert rayservice.replace_on_changes == [] and not rayservice.delete_before_replace

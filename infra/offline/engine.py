@@ -53,6 +53,7 @@ class RecordedResource:
     depends_on: list[str]
     read: bool = False  # read with Resource.get, not managed
     delete_before_replace: bool = False
+    replace_on_changes: list[str] = field(default_factory=list)
 
     @property
     def key(self) -> str:
@@ -141,6 +142,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                 provider=provider,
                 depends_on=sorted(_urn_key(urn) for urn in request.dependencies),
                 delete_before_replace=bool(request.deleteBeforeReplace),
+                replace_on_changes=list(request.replaceOnChanges),
             )
         )
         return super().RegisterResource(request)
