@@ -16,7 +16,8 @@ from infra.workload.spec import WorkloadSpec
 from infra.workload.upgrade import RECREATE
 
 STATEFUL_KINDS = ("Namespace", "PersistentVolumeClaim")
-# The property path (Pulumi's syntax) whose changes replace a RayService under upgradeStrategy None.
+# The property path whose changes replace a RayService under upgradeStrategy None; a change anywhere below
+# it counts (https://www.pulumi.com/docs/iac/concepts/options/replaceonchanges/).
 CLUSTER_CONFIG_PATH = "spec.rayClusterConfig"
 
 
