@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -32,7 +32,6 @@ class Image:
     workdir: str
     copies: tuple[tuple[str, str], ...]  # (repository path, image path)
     venv: str  # the virtualenv the image's PATH puts first
-    extra_args: dict[str, str] = field(default_factory=dict)
 
     def user(self, uid: int | None) -> ImageUser | None:
         return next((u for u in self.users if u.uid == uid), None)

@@ -5,7 +5,6 @@ the comments cite file and line.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, replace
 from typing import Mapping
 
@@ -204,12 +203,3 @@ def ray_pods(stack: Stack, cluster: Cluster) -> list[RayPod]:
                             probes=probes(container, head))
         pods.append(RayPod(completed, name, head, container_command(container, start_cmd), labels, params))
     return pods
-
-
-def serve_config_json(serve_config_v2: str) -> bytes:
-    """controllers/ray/rayservice_controller.go:821-833: serveConfigV2 is YAML, parsed and sent as JSON."""
-    try:
-        config = yaml.safe_load(serve_config_v2)
-    except yaml.YAMLError as error:
-        raise RehearsalError(f"serveConfigV2 is not valid YAML: {error}") from error
-    return json.dumps(config).encode()

@@ -10,7 +10,6 @@ import json
 import os
 import signal
 import subprocess
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -90,9 +89,6 @@ class PodNetwork:
     def call(self, fn: Callable[..., T], *args, **kwargs) -> T:
         """Runs fn on a thread inside the pod network (its sockets are created there)."""
         return self._executor.submit(fn, *args, **kwargs).result()
-
-    def submit(self, fn: Callable[..., T], *args, **kwargs):
-        return self._executor.submit(fn, *args, **kwargs)
 
     def attach(self, pid: int, ip: str) -> None:
         """A veth from the bridge into the network namespace of `pid`, with the pod's IP."""
@@ -229,7 +225,6 @@ class Processes:
     network: PodNetwork | None = None
     _namespaces: set[str] = field(default_factory=set)
     _pids: set[int] = field(default_factory=set)
-    lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add(self, sandbox: Sandbox) -> None:
         self.sandboxes.append(sandbox)

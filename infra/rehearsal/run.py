@@ -27,7 +27,7 @@ from infra.rehearsal.kube_api import KubeApi, make_certificate
 from infra.rehearsal.manifests import Container, Mount, RehearsalError, Stack, Volume, load_stack
 from infra.rehearsal.processes import PodNetwork, Processes, Sandbox
 from infra.rehearsal.sandbox import HostPaths, bwrap_args, container_env
-from infra.rehearsal.substitutions import Substitution, for_cpu, machine_substitutions
+from infra.rehearsal.substitutions import for_cpu, machine_substitutions, serve_config
 
 SERVING_VENV = REPO_ROOT / ".venv-serving"
 TINY_MODEL_BUILDER = REPO_ROOT / "tests" / "serving" / "tiny_model.py"
@@ -97,7 +97,7 @@ def explain_serve(message: str, config: dict, app_name: str) -> str:
 
 class Clock:
     def __init__(self, report: Report) -> None:
-        self.report, self.start = report, time.monotonic()
+        self.report = report
 
     def lap(self, name: str, since: float) -> float:
         now = time.monotonic()
@@ -138,7 +138,7 @@ def tiny_model(cache: Path) -> Path:
     return target
 
 
-def replica_hosts(stack: Stack, cluster: kuberay.Cluster, config: dict) -> list[Container]:
+def replica_hosts(stack: Stack, cluster: kuberay.Cluster, config: dict) -> list[kuberay.RayPod]:
     """The Ray containers a Serve replica can land on (enough logical CPUs and GPUs for its options)."""
     needs = [d.get("ray_actor_options", {}) for app in config.get("applications", []) for d in app.get("deployments", [])]
     hosts = []
@@ -153,7 +153,7 @@ def replica_hosts(stack: Stack, cluster: kuberay.Cluster, config: dict) -> list[
 def static_checks(stack: Stack, image: Image, report: Report) -> list[str]:
     """vLLM's write paths (write_paths) in each container a replica can land on, under the manifest's env."""
     cluster = kuberay.cluster_of(stack)
-    config = yaml_config(stack)
+    config = serve_config(stack)
     failures = []
     for pod in replica_hosts(stack, cluster, config):
         env = container_env(pod.container, image, pod.name, "", stack.namespace, {}, {}, strict=False)
@@ -164,12 +164,6 @@ def static_checks(stack: Stack, image: Image, report: Report) -> list[str]:
             if not result.writable:
                 failures.append(result.message)
     return failures
-
-
-def yaml_config(stack: Stack) -> dict:
-    from infra.rehearsal.substitutions import serve_config
-
-    return serve_config(stack)
 
 
 class Rehearsal:
@@ -431,6 +425,7 @@ class Rehearsal:
             time.sleep(1)  # the probe's period; the deadline above bounds the wait
 
     def _submit(self, network: PodNetwork, head_ip: str, config: dict) -> None:
+        """As KubeRay: serveConfigV2 parsed from YAML, PUT as JSON (rayservice_controller.go:821-833)."""
         body = json.dumps(config).encode()
         status, text = network.call(_request, head_ip, kuberay.DEFAULT_DASHBOARD_PORT, "PUT",
                                     kuberay.SERVE_APPLICATIONS_PATH, body, {"Content-Type": "application/json"})

