@@ -259,7 +259,7 @@ def test_a_removed_tmp_mount_is_named_and_nothing_survives(tmp_path):
     report = rehearse(edited_copy(tmp_path, without_tmp), budget=Budget(), keep_going=True)
     assert not report["ok"]
     assert any("RPC sockets writes /tmp" in f for f in report["failures"]), report["failures"]
-    assert any("writes /tmp/ray" in f and "read-only root filesystem" in f and "writable mount" in f
+    assert any("exited" in f and "writes /tmp" in f and "read-only root filesystem" in f and "writable mount" in f
                for f in report["failures"]), report["failures"]
     assert report["leftover_processes"] == []
 
