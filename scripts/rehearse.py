@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from rich.console import Console  # noqa: E402
+from rich.markup import escape  # noqa: E402
 
 from infra.rehearsal.manifests import RehearsalError  # noqa: E402
 from infra.rehearsal.run import rehearse  # noqa: E402
@@ -41,9 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(highlight=False, stderr=True)
     try:
         report = rehearse(args.manifests, keep_going=args.keep_going, image_context=args.image_context,
-                          progress=lambda message: console.print(f"[dim]{message}[/dim]"))
+                          progress=lambda message: console.print(f"[dim]{escape(message)}[/dim]"))
     except RehearsalError as error:
-        console.print(f"[red]cannot rehearse:[/red] {error}")
+        console.print(f"[red]cannot rehearse:[/red] {escape(str(error))}")
         return 2
     if args.report:
         args.report.parent.mkdir(parents=True, exist_ok=True)
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[green]rehearsal passed[/green] ({len(report['substitutions'])} substitutions, see the report)")
         return 0
     for failure in report["failures"]:
-        console.print(f"[red]FAIL[/red] {failure}")
+        console.print(f"[red]FAIL[/red] {escape(failure)}")
     return 1
 
 
