@@ -39,8 +39,9 @@ KUBELET_ETC = ("passwd", "group", "hosts", "hostname", "resolv.conf")
 NOT_STORAGE = ("proc", "devtmpfs", "devpts", "mqueue", "sysfs")
 # Paths checked without the key: the OpenAI API, vLLM's own extras, and the health path.
 AUTH_PATHS = (("GET", "/v1/models"), ("POST", "/tokenize"), ("GET", "/metrics"), ("GET", "/health"))
-# Without the key a path must refuse (401/403) or not exist (404); the health path may answer.
-CLOSED = (401, 403, 404)
+# Without the key a path must refuse (401/403); the health path may answer. A 404 is not a refusal:
+# vLLM answers 404 for a model it does not serve, after it processed the request.
+CLOSED = (401, 403)
 OPEN_BY_DESIGN = ("/health",)
 
 
@@ -339,7 +340,8 @@ class Rehearsal:
                 self.report.fail(f"probe failed in {pod.container.name}: {self.report.probes[pod.container.name]}")
         serve_ip = ips[next(p.name for p in pods if p.labels.get("ray.io/serve") == "true")]
         serve_port = pods[0].container.ports.get("serve", kuberay.DEFAULT_SERVING_PORT)
-        self._auth(network, serve_ip, serve_port)
+        served = next((a.get("args", {}).get("served_model_name") for a in config.get("applications", [])), None)
+        self._auth(network, serve_ip, serve_port, served or "")
         t = clock.lap("probes_and_auth_s", t)
 
         if stack.job is not None:
@@ -465,9 +467,9 @@ class Rehearsal:
                 text += f"\n--- Serve replica log in {name} ---\n{result.stdout}"
         return text
 
-    def _auth(self, network: PodNetwork, ip: str, port: int) -> None:
+    def _auth(self, network: PodNetwork, ip: str, port: int, model: str) -> None:
         for method, path in AUTH_PATHS:
-            body = json.dumps({"model": "x", "prompt": "the model"}).encode() if method == "POST" else None
+            body = json.dumps({"model": model, "prompt": "the model"}).encode() if method == "POST" else None
             status, _ = network.call(_request, ip, port, method, path, body, {"Content-Type": "application/json"})
             self.report.auth[path] = status
             if path not in OPEN_BY_DESIGN and status not in CLOSED:
