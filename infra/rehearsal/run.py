@@ -350,7 +350,8 @@ class Rehearsal:
 
     def _dns_records(self, stack: Stack, cluster: kuberay.Cluster, pods, ips) -> tuple[dict[str, str], dict[str, str]]:
         """The cluster DNS's A records: each Service's name pointing at a pod it selects (KubeRay's head and
-        serve Services, and those in the manifests; no ClusterIP, so no port remapping), and the pods'."""
+        serve Services, and those in the manifests; no ClusterIP, so no port remapping). A pod finds its
+        own name in /etc/hosts, as on a cluster."""
         labels = {pod.name: pod.labels for pod in pods}
         services: dict[str, dict[str, str]] = {
             cluster.head_service: {"ray.io/cluster": cluster.name, "ray.io/node-type": "head"},
@@ -360,14 +361,13 @@ class Rehearsal:
         for service in stack.services:
             ports = service.get("spec", {}).get("ports", [])
             for port in ports:
-                if str(port.get("targetPort", port["port"])) not in (str(port["port"]),) and \
-                        not isinstance(port.get("targetPort"), str):
+                target = port.get("targetPort", port["port"])
+                if isinstance(target, int) and target != port["port"]:
                     raise RehearsalError(f"Service {service['metadata']['name']} maps port {port['port']} to "
                                          f"{port['targetPort']}; the rehearsal resolves Services to pod IPs and "
                                          "cannot remap ports")
             services[service["metadata"]["name"]] = dict(service.get("spec", {}).get("selector", {}))
-        records = {f"{name}.{stack.namespace}.pod.{kuberay.CLUSTER_DOMAIN}": ip for name, ip in ips.items()}
-        targets = {}
+        records, targets = {}, {}
         for name, selector in services.items():
             # Serving pods first: the worker holds the replica, the head's serve label starts "false".
             chosen = next((p for p in sorted(labels, key=lambda n: labels[n].get("ray.io/node-type") == "head")
