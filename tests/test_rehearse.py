@@ -272,3 +272,21 @@ def test_script_names_a_missing_manifests_directory(tmp_path):
     report = json.loads(report_path.read_text())
     assert not report["ok"] and "not a directory" in report["failures"][0] and "render.py" in report["failures"][0]
     assert report["leftover_processes"] == []
+
+
+def test_cluster_dns_answers_service_names_and_refuses_others():
+    import socket
+    import struct
+
+    from infra.rehearsal.cluster_dns import answer
+
+    def query(name: str, qtype: int = 1) -> bytes:
+        labels = b"".join(bytes([len(p)]) + p.encode() for p in name.split("."))
+        return struct.pack("!HHHHHH", 7, 0x0100, 1, 0, 0, 0) + labels + b"\0" + struct.pack("!HH", qtype, 1)
+
+    records = {"head-svc.ns.svc.cluster.local": "10.244.0.10"}
+    reply = answer(query("Head-Svc.ns.svc.cluster.local"), records)
+    ident, flags, _, answers = struct.unpack("!HHHH", reply[:8])
+    assert ident == 7 and flags & 0xF == 0 and answers == 1 and reply.endswith(socket.inet_aton("10.244.0.10"))
+    missing = answer(query("head-svc.ns.svc.cluster.local.ns.svc.cluster.local"), records)
+    assert struct.unpack("!H", missing[2:4])[0] & 0xF == 3  # NXDOMAIN, so the resolver tries the next name
