@@ -77,8 +77,10 @@ def test_monitors_scrape_the_private_ports_of_the_pods_never_the_endpoint():
     rayservice = next(obj for obj in objects if obj["kind"] == "RayService")
     worker = rayservice["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]
     assert ports <= {port["name"] for port in worker["ports"]}
-    service = next(obj for obj in objects if obj["kind"] == "Service")
-    assert "prometheus.io/scrape" not in service["metadata"].get("annotations", {})
+    # The endpoint is the Service KubeRay makes from spec.serveService: it must not invite scraping.
+    assert "Service" not in kinds
+    endpoint = rayservice["spec"]["serveService"]
+    assert "prometheus.io/scrape" not in endpoint["metadata"].get("annotations", {})
 
 
 def test_rules_exist_only_with_the_operator_and_the_dashboard_with_every_stack():

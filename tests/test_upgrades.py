@@ -327,11 +327,12 @@ def test_gcs_fault_tolerance_with_an_external_redis():
 
 @pytest.mark.parametrize("low, budget", [(0, False), (1, False), (2, True)])
 def test_a_disruption_budget_only_where_it_cannot_block_a_drain(low, budget):
-    objects = workload_objects(workload_spec(make_config(gpuNodesMin=low, gpuNodesMax=max(low, 1) * 2)))
+    cfg = make_config(gpuNodesMin=low, gpuNodesMax=max(low, 1) * 2)
+    objects = workload_objects(workload_spec(cfg))
     budgets = kind(objects, "PodDisruptionBudget")
     assert bool(budgets) == budget
     for pdb in budgets:
-        kubernetes_validate.validate(pdb, "1.31.0", strict=True)
+        kubernetes_validate.validate(pdb, f"{cfg.kubernetes_version}.0", strict=True)
         worker = rayservice_of(objects)["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]
         assert pdb["spec"]["selector"]["matchLabels"].items() <= worker["template"]["metadata"]["labels"].items()
         # With the floor of workers up, one may always go: a drain never waits on it.

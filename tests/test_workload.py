@@ -42,6 +42,10 @@ def objects_of(cfg):
     return workload_objects(workload_spec(cfg))
 
 
+def by_name(objects):
+    return {obj["metadata"]["name"]: obj for obj in objects}
+
+
 def by_kind(objects):
     return {obj["kind"]: obj for obj in objects}
 
@@ -73,7 +77,7 @@ def test_the_crd_check_can_fail():
     broken_pvc = copy.deepcopy(by_kind(objects_of(full_config(modelStorage="readWriteMany")))["PersistentVolumeClaim"])
     broken_pvc["spec"]["accessMode"] = ["ReadWriteOnce"]
     with pytest.raises(kubernetes_validate.ValidationError):
-        kubernetes_validate.validate(broken_pvc, "1.31.0", strict=True)
+        kubernetes_validate.validate(broken_pvc, f"{full_config().kubernetes_version}.0", strict=True)
 
 
 @pytest.mark.parametrize("tp, gpu", [(4, "A100-80GB"), (2, "A100-80GB"), (8, "H100-80GB")])
@@ -219,7 +223,8 @@ def test_no_secret_material_in_manifests():
     for path in (REPO_ROOT / "manifests").rglob("*.yaml"):
         for doc in yaml.safe_load_all(path.read_text()):
             assert doc["kind"] != "Secret", path
-            assert "stringData" not in doc and "data" not in doc, path
+            # Only ConfigMaps carry data (the model lock, the dashboard); nothing carries stringData.
+            assert "stringData" not in doc and (doc["kind"] == "ConfigMap" or "data" not in doc), path
 
 
 RESOLVED_LOCK = {"repo": pins.MODEL_REPO, "revision": pins.MODEL_REVISION, "resolved": True,
@@ -229,8 +234,9 @@ RESOLVED_LOCK = {"repo": pins.MODEL_REPO, "revision": pins.MODEL_REVISION, "reso
 
 def test_a_resolved_lock_fetches_and_verifies_before_vllm_starts():
     cfg = make_config(hubEndpoint="https://hf-mirror.example.com")
-    objects = by_kind(workload_objects(workload_spec(cfg, RESOLVED_LOCK)))
-    lock_map = objects["ConfigMap"]
+    spec = workload_spec(cfg, RESOLVED_LOCK)
+    objects = by_kind(workload_objects(spec))
+    lock_map = by_name(workload_objects(spec))[spec.model_lock_config_map]
     assert json.loads(lock_map["data"]["model.lock.json"])["commit"] == RESOLVED_LOCK["commit"]
     pod = worker_group(objects.values())["template"]["spec"]
     fetch = pod["initContainers"][0]
@@ -241,15 +247,16 @@ def test_a_resolved_lock_fetches_and_verifies_before_vllm_starts():
     args = serve["applications"][0]["args"]
     assert args["model"] == fetch["command"][fetch["command"].index("--dir") + 1]
     assert "revision" not in args
-    for obj in objects.values():
+    for obj in workload_objects(spec):
         if obj["kind"] not in NON_CORE:
-            kubernetes_validate.validate(obj, "1.31.0", strict=True)
+            kubernetes_validate.validate(obj, f"{cfg.kubernetes_version}.0", strict=True)
     jsonschema.validate(objects["RayService"], rayservice_schema())
 
 
 def test_without_a_lock_vllm_downloads_by_revision_and_modelscope_is_an_option():
-    objects = by_kind(objects_of(make_config(modelSource="modelscope")))
-    assert "ConfigMap" not in objects
+    cfg = make_config(modelSource="modelscope")
+    objects = by_kind(objects_of(cfg))
+    assert workload_spec(cfg).model_lock_config_map not in by_name(objects_of(cfg))
     pod = worker_group(objects.values())["template"]["spec"]
     assert "initContainers" not in pod
     env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
