@@ -263,3 +263,15 @@ def test_without_a_lock_vllm_downloads_by_revision_and_modelscope_is_an_option()
     assert env["VLLM_USE_MODELSCOPE"] == "True" and "HF_HUB_OFFLINE" not in env
     args = yaml.safe_load(objects["RayService"]["spec"]["serveConfigV2"])["applications"][0]["args"]
     assert args["revision"] == pins.MODEL_REVISION
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_ray_and_vllm_logs_reach_kubectl_logs(stack):
+    """Without RAY_LOG_TO_STDERR Ray keeps every process's output (the replica's, so vLLM's) in files under
+    /tmp/ray, which `kubectl logs` never shows and the tmp volume's size limit can evict (review-k8s #8)."""
+    spec = by_kind(objects_of(read_stack_config(stack)))["RayService"]["spec"]["rayClusterConfig"]
+    containers = [spec["headGroupSpec"]["template"]["spec"]["containers"][0],
+                  spec["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]]
+    for container in containers:
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env.get("RAY_LOG_TO_STDERR") == "1", container["name"]

@@ -50,6 +50,12 @@ TERMINATION_GRACE_SECONDS = GRACEFUL_SHUTDOWN_TIMEOUT_S + 30
 WORKER_CPU = "16"
 WORKER_MEMORY = "128Gi"
 
+# Ray writes its processes' output, the Serve replica's and so vLLM's among them, to files under /tmp/ray
+# unless this is set (ray/_private/node.py:833-843, ray_constants.py:234); then it reaches the
+# container's stderr, where `kubectl logs` and the cluster's log agent read it
+# (https://docs.ray.io/en/latest/cluster/kubernetes/user-guides/logging.html).
+RAY_LOGS_TO_STDERR = ({"name": "RAY_LOG_TO_STDERR", "value": "1"},)
+
 
 def _ports() -> list[dict]:
     return [
@@ -94,7 +100,7 @@ def _head_group(spec: WorkloadSpec) -> dict:
                         ],
                         "resources": {"requests": {"cpu": HEAD_CPU, "memory": HEAD_MEMORY},
                                       "limits": {"memory": HEAD_MEMORY}},
-                        "env": writable_state_env(),
+                        "env": [*writable_state_env(), *RAY_LOGS_TO_STDERR],
                         "securityContext": container_security_context(),
                         "volumeMounts": [tmp_mount, home_mount, dshm_mount],
                     }
@@ -145,6 +151,7 @@ def _worker_group(spec: WorkloadSpec) -> dict:
                             # vLLM's TP workers must not fork a process that already initialised CUDA.
                             {"name": "VLLM_WORKER_MULTIPROC_METHOD", "value": "spawn"},
                             *writable_state_env(),
+                            *RAY_LOGS_TO_STDERR,
                             *vllm_model_env(spec),
                         ],
                         "securityContext": container_security_context(),
