@@ -43,7 +43,7 @@ operator = KubeRayOperator("kuberay", cluster.provider, after_pool, protect=cfg.
 
 spec = workload_spec(cfg, lock)
 image_ref = pulumi.Output.from_input(cfg.image) if cfg.image else ServingImage(
-    "serving-image", cfg, spec.model_dir, secrets.hub_token, cluster.cloud_provider).ref
+    "serving-image", cfg, spec.model_dir, secrets.hub_token, cluster.cloud_provider, cluster.cloud_apis).ref
 api_key = endpoint_api_key(secrets)
 workload = ServingWorkload(
     "qwen2vl",

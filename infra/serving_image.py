@@ -4,15 +4,18 @@ stack's cloud."""
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import pulumi
 
 from infra.config import StackConfig
 from infra.image_build import DOCKERFILE, IMAGE_NAME, REPO_ROOT, build_args, content_tag
 
 
-def _registry(cfg: StackConfig, cloud_provider: pulumi.ProviderResource | None, parent: pulumi.Resource):
+def _registry(cfg: StackConfig, cloud_provider: pulumi.ProviderResource | None, parent: pulumi.Resource,
+              after: Sequence[pulumi.Resource]):
     """(repository address, registry credentials for docker-build or None)."""
-    opts = pulumi.ResourceOptions(parent=parent, provider=cloud_provider, protect=cfg.protect)
+    opts = pulumi.ResourceOptions(parent=parent, provider=cloud_provider, protect=cfg.protect, depends_on=list(after))
     if cfg.cloud == "aws":
         import pulumi_aws as aws
 
@@ -41,11 +44,12 @@ class ServingImage(pulumi.ComponentResource):
     """Builds and pushes the image; `ref` is `repository:tag@sha256:digest`."""
 
     def __init__(self, name: str, cfg: StackConfig, model_dir: str, hub_token: pulumi.Output[str] | None,
-                 cloud_provider: pulumi.ProviderResource | None, opts: pulumi.ResourceOptions | None = None) -> None:
+                 cloud_provider: pulumi.ProviderResource | None, after: Sequence[pulumi.Resource] = (),
+                 opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("qwen2vl:image:ServingImage", name, None, opts)
         import pulumi_docker_build as docker_build
 
-        repository, credentials = _registry(cfg, cloud_provider, self)
+        repository, credentials = _registry(cfg, cloud_provider, self, after)
         tag = content_tag(cfg, model_dir)
         secrets = {"hf_token": hub_token} if cfg.bake_model and hub_token is not None else None
         self.image = docker_build.Image(

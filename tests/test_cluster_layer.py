@@ -408,3 +408,12 @@ def test_gpu_pool_labels_keep_the_workload_selector(plan_of):
     pool = gpu_pool_spec(read_stack_config("eval"))
     assert GPU_PRESENT_LABEL not in pool.placement.node_selector
     assert one(ok(plan_of("eval")), "aws:eks/nodeGroup:NodeGroup", "qwen2vl-gpu").inputs["labels"] == pool.node_labels
+
+
+def test_the_registry_waits_for_the_projects_apis(plan_of):
+    """A fresh GCP project refuses an Artifact Registry repository until artifactregistry.googleapis.com
+    is enabled (review-pulumi #12): the repository depends on the enabled APIs."""
+    result = ok(plan_of("staging"))
+    repository = one(result, "gcp:artifactregistry/repository:Repository")
+    assert any("projects/service:Service" in dependency for dependency in repository.depends_on), \
+        repository.depends_on

@@ -30,11 +30,14 @@ class ClusterHandle:
     ready: list[pulumi.Resource] = field(default_factory=list)
     # The cloud's provider (region, project, default tags) for other cloud resources such as the registry.
     cloud_provider: pulumi.ProviderResource | None = None
+    # What those other cloud resources come after: the project's service APIs on GCP (a fresh project
+    # refuses an Artifact Registry repository until its API is enabled).
+    cloud_apis: list[pulumi.Resource] = field(default_factory=list)
 
 
 def managed_cluster_handle(cfg: StackConfig, component: pulumi.ComponentResource, cluster_name: pulumi.Input[str],
                            gpu_pool_name: pulumi.Input[str], nodes: list[pulumi.Resource],
-                           provides_device_plugin: bool) -> ClusterHandle:
+                           provides_device_plugin: bool, cloud_apis: list[pulumi.Resource] | None = None) -> ClusterHandle:
     """The handle of a cluster this stack made (EKS, GKE): a provider on its kubeconfig, after its node pools."""
     provider = k8s.Provider(f"{cfg.cloud}-cluster", kubeconfig=component.kubeconfig,
                             opts=pulumi.ResourceOptions(parent=component, depends_on=list(nodes)))
@@ -47,6 +50,7 @@ def managed_cluster_handle(cfg: StackConfig, component: pulumi.ComponentResource
         provides_device_plugin=provides_device_plugin,
         cloud_provider=component.cloud_provider,
         ready=list(nodes),
+        cloud_apis=list(cloud_apis or []),
     )
 
 
