@@ -53,6 +53,18 @@ def build(target: Path, hidden: int = 256, layers: int = 2) -> Path:
         pad_token_id=fast.convert_tokens_to_ids("<|endoftext|>"), torch_dtype="bfloat16",
     )
     model = Qwen2ForCausalLM(config).to(torch.bfloat16)
+    # Token ids that show nothing on their own get zero embeddings: special tokens, whitespace, ids the
+    # trained vocabulary left unused, and single bytes that are not UTF-8 by themselves (vLLM's detokenizer
+    # holds those back). The embeddings are tied, so their logits are 0, below the largest of the random
+    # others: greedy decoding never picks them, and a smoke check of a random model sees content (it once
+    # answered 32 such tokens, an empty string).
+    def shows_nothing(token_id: int) -> bool:
+        text = fast.decode([token_id], skip_special_tokens=True)
+        return not text.strip() or "\ufffd" in text
+
+    blank = [i for i in range(config.vocab_size) if shows_nothing(i)]
+    with torch.no_grad():
+        model.get_input_embeddings().weight[blank] = 0
     model.save_pretrained(target, safe_serialization=True)
     generation = {"eos_token_id": config.eos_token_id, "pad_token_id": config.pad_token_id, "max_new_tokens": 64}
     (target / "generation_config.json").write_text(json.dumps(generation))
