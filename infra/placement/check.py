@@ -122,7 +122,7 @@ def _fixes(report: PlacementReport, system_fit: str | None) -> list[str]:
     fixes = []
     if _SYSTEM_SHORT.search(text):
         shape = system_fit or "<type>"
-        fits = f", the smallest catalog shape on which every pod fits" if system_fit else ""
+        fits = ", the smallest catalog shape on which every pod fits" if system_fit else ""
         fixes.append(f"give the system pool a larger shape (pulumi config set {PROJECT}:systemInstanceType {shape} "
                      f"--stack {report.stack}{fits}) or lower the pod's requests;")
     if "Insufficient nvidia.com/gpu" in text and "device plugin" in text:

@@ -8,11 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Mapping
 
-import yaml
+from infra import pins
+from infra.rehearsal.manifests import Container, Mount, Stack, Volume, quantity
 
-from infra.rehearsal.manifests import Container, Mount, RehearsalError, Stack, Volume, quantity
-
-VERSION = "v1.4.2"  # utils/constant.go:210
+VERSION = f"v{pins.KUBERAY_OPERATOR_CHART_VERSION}"  # utils/constant.go:210
 DEFAULT_GCS_PORT = "6379"  # common/pod.go:50-55 GetHeadPort: rayStartParams["port"] or DefaultGcsServerPort
 DEFAULT_DASHBOARD_PORT = 8265  # utils/constant.go:68
 DEFAULT_METRICS_PORT = "8080"  # utils/constant.go:69
