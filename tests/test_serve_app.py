@@ -177,7 +177,9 @@ def test_a_vllm_that_exits_takes_its_workers_along_and_its_last_lines_explain(tm
     pgid = server.process.pid
     server.stop(grace_s=2)
     assert group_members(pgid) == [], "a TP worker outlived vLLM"
-    assert len(server.tail) == TAIL_LINES and server.log_tail(1) == "CUDA out of memory (stand-in)"
+    # The worker's own line may arrive at any point, on a busy machine after the server's last one.
+    server_lines = [line for line in server.tail if line != "worker up"]
+    assert len(server.tail) == TAIL_LINES and server_lines[-1] == "CUDA out of memory (stand-in)"
     assert not list(tmp_path.glob("*.log")) and not list(Path("/tmp").glob("vllm-*/vllm.log"))
 
 
