@@ -1,6 +1,7 @@
 """Workload builders: schema-valid objects, coupled values that agree, manifests equal to the plan."""
 
 import copy
+import functools
 import json
 import shutil
 import subprocess
@@ -27,7 +28,9 @@ CRD = Path(__file__).parent / "schemas" / f"ray.io_rayservices-v{pins.KUBERAY_OP
 NON_CORE = {"RayService", "PodMonitor", "PrometheusRule"}
 
 
+@functools.lru_cache(maxsize=1)
 def rayservice_schema():
+    """The CRD's schema, parsed once (17,000 lines of YAML take seconds to parse)."""
     crd = yaml.safe_load(CRD.read_text())
     version = next(v for v in crd["spec"]["versions"] if v["name"] == "v1")
     return version["schema"]["openAPIV3Schema"]
