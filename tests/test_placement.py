@@ -32,7 +32,8 @@ OLD_HEAD_RESOURCES = {"cpu": "4", "memory": "16Gi"}
 # 216a77b infra/platform/device_plugin.py:32-36: nodeSelector and toleration only, chart affinity kept.
 OLD_DEVICE_PLUGIN_VALUES = {"nodeSelector": {"qwen2vl.io/gpu-pool": "gpu", "qwen2vl.io/gpu-type": "L4"},
                             "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]}
-CHART_SOURCES = Path("/work/shared/reference/charts")
+# The charts at our pins, in the shared folder beside the clone (as CI lays it out).
+CHART_SOURCES = Path(__file__).resolve().parents[2] / "shared" / "reference" / "charts"
 
 
 def stack_cfg(stack: str, **overrides: str):

@@ -1,5 +1,5 @@
 """The pods KubeRay 1.4.2 creates for our RayService, read from its source
-(/work/upstream/kuberay-v1.4.2/ray-operator, tag v1.4.2):
+(github.com/ray-project/kuberay, ray-operator/ at tag v1.4.2):
 
 - Head: the headGroupSpec template (common/pod.go DefaultHeadPodTemplate). With
   spec.rayClusterConfig.enableInTreeAutoscaling it appends the `autoscaler` container
