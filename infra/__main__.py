@@ -8,6 +8,7 @@ from infra.config import ConfigError
 from infra.config_reader import load_stack_config, read_secrets
 from infra.cost import BudgetExceeded, check_budget
 from infra.credentials import endpoint_api_key
+from infra.platform.addons import cluster_addons
 from infra.platform.device_plugin import NvidiaDevicePlugin
 from infra.platform.kuberay import KubeRayOperator
 from infra.placement import PlacementFailed, check_placement
@@ -36,7 +37,9 @@ if placement.skipped:
 secrets = read_secrets()
 cluster = create_cluster(cfg)
 after_pool = list(cluster.ready)
-if not cluster.provides_device_plugin:
+# Whether the cloud runs the NVIDIA device plugin itself is one fact (infra/platform/addons.py), which the
+# placement check reads too.
+if not cluster_addons(cfg).provides_device_plugin:
     device_plugin = NvidiaDevicePlugin("nvidia-device-plugin", cluster.provider, cluster.placement, after_pool)
     after_pool.append(device_plugin)
 operator = KubeRayOperator("kuberay", cluster.provider, after_pool, protect=cfg.protect)

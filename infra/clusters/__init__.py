@@ -23,8 +23,6 @@ class ClusterHandle:
     placement: GpuPlacement
     gpu_pool_name: pulumi.Input[str]
     kubeconfig: pulumi.Output[str] | None  # a secret; None when the kubeconfig is the user's own
-    # Whether the cloud installs the NVIDIA device plugin on GPU nodes itself (GKE does).
-    provides_device_plugin: bool
     # What the platform and the workload come after: every node pool (system and GPU) and the add-ons and
     # StorageClasses the pods need (a Helm release waits for its pods; a pod without a node never starts).
     ready: list[pulumi.Resource] = field(default_factory=list)
@@ -37,7 +35,7 @@ class ClusterHandle:
 
 def managed_cluster_handle(cfg: StackConfig, component: pulumi.ComponentResource, cluster_name: pulumi.Input[str],
                            gpu_pool_name: pulumi.Input[str], nodes: list[pulumi.Resource],
-                           provides_device_plugin: bool, cloud_apis: list[pulumi.Resource] | None = None) -> ClusterHandle:
+                           cloud_apis: list[pulumi.Resource] | None = None) -> ClusterHandle:
     """The handle of a cluster this stack made (EKS, GKE): a provider on its kubeconfig, after its node pools."""
     provider = k8s.Provider(f"{cfg.cloud}-cluster", kubeconfig=component.kubeconfig,
                             opts=pulumi.ResourceOptions(parent=component, depends_on=list(nodes)))
@@ -47,7 +45,6 @@ def managed_cluster_handle(cfg: StackConfig, component: pulumi.ComponentResource
         placement=gpu_pool_spec(cfg).placement,
         gpu_pool_name=gpu_pool_name,
         kubeconfig=component.kubeconfig,
-        provides_device_plugin=provides_device_plugin,
         cloud_provider=component.cloud_provider,
         ready=list(nodes),
         cloud_apis=list(cloud_apis or []),

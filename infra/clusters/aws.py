@@ -279,8 +279,7 @@ def create(cfg: StackConfig) -> ClusterHandle:
     eks = EksCluster("qwen2vl", cfg)
     handle = managed_cluster_handle(
         cfg, eks, eks.cluster.name, eks.gpu_node_group.node_group_name,
-        nodes=[eks.system_node_group, eks.gpu_node_group, *eks.addons.values()],
-        provides_device_plugin=False)
+        nodes=[eks.system_node_group, eks.gpu_node_group, *eks.addons.values()])
     k8s_child = pulumi.ResourceOptions(parent=eks, provider=handle.provider)
     # The model volume's class: the EBS CSI driver's gp3 (EKS >= 1.30 makes no default class, and gp2's in-tree
     # provisioner is served only by this driver: https://docs.aws.amazon.com/eks/latest/userguide/ebs-csi-migration-faq.html).

@@ -23,6 +23,5 @@ def create(cfg: StackConfig) -> ClusterHandle:
         placement=pool.placement,
         gpu_pool_name=pool.name,
         kubeconfig=None,
-        provides_device_plugin=False,
         ready=[provider],
     )

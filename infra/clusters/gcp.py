@@ -183,7 +183,5 @@ class GkeCluster(pulumi.ComponentResource):
 
 def create(cfg: StackConfig) -> ClusterHandle:
     gke = GkeCluster("qwen2vl", cfg)
-    # GKE installs the NVIDIA driver and device plugin on GPU nodes itself.
     return managed_cluster_handle(cfg, gke, gke.cluster.name, gke.gpu_pool.name,
-                                  nodes=[gke.system_pool, gke.gpu_pool], provides_device_plugin=True,
-                                  cloud_apis=gke.apis)
+                                  nodes=[gke.system_pool, gke.gpu_pool], cloud_apis=gke.apis)
