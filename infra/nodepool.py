@@ -106,6 +106,20 @@ class SystemPoolSpec:
     tags: dict[str, str]
 
 
+# GKE's system pool: one node in each of the GPU pool's zones. Regional like the cluster, so the Ray head
+# and the operator survive a zone outage; and a second node gives an upgrade's second Ray head room.
+SYSTEM_NODES_PER_ZONE = 1
+
+
+def system_pool_nodes(cfg: StackConfig) -> int:
+    """How many system nodes run: on GKE node_count is per zone ("In regional or multi-zonal clusters, this
+    is the number of nodes per zone", pulumi_gcp 10.2.0 container/node_pool.py), and clusters/gcp.py puts
+    the pool in the GPU pool's zones; elsewhere the pool's minimum."""
+    if cfg.cloud == "gcp":
+        return SYSTEM_NODES_PER_ZONE * len(gpu_pool_zones(cfg))
+    return system_pool_spec(cfg).min_nodes
+
+
 def system_pool_spec(cfg: StackConfig) -> SystemPoolSpec:
     instance = cfg.system_instance_type or SYSTEM_INSTANCE_DEFAULTS.get(cfg.cloud)
     return SystemPoolSpec(name=SYSTEM_POOL_NAME, instance=instance, min_nodes=1, max_nodes=2, tags=cfg.labels)

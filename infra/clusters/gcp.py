@@ -9,8 +9,8 @@ import pulumi_gcp as gcp
 from infra.clusters import ClusterHandle, managed_cluster_handle
 from infra.clusters.kubeconfig import exec_kubeconfig
 from infra.config import StackConfig
-from infra.nodepool import GpuPoolSpec, gpu_pool_initial_nodes_per_zone, gpu_pool_spec, gpu_pool_zones, \
-    system_pool_spec
+from infra.nodepool import SYSTEM_NODES_PER_ZONE, GpuPoolSpec, gpu_pool_initial_nodes_per_zone, gpu_pool_spec, \
+    gpu_pool_zones, system_pool_spec
 
 OAUTH_SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
 # What a new project must have on before the cluster, the node pools and the image registry exist. Left on
@@ -26,9 +26,6 @@ NODE_SERVICE_ACCOUNT = "qwen2vl-gke-nodes"
 DATAPATH = "ADVANCED_DATAPATH"
 # Pods see the GKE metadata server, which serves Workload Identity tokens, not the node's credentials.
 WORKLOAD_METADATA = {"mode": "GKE_METADATA"}
-# The system pool: one node in each of the GPU pool's zones. Regional like the cluster, so the Ray head
-# and the operator survive a zone outage; and a second node gives an upgrade's second Ray head room.
-SYSTEM_NODES_PER_ZONE = 1
 # Cloud NAT for private nodes. pulumi_gcp.compute's package __init__ imports all its ~300 resource modules
 # (about 2 s of CPU, more than the offline plan's whole budget), so its router and NAT are registered by
 # type token with the provider's own input names (pulumi_gcp 10.2.0 compute/router.py, router_nat.py;
@@ -117,7 +114,7 @@ class GkeCluster(pulumi.ComponentResource):
             cluster=self.cluster.id,
             location=cfg.region,
             node_locations=zones,
-            node_count=SYSTEM_NODES_PER_ZONE,
+            node_count=SYSTEM_NODES_PER_ZONE,  # per zone, in the GPU pool's zones (infra/nodepool.py)
             node_config=gcp.container.NodePoolNodeConfigArgs(
                 machine_type=system_pool_spec(cfg).instance, service_account=node_account.email,
                 oauth_scopes=OAUTH_SCOPES, workload_metadata_config=WORKLOAD_METADATA),

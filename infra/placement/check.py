@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass, field, replace
 
 from infra.config import PROJECT, ConfigError, StackConfig
-from infra.nodepool import GPU_TAINT, SYSTEM_POOL_NAME, gpu_pool_spec, gpu_pool_zones, system_pool_spec
+from infra.nodepool import GPU_TAINT, SYSTEM_POOL_NAME, gpu_pool_spec, system_pool_nodes, system_pool_spec
 from infra.placement import kuberay
 from infra.placement.charts import ReleasePods, cluster_autoscaler_pods, device_plugin_pods, kuberay_operator_pods
 from infra.placement.clouds import (
@@ -170,11 +170,10 @@ def _nodes(cfg: StackConfig) -> list[Node]:
          [dict(gpu_pool.taint)]),
     ):
         grows = pool.name in addons.autoscaled_pools
-        count = pool.max_nodes if grows else max(pool.min_nodes, 1)
-        if cfg.cloud == "gcp" and pool is system_pool:
-            # A regional GKE pool's node_count is per zone (pulumi_gcp NodePool docs); clusters/gcp.py puts
-            # the system pool in each of the GPU pool's zones.
-            count *= len(gpu_pool_zones(cfg))
+        if grows:
+            count = pool.max_nodes
+        else:
+            count = system_pool_nodes(cfg) if pool is system_pool else max(pool.min_nodes, 1)
         for index in range(count):
             name = f"{pool.name}-{index}"
             node_labels = {**facts.get("node_labels", {}), **labels, "kubernetes.io/hostname": name,
