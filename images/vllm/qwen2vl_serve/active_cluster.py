@@ -15,40 +15,14 @@ image. This check passes only when, through the Kubernetes API:
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import ssl
 import sys
 import time
 import urllib.error
-import urllib.request
 from dataclasses import dataclass
 
-SERVICE_ACCOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
+from qwen2vl_serve.kube_client import KubeApi
+
 CLUSTER_LABEL = "ray.io/cluster"
-
-
-class KubeApi:
-    """GETs of namespaced objects with the pod's service-account token."""
-
-    def __init__(self, api_url: str, token: str, ca_path: str | None, timeout_s: float = 30.0) -> None:
-        self.api_url = api_url.rstrip("/")
-        self.token = token
-        self.context = ssl.create_default_context(cafile=ca_path) if api_url.startswith("https") else None
-        self.timeout_s = timeout_s
-
-    @classmethod
-    def in_cluster(cls) -> "KubeApi":
-        with open(f"{SERVICE_ACCOUNT}/token") as handle:
-            token = handle.read().strip()
-        host, port = os.environ["KUBERNETES_SERVICE_HOST"], os.environ.get("KUBERNETES_SERVICE_PORT", "443")
-        return cls(f"https://{host}:{port}", token, f"{SERVICE_ACCOUNT}/ca.crt")
-
-    def get(self, path: str) -> dict:
-        request = urllib.request.Request(self.api_url + path, headers={"Authorization": f"Bearer {self.token}",
-                                                                        "Accept": "application/json"})
-        with urllib.request.urlopen(request, timeout=self.timeout_s, context=self.context) as response:
-            return json.load(response)
 
 
 @dataclass(frozen=True)
@@ -115,7 +89,7 @@ def main(argv: list[str] | None = None, api: KubeApi | None = None, printer=prin
     if not namespace or not name:
         printer(f"error: --rayservice must be NAMESPACE/NAME, got {args.rayservice!r}")
         return 2
-    seen = wait_active(api or KubeApi.in_cluster(), namespace, name, args.service, args.image, args.wait, args.poll)
+    seen = wait_active(api or KubeApi.from_files(), namespace, name, args.service, args.image, args.wait, args.poll)
     if not seen.ok:
         printer(f"active cluster check failed after {args.wait:.0f} s: {seen.reason}")
         return 1

@@ -34,6 +34,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterator
 
+from qwen2vl_serve.kube_client import SERVICE_ACCOUNT, KubeApi
+
 CHECKS = ("models", "text_chat", "image_chat", "burst")
 # Answers that say "not now" (rate limit, gateway without a backend); a 500 is an answer, not retried.
 RETRYABLE_STATUS = {429, 502, 503, 504}
@@ -371,9 +373,6 @@ class Smoke:
         return report
 
 
-SERVICE_ACCOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
-
-
 def write_report_configmap(target: str, report: dict, api_url: str | None = None,
                            token_path: str = f"{SERVICE_ACCOUNT}/token", ca_path: str | None = f"{SERVICE_ACCOUNT}/ca.crt",
                            timeout_s: float = 30.0) -> None:
@@ -382,34 +381,16 @@ def write_report_configmap(target: str, report: dict, api_url: str | None = None
     namespace, _, name = target.partition("/")
     if not namespace or not name:
         raise ValueError(f"--report-configmap must be NAMESPACE/NAME, got {target!r}")
-    if api_url is None:
-        api_url = f"https://{os.environ['KUBERNETES_SERVICE_HOST']}:{os.environ.get('KUBERNETES_SERVICE_PORT', '443')}"
-    parsed = urllib.parse.urlsplit(api_url)
-    with open(token_path) as handle:
-        token = handle.read().strip()
-    if parsed.scheme == "https":
-        import ssl
-
-        conn_factory = lambda: http.client.HTTPSConnection(  # noqa: E731
-            parsed.hostname, parsed.port, timeout=timeout_s, context=ssl.create_default_context(cafile=ca_path))
-    else:
-        conn_factory = lambda: http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=timeout_s)  # noqa: E731
+    api = KubeApi.from_files(api_url, token_path, ca_path, timeout_s)
     body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": namespace},
             "data": {"report.json": json.dumps(report, sort_keys=True)}}
-    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     collection = f"/api/v1/namespaces/{namespace}/configmaps"
     for method, path in (("POST", collection), ("PUT", f"{collection}/{name}")):
-        conn = conn_factory()
-        try:
-            conn.request(method, path, body=json.dumps(body), headers=headers)
-            response = conn.getresponse()
-            answer = response.read().decode(errors="replace")
-        finally:
-            conn.close()
-        if response.status < 300:
+        status, answer = api.send(method, path, body)
+        if status < 300:
             return
-        if not (method == "POST" and response.status == 409):  # 409: it exists, so replace it
-            raise SmokeFailure("report", f"{method} {path} returned HTTP {response.status}", answer)
+        if not (method == "POST" and status == 409):  # 409: it exists, so replace it
+            raise SmokeFailure("report", f"{method} {path} returned HTTP {status}", answer)
 
 
 def read_api_key(key_file: str | None, key_env: str | None) -> str | None:
