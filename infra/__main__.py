@@ -25,7 +25,8 @@ try:
     cost = check_budget(cfg)
     lock, lock_warning = model_lock(cfg, deploying())
     # Every pod the stack creates scheduled, every volume bound, the upgrade tried: before any resource.
-    placement = check_placement(cfg, workload_objects(workload_spec(cfg, lock)))
+    spec = workload_spec(cfg, lock)
+    placement = check_placement(cfg, workload_objects(spec))
 except (ConfigError, PreflightFailed, BudgetExceeded, ModelLockRequired, PlacementFailed) as error:
     # RunError prints the message alone: a person-readable paragraph, not a traceback.
     raise pulumi.RunError(str(error)) from error
@@ -44,7 +45,6 @@ if not cluster_addons(cfg).provides_device_plugin:
     after_pool.append(device_plugin)
 operator = KubeRayOperator("kuberay", cluster.provider, after_pool, protect=cfg.protect)
 
-spec = workload_spec(cfg, lock)
 image_ref = pulumi.Output.from_input(cfg.image) if cfg.image else ServingImage(
     "serving-image", cfg, spec.model_dir, secrets.hub_token, cluster.cloud_provider, cluster.cloud_apis).ref
 api_key = endpoint_api_key(secrets)
