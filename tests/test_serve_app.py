@@ -20,6 +20,7 @@ from infra.preflight.kernels import QUANTIZATION_CHOICES
 from tests.conftest import REPO_ROOT, make_config
 from tests.fake_hub import FakeHub
 from tests.vllm_release import pinned_vllm_source
+from tests.waiting import wait_for
 
 sys.path.insert(0, str(REPO_ROOT / "images" / "vllm"))
 from qwen2vl_serve.access import OPEN_PATHS, authorised, requires_key  # noqa: E402
@@ -161,14 +162,6 @@ def fake_vllm(tmp_path, mode):
                        program=[sys.executable, str(script), mode])
 
 
-def wait_for(what, predicate, seconds):
-    deadline = time.monotonic() + seconds
-    while not (value := predicate()):
-        assert time.monotonic() < deadline, f"waited {seconds} s for {what}"
-        time.sleep(0.1)
-    return value
-
-
 def test_a_vllm_that_exits_takes_its_workers_along_and_its_last_lines_explain(tmp_path):
     server = fake_vllm(tmp_path, "exit")
     server.start()
@@ -187,7 +180,7 @@ def test_stop_ends_the_whole_group_including_workers_that_ignore_sigterm(tmp_pat
     server = fake_vllm(tmp_path, "serve")
     server.start()
     pgid = server.process.pid
-    wait_for("the stand-in worker", lambda: len(group_members(pgid)) >= 3, 30)
+    wait_for("the stand-in worker", lambda: len(group_members(pgid)) >= 3, 30, poll_s=0.1)
     server.stop(grace_s=2)
     assert group_members(pgid) == []
 
@@ -211,11 +204,12 @@ def test_a_killed_replica_leaves_no_vllm_process(tmp_path):
                                stdout=subprocess.PIPE, text=True)
     try:
         pgid = int(replica.stdout.readline())
-        wait_for("the stand-in vLLM and its worker", lambda: len(group_members(pgid)) >= 3, 30)
+        wait_for("the stand-in vLLM and its worker", lambda: len(group_members(pgid)) >= 3, 30, poll_s=0.1)
         replica.send_signal(signal.SIGKILL)
         replica.wait(10)
         # The leader looks every second, then gives SIGTERM its 20 s grace before SIGKILL.
-        wait_for("vLLM's process group to end after its replica was killed", lambda: not group_members(pgid), 40)
+        wait_for("vLLM's process group to end after its replica was killed", lambda: not group_members(pgid), 40,
+                 poll_s=0.1)
     finally:
         replica.kill()
         replica.wait(10)

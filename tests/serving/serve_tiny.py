@@ -29,6 +29,7 @@ sys.path[:0] = [str(ROOT / "images" / "vllm"), str(ROOT)]
 
 from qwen2vl_serve.group_leader import group_members  # noqa: E402
 from tests.serving.tiny_model import build  # noqa: E402
+from tests.waiting import wait_for  # noqa: E402
 
 API_KEY = "test-key-for-the-tiny-model"
 # Paths vLLM itself answers without a key (its middleware guards only /v1: api_server.py:438-450 in 0.6.3).
@@ -57,17 +58,6 @@ def engine_started(leader: int) -> list[int] | None:
     """The group's members once vLLM's engine runs beside its API server and the leader, else None."""
     members = group_members(leader)
     return members if len(members) >= 3 else None
-
-
-def wait_for(what: str, predicate, seconds: float, poll_s: float = 0.5):
-    """The first truthy value of predicate(), or TimeoutError naming what was awaited."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(poll_s)
-    raise TimeoutError(f"waited {seconds:.0f} s for {what}")
 
 
 def members_left(pgid: int, seconds: float) -> list[int]:
