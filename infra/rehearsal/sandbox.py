@@ -56,8 +56,6 @@ def bwrap_args(container: Container, pod_name: str, image: Image, env: Mapping[s
         target = f"/etc/{entry}"
         source = host.etc_overrides.get(target, Path("/etc") / entry)
         args += ["--ro-bind", str(source), target]
-    args += ["--ro-bind", str(host.interpreter_root), str(host.interpreter_root),
-             "--ro-bind", str(host.venv), str(host.venv)]
     if image.venv and image.venv != str(host.venv):
         args += ["--symlink", str(host.venv), image.venv]
     for source, target in image.copies:
@@ -85,6 +83,10 @@ def bwrap_args(container: Container, pod_name: str, image: Image, env: Mapping[s
                 source = source / mount.sub_path
             bind = "--ro-bind" if mount.read_only or volume.kind == "files" else "--bind"
             args += [bind, str(source), mount.path]
+    # The host interpreter and venv keep their host paths (their scripts name them), and are bound after the
+    # pod's own mounts: a checkout under /tmp, as a CI clone may be, would else be hidden by the pod's /tmp.
+    args += ["--ro-bind", str(host.interpreter_root), str(host.interpreter_root),
+             "--ro-bind", str(host.venv), str(host.venv)]
     args += ["--remount-ro", "/dev"]
     if container.read_only_root:
         args += ["--remount-ro", "/"]
