@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from infra import pins
-from infra.preflight import catalog
+from infra import catalog
 from infra.preflight.kernels import QUANTIZATION_CHOICES
 
 PROJECT = "qwen2vl"
@@ -136,7 +136,7 @@ KEYS: tuple[Key, ...] = (
     Key("region", "Cloud region of the cluster (required for aws and gcp).",
         _matching(REGION), None, "us-east-1", "a region name such as us-east-1 or us-central1"),
     Key("zones", "Zones of the nodes, as a JSON list. aws: at least two (the VPC's subnets); empty = the first two "
-        "available. gcp: zones of the region; empty = those that offer gpuType (infra/preflight/gpu_zones.yaml).",
+        "available. gcp: zones of the region; empty = those that offer gpuType (infra/catalog/gpu_zones.yaml).",
         _string_list(_matching(re.compile(r"^[a-z]{2,}(-[a-z0-9]+){2,4}$"))), (), '\'["us-east-1a"]\'',
         "a JSON list of zone names"),
     Key("gcpProject", "Google Cloud project of the GKE cluster (required for gcp).",
@@ -162,8 +162,8 @@ KEYS: tuple[Key, ...] = (
         _matching(re.compile(r"^[A-Za-z0-9_.@:/-]{1,253}$")), None, "kind-qwen2vl", "a kubeconfig context name"),
     Key("kubernetesVersion", "Kubernetes minor version of the cluster; also the schema version manifests are checked against.",
         _matching(K8S_MINOR), "1.35", "1.35", "a minor version such as 1.35 (supported ones: "
-        "infra/clusters/kubernetes_versions.yaml)"),
-    Key("gpuType", "GPU model of the node pool, a name from infra/preflight/gpus.yaml.",
+        "infra/catalog/kubernetes_versions.yaml)"),
+    Key("gpuType", "GPU model of the node pool, a name from infra/catalog/gpus.yaml.",
         _one_of(*_GPU_NAMES), "A100-80GB", "L4", "one of " + ", ".join(_GPU_NAMES)),
     Key("systemInstanceType", "Instance (aws) or machine type (gcp) of the system node pool, which runs the Ray head, "
         "the KubeRay operator and the cluster add-ons; empty = the cloud's default in infra/nodepool.py.",

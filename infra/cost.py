@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 
 from infra.nodepool import gpu_pool_initial_nodes_per_zone, gpu_pool_zones, node_shape
 from infra.config import PROJECT, StackConfig
-from infra.preflight.catalog import prices_as_of
+from infra.catalog import prices_as_of
 
 # A regional GKE cluster's node pools span three zones of the region unless node_locations says otherwise
 # (our pools always set it; the policy pack counts a pool without it this way):

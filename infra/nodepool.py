@@ -6,13 +6,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from functools import lru_cache
-from pathlib import Path
-
-import yaml
 
 from infra.config import ConfigError, StackConfig
-from infra.preflight.catalog import InstanceShape
+from infra.catalog import InstanceShape, catalog_path
+from infra.catalog.gpu_zones import gpu_zones, gpu_zones_read_on
 
 GPU_RESOURCE = "nvidia.com/gpu"
 # The node pool's taint and the workload's toleration are this one definition.
@@ -24,7 +21,6 @@ GPU_TYPE_LABEL = "qwen2vl.io/gpu-type"
 # feature.node.kubernetes.io/cpu-model.vendor_id=NVIDIA, nvidia.com/gpu.present=true). Only NFD/GFD set
 # them, and the chart leaves those off (gfd.enabled: false); so every GPU pool carries the third itself.
 GPU_PRESENT_LABEL = "nvidia.com/gpu.present"
-GPU_ZONE_CATALOG = Path(__file__).parent / "preflight" / "gpu_zones.yaml"
 POOL_NAME = "gpu"
 SYSTEM_POOL_NAME = "system"
 # The system pool's default shape per cloud (config key systemInstanceType overrides it).
@@ -125,14 +121,9 @@ def system_pool_spec(cfg: StackConfig) -> SystemPoolSpec:
     return SystemPoolSpec(name=SYSTEM_POOL_NAME, instance=instance, min_nodes=1, max_nodes=2, tags=cfg.labels)
 
 
-@lru_cache(maxsize=1)
-def _zone_catalog() -> dict:
-    return yaml.safe_load(GPU_ZONE_CATALOG.read_text())
-
-
 def gpu_pool_zones(cfg: StackConfig) -> tuple[str, ...]:
     """The zones the GPU pool places nodes in. gcp: `zones`, else the zones of the region that offer the
-    pool's accelerator (infra/preflight/gpu_zones.yaml); aws: `zones` (empty = the subnets' zones);
+    pool's accelerator (infra/catalog/gpu_zones.yaml); aws: `zones` (empty = the subnets' zones);
     existing: none. The GKE pool and the budget (infra/cost.py) both read this."""
     if cfg.cloud != "gcp":
         return tuple(cfg.zones)
@@ -145,11 +136,11 @@ def gpu_pool_zones(cfg: StackConfig) -> tuple[str, ...]:
         return tuple(cfg.zones)
     shape = node_shape(cfg)
     accelerator = shape.accelerator if shape else None
-    zones = _zone_catalog()["gcp"].get(accelerator, {}).get(region)
+    zones = gpu_zones("gcp", accelerator, region)
     if not zones:
         raise ConfigError(
             "zones", None,
-            f"the zone catalog (infra/preflight/gpu_zones.yaml, read {_zone_catalog()['read_on']}) lists no zone of "
+            f"the zone catalog ({catalog_path('gpu_zones')}, read {gpu_zones_read_on()}) lists no zone of "
             f"{region} offering {accelerator}; list the zones that do (gcloud compute accelerator-types list "
             f"--filter=\"name={accelerator} AND zone~{region}\")", cfg.stack, f'\'["{region}-a"]\'')
     return tuple(zones)

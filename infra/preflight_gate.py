@@ -9,7 +9,7 @@ from infra import pins
 from infra.config import PROJECT, ConfigError, StackConfig
 from infra.preflight import PreflightRequest, Verdict, run_preflight
 from infra.model_lock import LOCK_PATH, load_lock, lock_matches
-from infra.preflight.catalog import CatalogError, catalog_model
+from infra.catalog import CatalogError, catalog_model
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

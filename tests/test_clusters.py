@@ -72,7 +72,7 @@ def test_eks_with_existing_subnets_makes_no_vpc(tmp_path):
 @pytest.mark.parametrize("gpu, machine, accelerator, zones", [
     ("A100-80GB", "a2-ultragpu-4g", "nvidia-a100-80gb", None),
     ("A100-40GB", "a2-highgpu-4g", "nvidia-tesla-a100", None),
-    # The zone catalog does not list L4 zones yet (infra/preflight/gpu_zones.yaml): the stack names them.
+    # The zone catalog does not list L4 zones yet (infra/catalog/gpu_zones.yaml): the stack names them.
     ("L4", "g2-standard-48", "nvidia-l4", '["us-central1-a", "us-central1-b"]'),
 ])
 def test_gke_gpu_pool_follows_the_gpu(tmp_path, gpu, machine, accelerator, zones):

@@ -378,8 +378,8 @@ def test_reservations_reproduce_measured_nodes(cloud, instance, vcpus, gib, max_
 
 
 def test_every_gpu_shape_has_machine_facts():
-    """A GPU shape added to infra/preflight/gpus.yaml without its vCPUs and memory would fail every plan."""
-    from infra.preflight.catalog import gpu_catalog
+    """A GPU shape added to infra/catalog/gpus.yaml without its vCPUs and memory would fail every plan."""
+    from infra.catalog import gpu_catalog
     for spec in gpu_catalog().values():
         for shape in spec.shapes:
             assert machine(shape.cloud, shape.instance).gpus == shape.gpus, shape

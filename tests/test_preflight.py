@@ -314,7 +314,7 @@ def test_cli_json_contract_and_exit_codes(tmp_path):
     assert all(set(c) >= {"name", "ok", "message", "fix"} for c in doc["checks"])
 
     config = tmp_path / "config.json"
-    from infra.preflight.catalog import catalog_model
+    from infra.catalog import catalog_model
     config.write_text(json.dumps(catalog_model(M72).config))
     good = run_cli("--model-config", str(config), "--quantization", "awq_marlin", "--tp", "4", "--gpu", "A100-80GB",
                    "--max-model-len", "8192", "--max-num-seqs", "16")
@@ -328,7 +328,7 @@ def test_cli_json_contract_and_exit_codes(tmp_path):
 
 
 def test_awq_vision_tower_without_modules_to_not_convert_fails_from_0_6_4():
-    from infra.preflight.catalog import catalog_model
+    from infra.catalog import catalog_model
 
     config = catalog_model(M72).config_at(None)
     config["quantization_config"] = {**config["quantization_config"], "modules_to_not_convert": None}

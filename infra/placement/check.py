@@ -10,14 +10,9 @@ from infra.config import PROJECT, ConfigError, StackConfig
 from infra.nodepool import GPU_TAINT, SYSTEM_POOL_NAME, gpu_pool_spec, system_pool_nodes, system_pool_spec
 from infra.placement import kuberay
 from infra.placement.charts import ReleasePods, cluster_autoscaler_pods, device_plugin_pods, kuberay_operator_pods
-from infra.placement.clouds import (
-    GPU_RESOURCE,
-    UnknownInstance,
-    allocatable,
-    cloud_facts,
-    known_instances,
-    machine,
-)
+from infra.catalog import gpu_catalog
+from infra.catalog.instances import UnknownInstance, known_instances
+from infra.placement.clouds import GPU_RESOURCE, allocatable, cloud_facts, machine
 from infra.placement.quantity import CPU, MEMORY, show
 from infra.placement.scheduler import (
     Node,
@@ -29,7 +24,6 @@ from infra.placement.scheduler import (
 )
 from infra.platform.addons import cluster_addons
 from infra.platform.chart_values import kuberay_operator_values
-from infra.preflight.catalog import gpu_catalog
 
 RWO, RWOP = "ReadWriteOnce", "ReadWriteOncePod"
 # A pod the system pool would take if it had room.

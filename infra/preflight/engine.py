@@ -14,7 +14,7 @@ from typing import Any, Iterable, Mapping
 from packaging.version import InvalidVersion, Version
 
 from infra import pins
-from infra.preflight import catalog
+from infra import catalog
 from infra.preflight.kernels import KERNELS, QUANTIZATION_CHOICES, evaluate_layer, resolve_kernel
 from infra.preflight.layers import text_layers, vision_layers
 from infra.preflight.memory import MAX_IMAGE_TOKENS, MemoryEstimate, estimate_memory, largest_fitting_model_len
