@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass, field
 
 from infra.config import ConfigError, StackConfig
-from infra.catalog import InstanceShape, catalog_path
+from infra.catalog import InstanceShape, catalog_path, instance_shape, instance_type, node_shape_for
 from infra.catalog.gpu_zones import gpu_zones, gpu_zones_read_on
 
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -69,11 +69,51 @@ class GpuPoolSpec:
 
 
 def node_shape(cfg: StackConfig) -> InstanceShape | None:
-    """The catalog's instance with exactly tensorParallelSize GPUs of gpuType in the stack's cloud."""
+    """The GPU pool's shape: gpuInstanceType, else the catalog's smallest shape of gpuType whose GPU count is a
+    multiple of tensorParallelSize (infra/config.py refuses a stack that has neither)."""
     if cfg.cloud == "existing":
         return None
-    shapes = cfg.gpu.shapes_in(cfg.cloud, gpus=cfg.tensor_parallel_size)
-    return shapes[0] if shapes else None
+    if cfg.gpu_instance_type:
+        return instance_shape(cfg.cloud, cfg.gpu_instance_type)
+    return node_shape_for(cfg.gpu_type, cfg.cloud, cfg.tensor_parallel_size)
+
+
+# A GPU worker's CPU and memory: a share of its node, at most these (what a 4-GPU node's one worker always
+# had), leaving a quarter of the node to the kubelet's reservations and the DaemonSets.
+WORKER_CPU_MAX = 16
+WORKER_MEMORY_GIB_MAX = 128
+WORKER_NODE_SHARE = 0.75
+
+
+@dataclass(frozen=True)
+class WorkerShare:
+    """What each GPU worker pod (one model replica) requests on its node."""
+
+    gpus: int
+    cpu: int
+    memory_gib: int
+
+
+def worker_share(cfg: StackConfig) -> WorkerShare:
+    """One worker per replica: TP GPUs, and an even share of the node's CPU and memory. On an existing cluster
+    (node shapes unknown) the caps."""
+    shape = node_shape(cfg)
+    if shape is None:
+        return WorkerShare(cfg.tensor_parallel_size, WORKER_CPU_MAX, WORKER_MEMORY_GIB_MAX)
+    node = instance_type(cfg.cloud, shape.instance)
+    replicas = replicas_per_node(cfg)
+    return WorkerShare(
+        gpus=cfg.tensor_parallel_size,
+        cpu=max(1, min(WORKER_CPU_MAX, int(node.vcpus * WORKER_NODE_SHARE) // replicas)),
+        memory_gib=max(1, min(WORKER_MEMORY_GIB_MAX, int(node.memory_gib * WORKER_NODE_SHARE) // replicas)),
+    )
+
+
+def replicas_per_node(cfg: StackConfig) -> int:
+    """Model replicas on one GPU node: its GPUs over the TP size (one on an existing cluster, whose node shapes
+    the stack does not know)."""
+    shape = node_shape(cfg)
+    return shape.gpus // cfg.tensor_parallel_size if shape else 1
 
 
 def gpu_pool_spec(cfg: StackConfig) -> GpuPoolSpec:

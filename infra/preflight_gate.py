@@ -8,34 +8,44 @@ from pathlib import Path
 from infra import pins
 from infra.config import PROJECT, ConfigError, StackConfig
 from infra.preflight import PreflightRequest, Verdict, run_preflight
+from infra.preflight.engine import Fix
 from infra.model_lock import LOCK_PATH, load_lock, lock_matches
 from infra.catalog import CatalogError, catalog_model
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-# The preflight speaks vLLM's flags; the stack sets them through these keys.
-FLAG_TO_KEY = {
-    "--tensor-parallel-size": "tensorParallelSize",
-    "--max-model-len": "maxModelLen",
-    "--max-num-seqs": "maxNumSeqs",
-    "--gpu-memory-utilization": "gpuMemoryUtilization",
-    "--quantization": "quantization",
-    "--dtype": "dtype",
+# The preflight request's fields, as the stack config sets them.
+FIELD_TO_KEY = {
+    "tensor_parallel_size": "tensorParallelSize",
+    "max_model_len": "maxModelLen",
+    "max_num_seqs": "maxNumSeqs",
+    "gpu_memory_utilization": "gpuMemoryUtilization",
+    "quantization": "quantization",
+    "dtype": "dtype",
+    "gpu": "gpuType",
 }
+
+
+def stack_fix(fix: Fix, stack: str) -> str:
+    """A preflight fix in the stack's words: each change as the `pulumi config set` that makes it."""
+    if not fix.changes:
+        return fix.text
+    return " or ".join(
+        " and ".join(f"`pulumi config set {PROJECT}:{FIELD_TO_KEY[field]} {value} --stack {stack}`"
+                     for field, value in change.items())
+        for change in fix.changes)
 
 
 class PreflightFailed(Exception):
     def __init__(self, verdict: Verdict, stack: str) -> None:
         self.verdict = verdict
-        summary = verdict.summary()
-        keys = [f"{flag} is {PROJECT}:{key}" for flag, key in FLAG_TO_KEY.items() if flag in summary]
-        mapping = f" In stack config, {', '.join(keys)}." if keys else ""
-        super().__init__(
-            f"Preflight failed for stack {stack}; no resource was created.\n{summary}\n"
-            f"Change the stack config (pulumi config set {PROJECT}:<key> <value> --stack {stack}) and run again."
-            + mapping
-        )
+        head = verdict.summary().splitlines()[0]
+        lines = [head] + [
+            f"  - [{c.name}] {c.message}" + ("\n    fix: " + "; or ".join(stack_fix(f, stack) for f in c.fixes)
+                                             if c.fixes else "")
+            for c in verdict.failures]
+        super().__init__(f"Preflight failed for stack {stack}; no resource was created.\n" + "\n".join(lines))
 
 
 def _model_config(cfg: StackConfig) -> dict:

@@ -125,6 +125,15 @@ def test_preflight_failure_stops_before_any_resource(tmp_path):
     assert plan_document(result)["preflight"]["ok"] is False
 
 
+def test_preflight_fixes_are_the_settings_the_user_changes(tmp_path):
+    write_stack(tmp_path, "eval", {"qwen2vl:maxModelLen": "40000", "qwen2vl:gpuType": "A100-80GB",
+                                   "qwen2vl:registry": "registry.example.com/ml"})
+    result = run_plan("eval", tmp_path)
+    assert not result.ok
+    assert "`pulumi config set qwen2vl:maxModelLen 32768 --stack eval`" in result.error
+    assert "--max-model-len" not in result.error
+
+
 def test_strict_mocks_reject_unknown_calls():
     mocks = StrictMocks()
     with pytest.raises(UnmockedCall, match="aws:ec2/getAmi:getAmi"):

@@ -15,7 +15,9 @@ from infra import outputs as output_names
 from infra.cost import describe_cost
 from infra.workload.upgrade import IMAGE_CHANGE_ANNOTATION
 from infra.offline.engine import PlanResult
+from infra.config import PROJECT
 from infra.preflight.memory import MEMORY_LABELS
+from infra.preflight_gate import FIELD_TO_KEY
 
 
 def preflight_of(result: PlanResult) -> dict | None:
@@ -146,7 +148,12 @@ def print_preflight(console: Console, preflight: dict, max_num_seqs: int | None 
         if not check["ok"]:
             colour = "yellow" if check["severity"] == "warning" else "red"
             console.print(f"  [{colour}]{check['severity']}[/{colour}] {check['name']}: {escape(check['message'])}")
-            if check["fix"]:
+            if check.get("changes"):
+                # The stack's own words: the settings that make the check pass (each alone).
+                settings = " or ".join(" and ".join(f"pulumi config set {PROJECT}:{FIELD_TO_KEY[k]} {v}" for k, v in change.items())
+                                       for change in check["changes"])
+                console.print(f"    fix: {escape(settings)}")
+            elif check["fix"]:
                 console.print(f"    fix: {escape(check['fix'])}")
     if preflight.get("memory"):
         console.print(_memory_table(preflight["memory"]))

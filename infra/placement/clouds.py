@@ -31,9 +31,8 @@ from pathlib import Path
 
 import yaml
 
-from infra.catalog import gpu_catalog
 from infra.catalog.files import FAST_LOADER
-from infra.catalog.instances import instance_entry
+from infra.catalog.instances import instance_type
 from infra.placement.quantity import CPU, MEMORY
 from infra.placement.scheduler import PODS
 
@@ -65,15 +64,9 @@ def cloud_facts() -> dict:
 
 
 def machine(cloud: str, instance: str) -> MachineShape:
-    entry = instance_entry(cloud, instance)
-    gpu_shapes = [s for spec in gpu_catalog().values() for s in spec.shapes if s.cloud == cloud and s.instance == instance]
-    if cloud == "aws":
-        max_pods = entry["enis"] * (entry["ips_per_eni"] - 1) + 2
-    else:
-        max_pods = cloud_facts()[cloud]["max_pods_default"]
-    return MachineShape(cloud, instance, entry["vcpus"], float(entry["memory_gib"]),
-                        gpu_shapes[0].gpus if gpu_shapes else 0,
-                        gpu_shapes[0].accelerator if gpu_shapes else None, max_pods)
+    shape = instance_type(cloud, instance)
+    max_pods = shape.max_pods if shape.max_pods is not None else cloud_facts()[cloud]["max_pods_default"]
+    return MachineShape(cloud, instance, shape.vcpus, float(shape.memory_gib), shape.gpus, shape.accelerator, max_pods)
 
 
 def reserved_cpu_millicores(vcpus: int) -> int:
