@@ -12,7 +12,7 @@ CATALOG_FILES = sorted(path.stem for path in CATALOG_DIR.glob("*.yaml"))
 
 
 def test_the_catalog_holds_every_fact_file():
-    assert CATALOG_FILES == ["gpu_zones", "gpus", "instances", "kubernetes_versions", "models", "prices"]
+    assert CATALOG_FILES == ["gpu_zones", "gpus", "instances", "kubernetes_versions", "models", "performance", "prices"]
 
 
 @pytest.mark.parametrize("name", CATALOG_FILES)
@@ -71,3 +71,26 @@ def test_a_region_the_catalog_has_not_read_is_priced_at_the_reference_region_and
     price = catalog.on_demand_price("aws", "p5.48xlarge", "eu-west-1")
     assert price.region == "us-east-1"
     assert "us-east-1" in price.describe("eu-west-1") and "eu-west-1 is not in it" in price.describe("eu-west-1")
+
+
+def test_the_model_family_is_in_the_catalog():
+    repos = set(catalog.model_catalog())
+    for size in ("2B", "7B", "72B"):
+        for variant in ("", "-AWQ", "-GPTQ-Int4", "-GPTQ-Int8"):
+            assert f"Qwen/Qwen2-VL-{size}-Instruct{variant}" in repos
+
+
+@pytest.mark.parametrize(("model", "tp", "gpu", "kernel", "ok"), [
+    ("Qwen/Qwen2-VL-72B-Instruct-GPTQ-Int4", 4, "L4", "gptq_marlin", True),
+    ("Qwen/Qwen2-VL-72B-Instruct-GPTQ-Int8", 4, "A100-80GB", "gptq_marlin", True),
+    ("Qwen/Qwen2-VL-72B-Instruct", 4, "A100-80GB", "none", True),  # 16-bit: 34 GiB of weights per GPU
+    ("Qwen/Qwen2-VL-72B-Instruct", 4, "L4", "none", False),
+    ("Qwen/Qwen2-VL-7B-Instruct", 4, "T4", "none", False),  # bfloat16 needs SM 8.0
+    ("Qwen/Qwen2-VL-7B-Instruct-GPTQ-Int4", 1, "T4", "gptq", True),  # Marlin needs SM 8.0: the plain kernel
+    ("Qwen/Qwen2-VL-2B-Instruct-AWQ", 4, "L4", "awq_marlin", False),  # 8960 / 4 = 2240 is no multiple of 128
+])
+def test_preflight_rules_for_each_member(model, tp, gpu, kernel, ok):
+    from infra.preflight import catalog_request, run_preflight
+    verdict = run_preflight(catalog_request(model, tensor_parallel_size=tp, gpu=gpu, max_model_len=8192,
+                                            max_num_seqs=16))
+    assert (verdict.kernel, verdict.ok) == (kernel, ok), [c.message for c in verdict.failures]

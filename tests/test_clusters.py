@@ -154,11 +154,11 @@ def test_existing_cluster_uses_the_configured_context(plan_of):
     assert output_names.KUBECONFIG not in plan_of("local").outputs
 
 
-def test_gpu_without_a_four_gpu_shape_is_a_config_error(tmp_path):
+def test_gpu_the_cloud_does_not_sell_is_a_config_error(tmp_path):
     write_stack(tmp_path, "variant", {"qwen2vl:cloud": "gcp", "qwen2vl:gcpProject": "my-gpu-project",
                                       "qwen2vl:region": "us-central1", "qwen2vl:gpuType": "L40S"})
     result = run_plan("variant", tmp_path)
     assert not result.ok
-    assert "gcp has no instance with exactly 4 L40S GPUs" in result.error
+    assert "qwen2vl:gpuType = 'L40S'" in result.error and "gcp sells no L40S shape" in result.error
     assert "A100-80GB" in result.error and "L4" in result.error
     assert [r.type for r in result.resources] == ["pulumi:pulumi:Stack"]

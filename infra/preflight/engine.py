@@ -592,14 +592,15 @@ class _Evaluation:
         return fixes or [Fix("no setting on this GPU fits; use a GPU with more memory or a higher TP")]
 
 
-def run_preflight(request: PreflightRequest) -> Verdict:
+def run_preflight(request: PreflightRequest, suggest: bool = True) -> Verdict:
+    """The verdict; `suggest=False` skips computing fixes (the capacity planner asks only pass or fail)."""
     _validate(request)
     try:
         catalog.gpu(request.gpu)
     except catalog.CatalogError as exc:
         raise PreflightInputError(str(exc)) from exc
     dims = parse_model_config(request.model_config)
-    evaluation = _Evaluation(request, dims, suggest=True)
+    evaluation = _Evaluation(request, dims, suggest=suggest)
     checks = evaluation.checks()
     return Verdict(request, evaluation.kernel, tuple(checks), evaluation.memory())
 
