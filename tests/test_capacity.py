@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from infra import catalog
+from infra import catalog, pins
 from infra.capacity.performance import Load, Replica, calibration, operate
 from infra.capacity.planner import Goals, _capacity_rps, plan_for_model, published_comparison
 from infra.offline.engine import run_plan
@@ -19,7 +19,7 @@ from scripts import capacity
 from tests.conftest import REPO_ROOT
 
 LOAD = Load(prompt_tokens=1000, output_tokens=300, images=1)
-M72 = "Qwen/Qwen2-VL-72B-Instruct-AWQ"
+M72 = pins.MODEL_REPO
 M7 = "Qwen/Qwen2-VL-7B-Instruct-AWQ"
 
 
