@@ -10,6 +10,7 @@ from functools import lru_cache
 
 from infra import catalog, pins
 from infra.capacity.performance import Load, Replica, operate
+from infra.catalog.gpu_zones import gpu_zones
 from infra.preflight import PreflightRequest, run_preflight
 from infra.preflight.memory import MAX_IMAGE_TOKENS, estimate_memory
 from infra.preflight.model import ModelDims, parse_model_config
@@ -121,6 +122,11 @@ def _option(cloud: str, region: str, shape: catalog.InstanceShape, tp: int, dims
         why_not.append("misses the latency goals at the most nodes allowed")
     if not within_budget:
         why_not.append(f"${usd:.2f}/h is over the budget")
+    # A GKE pool goes only where the accelerator is offered; a region the zone catalog has not read needs
+    # `zones` set by hand (infra/nodepool.py gpu_pool_zones), so the planner does not choose it for you.
+    unplaced = cloud == "gcp" and not gpu_zones("gcp", shape.accelerator, price.region)
+    if unplaced:
+        why_not.append(f"no zone of {price.region} offering {shape.accelerator} in infra/catalog/gpu_zones.yaml")
     return Option(
         cloud=cloud, region=price.region, gpu=gpu, instance_type=shape.instance, gpus_per_node=shape.gpus, tp=tp,
         replicas_per_node=per_node, nodes=nodes, replicas=nodes * per_node,
@@ -137,7 +143,7 @@ def _option(cloud: str, region: str, shape: catalog.InstanceShape, tp: int, dims
             "batch_per_replica": round(state.batch, 2),
             "error_band": replica._cal.error_band,
         },
-        meets_goals=meets and within_budget,
+        meets_goals=meets and within_budget and not unplaced,
         price_source=price.describe(region),
         why_not=why_not,
     )
