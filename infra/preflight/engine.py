@@ -589,7 +589,9 @@ class _Evaluation:
             lambda e: e.gpu.memory_gib > self.gpu.memory_gib
             and (target_seqs == 1 or e.memory().concurrent_full_sequences >= target_seqs))
         fixes = [f for f in fixes if f.text]
-        return fixes or [Fix("no setting on this GPU fits; use a GPU with more memory or a higher TP")]
+        if fixes or target_seqs > 1:
+            return fixes
+        return [Fix("no setting on this GPU fits; use a GPU with more memory or a higher TP")]
 
 
 def run_preflight(request: PreflightRequest, suggest: bool = True) -> Verdict:
