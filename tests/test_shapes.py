@@ -71,3 +71,24 @@ def test_gpus_the_pinned_vllm_cannot_drive_are_refused_with_the_reason(tmp_path)
                                    "qwen2vl:gpuType": "V100"})
     result = run_plan("v100", tmp_path)
     assert not result.ok and "Minimum capability: 75. Current capability: 70." in result.error
+
+
+def test_serve_replicas_and_worker_group_bounds_are_node_bounds_times_replicas_per_node():
+    import yaml
+
+    from infra.workload.manifests import workload_spec
+    from infra.workload.objects import workload_objects
+
+    cfg = make_config(cloud="aws", region="us-east-1", gpuInstanceType="g6.12xlarge", tensorParallelSize=1,
+                      modelRepo="Qwen/Qwen2-VL-7B-Instruct-AWQ", gpuNodesMin=1, gpuNodesMax=3)
+    rayservice = next(o for o in workload_objects(workload_spec(cfg, None)) if o["kind"] == "RayService")
+    group = rayservice["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]
+    scaling = yaml.safe_load(rayservice["spec"]["serveConfigV2"])["applications"][0]["deployments"][0]
+    assert (group["minReplicas"], group["maxReplicas"]) == (4, 12)
+    assert (scaling["autoscaling_config"]["min_replicas"], scaling["autoscaling_config"]["max_replicas"]) == (4, 12)
+    container = group["template"]["spec"]["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == group["rayStartParams"]["num-gpus"] == "1"
+    assert scaling["ray_actor_options"]["num_gpus"] == 1
+    # A quarter of a 48 vCPU / 192 GiB node each, less the quarter kept for the kubelet and DaemonSets.
+    assert container["resources"]["requests"]["cpu"] == "9" and container["resources"]["requests"]["memory"] == "36Gi"
+    assert scaling["ray_actor_options"]["num_cpus"] <= 9
