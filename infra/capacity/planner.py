@@ -4,6 +4,7 @@ the rule that a replica's TP group stays on one node; performance from infra/cap
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
@@ -68,10 +69,11 @@ def model_len_for(load: Load) -> int:
 
 
 @lru_cache(maxsize=256)
-def _replica_limit(config_key: str, gpu: str, tp: int, max_model_len: int, context_tokens: float) -> int | None:
+def _replica_limit(config_json: str, gpu: str, tp: int, max_model_len: int, context_tokens: float) -> int | None:
     """Sequences one replica holds at once (KV cache at the average context, capped by MAX_NUM_SEQS), or
-    None when the preflight says vLLM would not serve at this TP on this GPU."""
-    config = _configs[config_key]
+    None when the preflight says vLLM would not serve at this TP on this GPU. (The config comes as JSON text
+    so that the answer can be cached.)"""
+    config = json.loads(config_json)
     verdict = run_preflight(PreflightRequest(model_config=config, tensor_parallel_size=tp, gpu=gpu,
                                              max_model_len=max_model_len, max_num_seqs=MAX_NUM_SEQS,
                                              gpu_memory_utilization=GPU_MEMORY_UTILIZATION), suggest=False)
@@ -82,23 +84,14 @@ def _replica_limit(config_key: str, gpu: str, tp: int, max_model_len: int, conte
     return max(1, min(MAX_NUM_SEQS, int(memory.kv_tokens // max(context_tokens, 1))))
 
 
-_configs: dict[str, dict] = {}
-
-
-def _config_key(config: dict) -> str:
-    key = repr(sorted(config.items()))
-    _configs.setdefault(key, config)
-    return key
-
-
-def _option(cloud: str, region: str, shape: catalog.InstanceShape, tp: int, dims: ModelDims, config_key: str,
+def _option(cloud: str, region: str, shape: catalog.InstanceShape, tp: int, dims: ModelDims, config_json: str,
             load: Load, rps: float, goals: Goals, constraints: Constraints) -> Option | None:
     price = catalog.on_demand_price(cloud, shape.instance, region)
     if price is None:
         return None
     gpu = catalog.instance_type(cloud, shape.instance).gpu
     max_model_len = model_len_for(load)
-    limit = _replica_limit(config_key, gpu, tp, max_model_len, load.context_tokens)
+    limit = _replica_limit(config_json, gpu, tp, max_model_len, load.context_tokens)
     if limit is None:
         return None
     replica = Replica(dims, catalog.gpu(gpu), tp)
@@ -165,7 +158,7 @@ def plan(model_config: dict, load: Load, rps: float, goals: Goals = Goals(),
     """{"options": [...], "chosen": {...} or None}: every shape and TP that serves, cheapest first; chosen is the
     cheapest that meets the goals within the budget."""
     dims = parse_model_config(model_config)
-    key = _config_key(model_config)
+    key = json.dumps(model_config, sort_keys=True)
     options = []
     for cloud in constraints.clouds:
         region = constraints.region if constraints.region and len(constraints.clouds) == 1 else DEFAULT_REGIONS[cloud]
