@@ -27,22 +27,29 @@ FIELD_TO_KEY = {
 }
 
 
-def stack_fix(fix: Fix, stack: str) -> str:
-    """A preflight fix in the stack's words: each change as the `pulumi config set` that makes it."""
+def stack_fix(fix: Fix, stack: str, names_instance: bool = False) -> str:
+    """A preflight fix in the stack's words: each change as the `pulumi config set` that makes it. Another GPU
+    on a stack that names its gpuInstanceType means dropping that key too (the instance sets the GPU)."""
     if not fix.changes:
         return fix.text
-    return " or ".join(
-        " and ".join(f"`pulumi config set {PROJECT}:{FIELD_TO_KEY[field]} {value} --stack {stack}`"
-                     for field, value in change.items())
-        for change in fix.changes)
+
+    def commands(field: str, value) -> str:
+        command = f"`pulumi config set {PROJECT}:{FIELD_TO_KEY[field]} {value} --stack {stack}`"
+        if field == "gpu" and names_instance:
+            command = f"`pulumi config rm {PROJECT}:gpuInstanceType --stack {stack}` and {command}"
+        return command
+
+    return " or ".join(" and ".join(commands(field, value) for field, value in change.items())
+                       for change in fix.changes)
 
 
 class PreflightFailed(Exception):
-    def __init__(self, verdict: Verdict, stack: str) -> None:
+    def __init__(self, verdict: Verdict, stack: str, names_instance: bool = False) -> None:
         self.verdict = verdict
         head = verdict.summary().splitlines()[0]
         lines = [head] + [
-            f"  - [{c.name}] {c.message}" + ("\n    fix: " + "; or ".join(stack_fix(f, stack) for f in c.fixes)
+            f"  - [{c.name}] {c.message}" + ("\n    fix: " + "; or ".join(stack_fix(f, stack, names_instance)
+                                                                       for f in c.fixes)
                                              if c.fixes else "")
             for c in verdict.failures]
         super().__init__(f"Preflight failed for stack {stack}; no resource was created.\n" + "\n".join(lines))
@@ -84,7 +91,7 @@ def check_stack(cfg: StackConfig) -> Verdict:
     """The verdict for this stack; raises PreflightFailed when vLLM would not serve it."""
     verdict = run_preflight(preflight_request(cfg))
     if not verdict.ok:
-        raise PreflightFailed(verdict, cfg.stack)
+        raise PreflightFailed(verdict, cfg.stack, names_instance=cfg.gpu_instance_type is not None)
     return verdict
 
 

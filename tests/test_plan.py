@@ -134,6 +134,14 @@ def test_preflight_fixes_are_the_settings_the_user_changes(tmp_path):
     assert "--max-model-len" not in result.error
 
 
+def test_a_gpu_fix_on_a_stack_that_names_its_instance_drops_the_instance(tmp_path):
+    write_stack(tmp_path, "eval", {"qwen2vl:cloud": "aws", "qwen2vl:region": "us-east-1",
+                                   "qwen2vl:gpuInstanceType": "g6.xlarge", "qwen2vl:tensorParallelSize": "1"})
+    result = run_plan("eval", tmp_path)
+    assert not result.ok and "CUDA out of memory while loading weights" in result.error
+    assert "`pulumi config rm qwen2vl:gpuInstanceType --stack eval` and `pulumi config set qwen2vl:gpuType" in result.error
+
+
 def test_strict_mocks_reject_unknown_calls():
     mocks = StrictMocks()
     with pytest.raises(UnmockedCall, match="aws:ec2/getAmi:getAmi"):
