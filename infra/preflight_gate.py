@@ -10,7 +10,7 @@ from infra.config import PROJECT, ConfigError, StackConfig
 from infra.preflight import PreflightRequest, Verdict, run_preflight
 from infra.preflight.engine import Fix
 from infra.model_lock import LOCK_PATH, load_lock, lock_matches
-from infra.catalog import CatalogError, catalog_model
+from infra.catalog import CatalogError, catalog_model, instance_shape
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,15 +27,18 @@ FIELD_TO_KEY = {
 }
 
 
-def stack_fix(fix: Fix, stack: str, names_instance: bool = False) -> str:
-    """A preflight fix in the stack's words: each change as the `pulumi config set` that makes it. Another GPU
-    on a stack that names its gpuInstanceType means dropping that key too (the instance sets the GPU)."""
+def stack_fix(fix: Fix, stack: str, instance_gpus: int | None = None) -> str:
+    """A preflight fix in the stack's words: each change as the `pulumi config set` that makes it. On a stack that
+    names its gpuInstanceType (with `instance_gpus` GPUs), another GPU, or a TP size that does not divide those
+    GPUs, means dropping that key too: the pool then takes a shape that fits (infra/config.py)."""
     if not fix.changes:
         return fix.text
 
     def commands(field: str, value) -> str:
         command = f"`pulumi config set {PROJECT}:{FIELD_TO_KEY[field]} {value} --stack {stack}`"
-        if field == "gpu" and names_instance:
+        outgrown = instance_gpus is not None and (
+            field == "gpu" or (field == "tensor_parallel_size" and instance_gpus % value))
+        if outgrown:
             command = f"`pulumi config rm {PROJECT}:gpuInstanceType --stack {stack}` and {command}"
         return command
 
@@ -44,11 +47,11 @@ def stack_fix(fix: Fix, stack: str, names_instance: bool = False) -> str:
 
 
 class PreflightFailed(Exception):
-    def __init__(self, verdict: Verdict, stack: str, names_instance: bool = False) -> None:
+    def __init__(self, verdict: Verdict, stack: str, instance_gpus: int | None = None) -> None:
         self.verdict = verdict
         head = verdict.summary().splitlines()[0]
         lines = [head] + [
-            f"  - [{c.name}] {c.message}" + ("\n    fix: " + "; or ".join(stack_fix(f, stack, names_instance)
+            f"  - [{c.name}] {c.message}" + ("\n    fix: " + "; or ".join(stack_fix(f, stack, instance_gpus)
                                                                        for f in c.fixes)
                                              if c.fixes else "")
             for c in verdict.failures]
@@ -91,7 +94,8 @@ def check_stack(cfg: StackConfig) -> Verdict:
     """The verdict for this stack; raises PreflightFailed when vLLM would not serve it."""
     verdict = run_preflight(preflight_request(cfg))
     if not verdict.ok:
-        raise PreflightFailed(verdict, cfg.stack, names_instance=cfg.gpu_instance_type is not None)
+        named = instance_shape(cfg.cloud, cfg.gpu_instance_type) if cfg.gpu_instance_type else None
+        raise PreflightFailed(verdict, cfg.stack, instance_gpus=named.gpus if named else None)
     return verdict
 
 

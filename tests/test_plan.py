@@ -140,6 +140,9 @@ def test_a_gpu_fix_on_a_stack_that_names_its_instance_drops_the_instance(tmp_pat
     result = run_plan("eval", tmp_path)
     assert not result.ok and "CUDA out of memory while loading weights" in result.error
     assert "`pulumi config rm qwen2vl:gpuInstanceType --stack eval` and `pulumi config set qwen2vl:gpuType" in result.error
+    # TP 4 outgrows the named 1-GPU instance as well.
+    assert ("`pulumi config rm qwen2vl:gpuInstanceType --stack eval` and `pulumi config set qwen2vl:tensorParallelSize 4"
+            in result.error)
 
 
 def test_strict_mocks_reject_unknown_calls():
