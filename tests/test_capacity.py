@@ -134,3 +134,15 @@ def test_docs_show_each_prediction_beside_its_published_measurement():
         line = (f"| {row['model']} | {row['gpu']} ({row['instance']}) | {row['tp']} | {row['engine']} | "
                 f"{row['tokens_per_s']:g} | {row['predicted_tokens_per_s']:g} | {row['error']:+.0%} |")
         assert line in text, line
+
+
+def test_docs_show_the_measured_decode_steps_beside_the_model():
+    from infra.capacity.planner import measured_comparison
+    text = (REPO_ROOT / "docs" / "capacity.md").read_text()
+    rows = measured_comparison()
+    assert {row["tp"] for row in rows} == {2, 4, 8}
+    for row in rows:
+        assert abs(row["error"]) <= calibration().error_band, row
+        line = (f"| {row['tp']} | {row['m']} | {row['weight_gb']:g} | {row['ms']:g} | {row['predicted_ms']:g} | "
+                f"{row['error']:+.0%} |")
+        assert line in text, line

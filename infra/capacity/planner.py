@@ -249,3 +249,24 @@ def published_comparison() -> list[dict]:
         rows.append({**row, "predicted_tokens_per_s": round(predicted, 1),
                      "error": round(predicted / row["tokens_per_s"] - 1, 3)})
     return rows
+
+
+def measured_comparison() -> list[dict]:
+    """The H200's measured decode-step linear layers (performance.yaml measured_decode_steps) beside the model's
+    bandwidth term for the same bytes: one GPU's share of the 72B's fp16 linear weights over derated bandwidth."""
+    from pathlib import Path
+
+    from infra.capacity.performance import calibration
+    from infra.catalog.files import load as load_catalog
+    from infra.preflight.memory import text_linear_params
+
+    data = load_catalog("performance")
+    measured = json.loads((Path(__file__).resolve().parents[2] / data["measured_decode_steps"]).read_text())
+    gpu = catalog.gpu(data["measured_gpu"])
+    dims = parse_model_config(catalog.catalog_model("Qwen/Qwen2-VL-72B-Instruct").config_at(None))
+    rows = []
+    for step in measured["decode_steps"]:
+        weights = text_linear_params(dims) * 2 / step["tp"]
+        predicted_ms = weights / (gpu.memory_bandwidth_gbs * 1e9 * calibration().memory_bandwidth) * 1000
+        rows.append({**step, "predicted_ms": round(predicted_ms, 2), "error": round(predicted_ms / step["ms"] - 1, 3)})
+    return rows
