@@ -8,13 +8,19 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
+from pathlib import Path
 
 from infra import catalog, pins
-from infra.capacity.performance import Load, Replica, operate
+from infra.capacity.performance import Load, Replica, calibration, operate
+from infra.catalog.files import load as load_catalog
 from infra.catalog.gpu_zones import gpu_zones
+from infra.config import StackConfig
+from infra.cost import estimate_cost
+from infra.nodepool import node_shape, replicas_per_node
 from infra.preflight import PreflightRequest, run_preflight
-from infra.preflight.memory import MAX_IMAGE_TOKENS, estimate_memory
+from infra.preflight.memory import MAX_IMAGE_TOKENS, estimate_memory, text_linear_params
 from infra.preflight.model import ModelDims, parse_model_config
+from infra.preflight_gate import preflight_request
 
 DEFAULT_REGIONS = {"aws": "us-east-1", "gcp": "us-central1"}
 # vLLM's own ceiling on sequences in flight (its default max_num_seqs).
@@ -134,7 +140,7 @@ def _option(cloud: str, region: str, shape: catalog.InstanceShape, tp: int, dims
             "tokens_per_s_per_request": round(state.tokens_per_s_per_request, 3),
             "single_stream_tokens_per_s": round(replica.single_stream_tokens_per_s(load), 3),
             "batch_per_replica": round(state.batch, 2),
-            "error_band": replica._cal.error_band,
+            "error_band": calibration().error_band,
         },
         meets_goals=meets and within_budget and not unplaced,
         price_source=price.describe(region),
@@ -183,14 +189,10 @@ REFERENCE_LOAD = Load(prompt_tokens=1000, output_tokens=300, images=1)
 TARGET_UTILIZATION = 0.8
 
 
-def stack_figures(cfg, load: Load = REFERENCE_LOAD) -> dict | None:
+def stack_figures(cfg: StackConfig, load: Load = REFERENCE_LOAD) -> dict | None:
     """The planner's figures for a stack's own GPU pool, at gpuNodesMax nodes running TARGET_UTILIZATION of
     their predicted capacity for `load`: what `make plan` prints beside the cost. None on an existing cluster
     (its node shapes are not in the stack config) or for a shape without a published price."""
-    from infra.cost import estimate_cost
-    from infra.nodepool import node_shape, replicas_per_node
-    from infra.preflight_gate import preflight_request
-
     shape = node_shape(cfg)
     cost = estimate_cost(cfg)
     if shape is None or cost.max_usd_per_hour is None:
@@ -218,7 +220,7 @@ def stack_figures(cfg, load: Load = REFERENCE_LOAD) -> dict | None:
             "ttft_p95_s": round(state.ttft_p95_s, 4),
             "tokens_per_s_per_request": round(state.tokens_per_s_per_request, 3),
             "single_stream_tokens_per_s": round(replica.single_stream_tokens_per_s(load), 3),
-            "error_band": replica._cal.error_band,
+            "error_band": calibration().error_band,
         },
     }
 
@@ -238,8 +240,6 @@ def describe_figures(figures: dict) -> str:
 
 def published_comparison() -> list[dict]:
     """Each published measurement of performance.yaml beside the model's prediction for it, with the error."""
-    from infra.catalog.files import load as load_catalog
-
     data = load_catalog("performance")
     rows = []
     for row in data["published"]:
@@ -254,12 +254,6 @@ def published_comparison() -> list[dict]:
 def measured_comparison() -> list[dict]:
     """The H200's measured decode-step linear layers (performance.yaml measured_decode_steps) beside the model's
     bandwidth term for the same bytes: one GPU's share of the 72B's fp16 linear weights over derated bandwidth."""
-    from pathlib import Path
-
-    from infra.capacity.performance import calibration
-    from infra.catalog.files import load as load_catalog
-    from infra.preflight.memory import text_linear_params
-
     data = load_catalog("performance")
     measured = json.loads((Path(__file__).resolve().parents[2] / data["measured_decode_steps"]).read_text())
     gpu = catalog.gpu(data["measured_gpu"])
