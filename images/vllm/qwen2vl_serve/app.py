@@ -13,9 +13,9 @@ import logging
 from typing import Any
 
 import aiohttp
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
 from ray import serve
+from starlette.requests import Request
+from starlette.responses import JSONResponse, StreamingResponse
 
 from qwen2vl_serve.access import authorised, read_key, requires_key
 from qwen2vl_serve.image_limits import ImageRejected, fit_request_body
@@ -23,18 +23,25 @@ from qwen2vl_serve.metrics_endpoint import MetricsEndpoint
 from qwen2vl_serve.server import ServerArgs, ServerStartError, VllmProcess, pinned_source
 
 logger = logging.getLogger("ray.serve")
-ingress = FastAPI(title="qwen2vl")
 # Hop-by-hop headers belong to one connection, not to the forwarded request.
 HOP_HEADERS = {"host", "connection", "keep-alive", "transfer-encoding", "te", "upgrade", "content-length"}
 REQUEST_TIMEOUT_S = 1800
 
 
+# A plain deployment, not @serve.ingress(FastAPI()): under Ray 2.38.0 the ingress wrapper calls the class's
+# __init__ without awaiting it (ray/serve/api.py:216-219, `cls.__init__(self, *args, **kwargs)` in a
+# synchronous __init__), so an async constructor never runs; and it cloudpickles the FastAPI app
+# (api.py:205-214), which fails for fastapi >= 0.140. For a plain class Ray 2.38.0 awaits an async __init__
+# (serve/_private/replica.py:884-911, `await self._call_func_or_gen(self._callable.__init__, ...)`), hands
+# __call__ a starlette Request for each HTTP request (replica.py:1001-1004, ASGIArgs.to_starlette_request
+# in serve/_private/http_util.py:35), and sends a returned starlette Response, streaming ones included, over
+# ASGI as it is (replica.py:850-865, 1061-1064). The request's receive channel reports the client's
+# disconnect (http_util.py:283-301), which ends a StreamingResponse and with it the upstream request.
 @serve.deployment(name="VLLMServer")
-@serve.ingress(ingress)
 class VLLMServer:
     async def __init__(self, args: ServerArgs) -> None:
         # Ray 2.38 may call __del__ while this constructor is still awaiting (serve/_private/replica.py:731-748,
-        # 884-905): every attribute __del__ reads is set before the first await, and nothing starts after
+        # 884-911): every attribute __del__ reads is set before the first await, and nothing starts after
         # __del__ has run.
         self.stopping = False
         self.server: VllmProcess | None = None
@@ -69,8 +76,8 @@ class VLLMServer:
         if not await asyncio.to_thread(self.server.healthy):
             raise ServerStartError("vLLM's /health does not answer")
 
-    @ingress.api_route("/{path:path}", methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"])
-    async def forward(self, path: str, request: Request):
+    async def __call__(self, request: Request):
+        path = request.url.path.lstrip("/")
         if self.key is not None and requires_key(request.method, path) and not authorised(
                 request.headers.get("authorization"), self.key):
             return JSONResponse({"error": "Unauthorized"}, status_code=401)
