@@ -1,14 +1,16 @@
-"""The pinned vLLM release's own source files, read from its wheel (downloaded once into .cache)."""
+"""The pinned vLLM release's own source files, read from its wheel (downloaded once into .cache).
+Needs no test package: vLLM's stand-in (tests/serving/engine_standin.py) reads them from another virtualenv."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 import zipfile
+from pathlib import Path
 
 from infra import pins
-from tests.conftest import REPO_ROOT
 
+REPO_ROOT = Path(__file__).resolve().parent.parent
 WHEEL_CACHE = REPO_ROOT / ".cache" / "vllm-wheels"
 
 
