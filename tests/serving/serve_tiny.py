@@ -23,8 +23,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -34,15 +37,14 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT / "images" / "vllm"), str(ROOT)]
 
 from qwen2vl_serve.group_leader import group_members  # noqa: E402
-from qwen2vl_serve.server import ENGINE_STANDIN_ENV, free_port  # noqa: E402
+from qwen2vl_serve.server import free_port  # noqa: E402
+from infra.rehearsal.kuberay import DASHBOARD_CLIENT_HEADERS, SERVE_APPLICATIONS_PATH  # noqa: E402
+from tests.serving.engine_standin import SERVING_VENV, standin_environment  # noqa: E402
 from tests.waiting import wait_for  # noqa: E402
 
-SERVING_PYTHON = ROOT / ".venv-serving" / "bin" / "python"
-ENGINE_STANDIN = f"{SERVING_PYTHON} {ROOT / 'tests' / 'serving' / 'engine_standin.py'}"
-STACKS = ("eval", "staging", "prod", "local")
-# KubeRay 1.4.2 PUTs serveConfigV2, as JSON, to the head's dashboard at this path
-# (ray-operator/controllers/ray/utils/dashboard_httpclient.go:24-25, infra/rehearsal/kuberay.py).
-SERVE_APPLICATIONS = "/api/serve/applications/"
+SERVING_PYTHON = SERVING_VENV / "bin" / "python"
+# Every stack rendered into manifests/ (scripts/render.py).
+STACKS = sorted(path.name for path in (ROOT / "manifests").iterdir() if path.is_dir())
 
 API_KEY = "test-key-for-the-tiny-model"
 # Paths vLLM itself answers without a key (its middleware guards only /v1: api_server.py:438-450 in 0.6.3).
@@ -106,28 +108,52 @@ def app_status(name: str) -> str:
     return str(getattr(app.status, "value", app.status)) if app else "ABSENT"
 
 
-def start_ray(dashboard_port: int, attempts: int = 3) -> None:
-    """ray.init with the dashboard (KubeRay's path goes through it), again when the node did not register
-    within Ray's fixed 30 s: on a 2-core machine shared with other test runs the GCS can be that slow."""
+def start_ray_head(temp_dir: Path, dashboard_port: int) -> tuple[subprocess.Popen, str]:
+    """`ray start --head --block` from the image environment, as KubeRay's head runs Ray, on 127.0.0.1 with
+    every port chosen free here: Ray's defaults are fixed numbers (the dashboard agent's 52365, the
+    dashboard's metrics 44227, the client server's 10001) that another Ray on this machine may hold.
+    Returns the process and the GCS address; it stays in this program's process group."""
+    gcs = free_port()
+    ports = {"--port": gcs, "--dashboard-port": dashboard_port, "--dashboard-agent-listen-port": free_port(),
+             "--dashboard-agent-grpc-port": free_port(), "--metrics-export-port": free_port(),
+             "--ray-client-server-port": free_port(), "--runtime-env-agent-port": free_port()}
+    command = [str(Path(sys.executable).with_name("ray")), "start", "--head", "--block", "--node-ip-address",
+               "127.0.0.1", "--dashboard-host", "127.0.0.1", "--include-dashboard", "true",
+               # 8 logical CPUs: the stacks' replica asks for num_cpus 4 (Ray counts, it does not pin).
+               "--num-cpus", "8", "--num-gpus", "0", "--temp-dir", str(temp_dir), "--disable-usage-stats",
+               *[str(part) for flag, port in ports.items() for part in (flag, port)]]
+    head = subprocess.Popen(command, env={**os.environ, "DASHBOARD_METRIC_PORT": str(free_port())},
+                            stdout=sys.stderr, stderr=sys.stderr)
+    return head, f"127.0.0.1:{gcs}"
+
+
+def connect(address: str, head: subprocess.Popen) -> None:
     import ray
 
-    for attempt in range(1, attempts + 1):
+    def connected() -> bool:
+        if head.poll() is not None:
+            raise RuntimeError(f"ray start exited with code {head.returncode}")
         try:
-            # 8 logical CPUs: the stacks' replica asks for num_cpus 4 (Ray counts, it does not pin).
-            ray.init(num_cpus=8, include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=dashboard_port,
-                     log_to_driver=False)
-            return
-        except Exception as error:  # Ray raises a bare Exception for this
-            if "timed out during startup" not in str(error) or attempt == attempts:
-                raise
-            print(f"ray.init attempt {attempt} timed out during startup; trying again", file=sys.stderr)
-            ray.shutdown()
+            ray.init(address=address, _node_ip_address="127.0.0.1", log_to_driver=False)
+            return True
+        except ConnectionError:
+            return False
+
+    wait_for("Ray's head to accept the driver", connected, 180, poll_s=2)
+
+
+def stop_ray_head(head: subprocess.Popen) -> None:
+    """SIGTERM makes `ray start --block` stop the node's processes; SIGKILL after 60 s."""
+    head.terminate()
+    try:
+        head.wait(60)
+    except subprocess.TimeoutExpired:
+        head.kill()
+        head.wait(10)
 
 
 def build_tiny_model(target: Path) -> Path:
     """Built with the serving virtualenv's torch: the image environment has none (scripts/image_env.py)."""
-    import subprocess
-
     subprocess.run([str(SERVING_PYTHON), str(ROOT / "tests" / "serving" / "tiny_model.py"), str(target)], check=True,
                    timeout=600, env={**os.environ, "PYTHONPATH": ""})
     return target
@@ -156,8 +182,8 @@ def stack_config(stack: str, model_dir: Path, workdir: Path, key_file: Path, met
 
 def dashboard(base: str, method: str, body: dict | None = None) -> tuple[int | None, str]:
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(f"{base}{SERVE_APPLICATIONS}", data=data, method=method,
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(f"{base}{SERVE_APPLICATIONS_PATH}", data=data, method=method,
+                                 headers=DASHBOARD_CLIENT_HEADERS)
     try:
         with urllib.request.urlopen(req, timeout=120) as response:
             return response.status, response.read().decode()
@@ -211,15 +237,18 @@ def main(workdir: Path) -> dict:
     os.environ.update({
         "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
         # Ray's workers inherit these; in the image the package is installed instead, and vLLM is the engine.
-        "PYTHONPATH": f"{ROOT / 'images' / 'vllm'}:{ROOT}", ENGINE_STANDIN_ENV: ENGINE_STANDIN,
+        "PYTHONPATH": str(ROOT / "images" / "vllm"), **standin_environment(),
     })
     port, metrics_port, dashboard_port = free_port(), free_port(), free_port()
     base = f"http://127.0.0.1:{port}"
     metrics_url = f"http://127.0.0.1:{metrics_port}"
     dashboard_url = f"http://127.0.0.1:{dashboard_port}"
     result: dict = {"groups": []}
-    start_ray(dashboard_port)
+    # Short: Ray's socket paths under it must stay within the 107 bytes of a Unix socket address.
+    ray_temp = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))
+    head, address = start_ray_head(ray_temp, dashboard_port)
     try:
+        connect(address, head)
         # 1. KubeRay's path, every stack.
         started = time.monotonic()
         result["stacks"] = kuberay_path(dashboard_url, base, model_dir, workdir, key_file, metrics_port, port)
@@ -264,8 +293,8 @@ def main(workdir: Path) -> dict:
             "metrics on the same port from the new replica",
             lambda: (answer := request(f"{metrics_url}/metrics", key=None))[0] == 200 and answer, 120)[0]
         result["restart"]["status"] = app_status("qwen2vl")
-        dashboard(dashboard_url, "DELETE")
-        wait_for("the stacks' application to be deleted", lambda: app_status("qwen2vl") == "ABSENT", 120, poll_s=1)
+        # serve.delete, not the dashboard's DELETE: in Ray 2.38 that shuts Serve down altogether.
+        serve.delete("qwen2vl")
 
         # 4. Stopped while loading.
         loading = VLLMServer.options(name="Loading").bind(ServerArgs(
@@ -282,8 +311,11 @@ def main(workdir: Path) -> dict:
         serve.delete("loading")
         result["loading"]["members_after_delete"] = members_left(leader, 30)
     finally:
-        serve.shutdown()
-        ray.shutdown()
+        if ray.is_initialized():
+            serve.shutdown()
+            ray.shutdown()
+        stop_ray_head(head)
+        shutil.rmtree(ray_temp, ignore_errors=True)
         result["members_after_shutdown"] = {pgid: members_left(pgid, 60) for pgid in result["groups"]}
     return result
 
