@@ -18,14 +18,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 
 from qwen2vl_serve.access import authorised, read_key, requires_key
-from qwen2vl_serve.image_limits import ImageRejected, fit_request_body
 from qwen2vl_serve.metrics_endpoint import MetricsEndpoint
+from qwen2vl_serve.request_guard import GuardLimits, RequestRefused, read_body, screen_body
 from qwen2vl_serve.server import ServerArgs, ServerStartError, VllmProcess, pinned_source
 
 logger = logging.getLogger("ray.serve")
 # Hop-by-hop headers belong to one connection, not to the forwarded request.
 HOP_HEADERS = {"host", "connection", "keep-alive", "transfer-encoding", "te", "upgrade", "content-length"}
 REQUEST_TIMEOUT_S = 1800
+# Bodies parsed and images decoded at once (each a worker thread): bounds the memory that large images can
+# take, whatever the number of requests in flight (max_ongoing_requests).
+SCREENING_SLOTS = 4
 
 
 # A plain deployment, not @serve.ingress(FastAPI()): under Ray 2.38.0 the ingress wrapper calls the class's
@@ -48,6 +51,8 @@ class VLLMServer:
         self.metrics: MetricsEndpoint | None = None
         self.session: aiohttp.ClientSession | None = None
         self.key = read_key(args.api_key_file)
+        self.limits = GuardLimits(max_request_bytes=args.max_request_bytes, max_image_pixels=args.max_image_pixels)
+        self.screening = asyncio.Semaphore(SCREENING_SLOTS)
         if self.key is None:
             logger.warning("no api_key_file: every path of this endpoint answers without a key")
         args = await asyncio.to_thread(pinned_source, args)
@@ -82,13 +87,13 @@ class VLLMServer:
                 request.headers.get("authorization"), self.key):
             return JSONResponse({"error": "Unauthorized"}, status_code=401)
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_HEADERS}
-        body = await request.body()
-        if request.method == "POST" and body:
-            try:
-                body = await asyncio.to_thread(fit_request_body, body)
-            except ImageRejected as error:
-                return JSONResponse({"object": "error", "message": str(error), "type": "BadRequestError",
-                                     "code": 400}, status_code=400)
+        try:
+            body = await read_body(request.stream(), request.headers.get("content-length"), self.limits)
+            if request.method == "POST" and body:
+                async with self.screening:
+                    body = await asyncio.to_thread(screen_body, body, self.limits)
+        except RequestRefused as refused:
+            return JSONResponse(refused.body(), status_code=refused.status)
         try:
             upstream = await self.session.request(
                 request.method, f"/{path}", params=request.query_params, headers=headers, data=body
