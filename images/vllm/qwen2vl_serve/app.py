@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 
 from qwen2vl_serve.access import authorised, read_key, requires_key
+from qwen2vl_serve.drain import draining
 from qwen2vl_serve.metrics_endpoint import MetricsEndpoint
 from qwen2vl_serve.request_guard import GuardLimits, RequestRefused, read_body, screen_body
 from qwen2vl_serve.server import ServerArgs, ServerStartError, VllmProcess, pinned_source
@@ -50,6 +51,10 @@ class VLLMServer:
         self.server: VllmProcess | None = None
         self.metrics: MetricsEndpoint | None = None
         self.session: aiohttp.ClientSession | None = None
+        if draining():
+            # Serve placed this replica on a pod that Kubernetes is deleting (drain.py): it could not finish
+            # loading before the pod goes, so fail now and let Serve place it elsewhere.
+            raise ServerStartError("this pod is being deleted; the replica starts elsewhere")
         self.key = read_key(args.api_key_file)
         self.limits = GuardLimits(max_request_bytes=args.max_request_bytes, max_image_pixels=args.max_image_pixels)
         self.screening = asyncio.Semaphore(SCREENING_SLOTS)
@@ -76,6 +81,10 @@ class VLLMServer:
     async def check_health(self) -> None:
         # A failure here, REPLICA_HEALTH_CHECK_UNHEALTHY_THRESHOLD (3) times in a row, makes Serve stop this
         # replica and start another (Ray 2.38 serve/_private/deployment_state.py:821-860, constants.py:137).
+        # The pod's preStop hook (drain.py) uses exactly that to move the replica off a pod being deleted:
+        # Serve stops an unhealthy replica gracefully, draining its requests (deployment_state.py:2080-2107).
+        if draining():
+            raise ServerStartError("this pod is being deleted: Serve drains this replica and starts one elsewhere")
         if self.server.exited():
             raise ServerStartError(f"vLLM exited with code {self.server.process.returncode}:\n{self.server.log_tail()}")
         if not await asyncio.to_thread(self.server.healthy):
