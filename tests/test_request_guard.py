@@ -1,6 +1,7 @@
 """The ingress's refusals (images/vllm/qwen2vl_serve/request_guard.py) and its image-token bound
 (limits.py, image_limits.py), as pure functions: no Ray, no vLLM."""
 
+import ast
 import asyncio
 import base64
 import io
@@ -14,7 +15,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from infra import pins
 from tests.conftest import REPO_ROOT
+from tests.vllm_release import release_source
 
 sys.path.insert(0, str(REPO_ROOT / "images" / "vllm"))
 from qwen2vl_serve import limits  # noqa: E402
@@ -172,6 +175,30 @@ def test_the_token_arithmetic_gives_what_the_processor_gave_on_real_sizes():
     assert {size: limits.image_tokens(*size) for size in measured} == measured
 
 
+@pytest.mark.download
+def test_the_token_arithmetic_is_the_pinned_processors():
+    """limits.image_tokens against smart_resize itself, read from the transformers wheel the image pins
+    (models/qwen2_vl/image_processing_qwen2_vl.py), over sizes across all three of its branches."""
+    version = next(c.split("==")[1] for c in pins.IMAGE_CONSTRAINTS if c.startswith("transformers=="))
+    source = release_source("transformers", version, "transformers/models/qwen2_vl/image_processing_qwen2_vl.py")
+    node = next(n for n in ast.parse(source).body if isinstance(n, ast.FunctionDef) and n.name == "smart_resize")
+    scope = {"math": math}
+    exec(compile(ast.Module([node], []), "smart_resize", "exec"), scope)
+
+    def processor_tokens(width, height, **bounds):
+        h, w = scope["smart_resize"](height, width, factor=28, **bounds)
+        return (h // 28) * (w // 28)
+
+    checkpoint = {"min_pixels": limits.CHECKPOINT_MIN_PIXELS, "max_pixels": limits.CHECKPOINT_MAX_PIXELS}
+    sizes = [(w, h) for w in range(28, 5000, 97) for h in range(28, 5000, 89) if max(w, h) / min(w, h) <= 200]
+    sizes += [(14134, 71), (6335, 158), (1335, 751), (30, 30), (4032, 3024), (20000, 15000), (9999999, 9999999)]
+    for width, height in sizes:
+        assert limits.image_tokens(width, height) == processor_tokens(width, height, **checkpoint), (width, height)
+    profile = {"min_pixels": max(limits.CHECKPOINT_MIN_PIXELS, 784),
+               "max_pixels": min(limits.CHECKPOINT_MAX_PIXELS, limits.PROFILE_MAX_PIXELS)}
+    assert limits.MAX_IMAGE_TOKENS == processor_tokens(9999999, 9999999, **profile)
+
+
 @pytest.mark.parametrize("size", [(4000, 3000), (1920, 1080), (12000, 300), (14134, 71), (3000, 4000), (71, 14134)])
 def test_fitted_images_stay_within_the_profiled_tokens(size):
     width, height = fitted_size(*size)
@@ -188,8 +215,9 @@ def test_every_image_qwen2_vl_takes_is_fitted_within_the_profiled_tokens(short, 
     assert limits.image_tokens(*fitted) <= limits.MAX_IMAGE_TOKENS
     if limits.image_tokens(width, height) <= limits.MAX_IMAGE_TOKENS and width * height <= limits.MAX_IMAGE_PIXELS:
         assert fitted == (width, height)  # images that fit are sent as they are
-    else:  # and the rest are not shrunk far below the bound
-        assert limits.image_tokens(*fitted) > 0.75 * limits.MAX_IMAGE_TOKENS or min(fitted) < 3 * limits.TOKEN_SIDE
+    else:  # and the rest are not shrunk far below the bound, but where the short side has under 4 cells and
+        # rounding away one of them costs more than a quarter
+        assert limits.image_tokens(*fitted) > 0.75 * limits.MAX_IMAGE_TOKENS or min(fitted) < 4 * limits.TOKEN_SIDE
 
 
 def test_sizes_qwen2_vl_refuses_are_refused():
