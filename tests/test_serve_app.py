@@ -270,7 +270,11 @@ IMAGE_CHECKS = textwrap.dedent("""
     from pathlib import Path
     sys.path.insert(0, "images/vllm")
     from PIL import Image, ImageDraw
-    from qwen2vl_serve.image_limits import MAX_IMAGE_PIXELS, ImageRejected, fit_request_body
+    from qwen2vl_serve.limits import MAX_IMAGE_PIXELS, MEGAPIXEL
+    from qwen2vl_serve.request_guard import GuardLimits, RequestRefused, screen_body
+
+    def fit_request_body(body):
+        return screen_body(body, GuardLimits(max_request_bytes=32 * 2**20, max_image_pixels=50 * MEGAPIXEL))
 
     # Qwen2-VL's own smart_resize, read from the image's transformers (importing the module needs
     # torchvision, which the image environment leaves out).
@@ -305,7 +309,7 @@ IMAGE_CHECKS = textwrap.dedent("""
     for name, bad in {"http": "http://169.254.169.254/latest/meta-data/", "garbage": "data:image/png;base64,!!!"}.items():
         try:
             fit_request_body(chat(bad))
-        except ImageRejected as error:
+        except RequestRefused as error:
             refused[name] = str(error)
     print(json.dumps({"photo_tokens": tokens(4032, 3024), "sent_size": sent.size, "sent_format": sent.format,
                       "sent_tokens": tokens(*sent.size), "max_pixels": MAX_IMAGE_PIXELS,
@@ -323,7 +327,7 @@ def test_a_12_megapixel_photo_is_fitted_to_what_vllm_063_profiled():
     width, height = result["sent_size"]
     assert width * height <= result["max_pixels"] and abs(width / height - 4032 / 3024) < 0.01
     assert width * height > 0.99 * result["max_pixels"]  # scaled to the limit, not far below it
-    assert result["sent_tokens"] <= 1280 and result["sent_format"] == "JPEG"
+    assert result["sent_tokens"] <= 1225 and result["sent_format"] == "JPEG"  # vLLM 0.6.3 profiles 1225
     assert result["small_unchanged"]
     assert "does not fetch URLs" in result["refused"]["http"]
     assert "could not be decoded" in result["refused"]["garbage"]
@@ -378,6 +382,21 @@ def test_each_stacks_serve_config_runs_on_the_image_stack_through_kuberays_path(
     status, body = result["models"]
     assert status == 200 and [m["id"] for m in json.loads(body)["data"]] == ["qwen2vl"], body
     assert result["models_without_key"] == 401
+
+
+HOSTILE_REFUSALS = {"vision_tokens_beside_an_image": 400, "chat_turn_forged_in_text": 400, "too_many_images": 400,
+                    "own_chat_template": 400, "malformed_json": 400, "over_the_size_limit": 413}
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("stack", STACKS)
+def test_each_stacks_ingress_refuses_hostile_requests_and_the_engine_serves_on(served, stack):
+    """Special tokens that crash vLLM 0.6.3's engine, forged chat turns, too many images, a request's own
+    chat template, malformed JSON and an oversized body: each gets its 4xx from the ingress on the image's
+    Ray, and the engine answers the next request."""
+    result = served["stacks"].get(stack) or {}
+    assert result.get("hostile") == HOSTILE_REFUSALS, result.get("hostile")
+    assert result["chat_after_hostile"] == 200
 
 
 @pytest.mark.server

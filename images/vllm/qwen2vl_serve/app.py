@@ -18,14 +18,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 
 from qwen2vl_serve.access import authorised, read_key, requires_key
-from qwen2vl_serve.image_limits import ImageRejected, fit_request_body
+from qwen2vl_serve.drain import draining
 from qwen2vl_serve.metrics_endpoint import MetricsEndpoint
+from qwen2vl_serve.request_guard import GuardLimits, RequestRefused, read_body, screen_body
 from qwen2vl_serve.server import ServerArgs, ServerStartError, VllmProcess, pinned_source
 
 logger = logging.getLogger("ray.serve")
 # Hop-by-hop headers belong to one connection, not to the forwarded request.
 HOP_HEADERS = {"host", "connection", "keep-alive", "transfer-encoding", "te", "upgrade", "content-length"}
 REQUEST_TIMEOUT_S = 1800
+# Bodies parsed and images decoded at once (each a worker thread): bounds the memory that large images can
+# take, whatever the number of requests in flight (max_ongoing_requests).
+SCREENING_SLOTS = 4
 
 
 # A plain deployment, not @serve.ingress(FastAPI()): under Ray 2.38.0 the ingress wrapper calls the class's
@@ -47,7 +51,13 @@ class VLLMServer:
         self.server: VllmProcess | None = None
         self.metrics: MetricsEndpoint | None = None
         self.session: aiohttp.ClientSession | None = None
+        if draining():
+            # Serve placed this replica on a pod that Kubernetes is deleting (drain.py): it could not finish
+            # loading before the pod goes, so fail now and let Serve place it elsewhere.
+            raise ServerStartError("this pod is being deleted; the replica starts elsewhere")
         self.key = read_key(args.api_key_file)
+        self.limits = GuardLimits(max_request_bytes=args.max_request_bytes, max_image_pixels=args.max_image_pixels)
+        self.screening = asyncio.Semaphore(SCREENING_SLOTS)
         if self.key is None:
             logger.warning("no api_key_file: every path of this endpoint answers without a key")
         args = await asyncio.to_thread(pinned_source, args)
@@ -71,6 +81,10 @@ class VLLMServer:
     async def check_health(self) -> None:
         # A failure here, REPLICA_HEALTH_CHECK_UNHEALTHY_THRESHOLD (3) times in a row, makes Serve stop this
         # replica and start another (Ray 2.38 serve/_private/deployment_state.py:821-860, constants.py:137).
+        # The pod's preStop hook (drain.py) uses exactly that to move the replica off a pod being deleted:
+        # Serve stops an unhealthy replica gracefully, draining its requests (deployment_state.py:2080-2107).
+        if draining():
+            raise ServerStartError("this pod is being deleted: Serve drains this replica and starts one elsewhere")
         if self.server.exited():
             raise ServerStartError(f"vLLM exited with code {self.server.process.returncode}:\n{self.server.log_tail()}")
         if not await asyncio.to_thread(self.server.healthy):
@@ -82,13 +96,13 @@ class VLLMServer:
                 request.headers.get("authorization"), self.key):
             return JSONResponse({"error": "Unauthorized"}, status_code=401)
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_HEADERS}
-        body = await request.body()
-        if request.method == "POST" and body:
-            try:
-                body = await asyncio.to_thread(fit_request_body, body)
-            except ImageRejected as error:
-                return JSONResponse({"object": "error", "message": str(error), "type": "BadRequestError",
-                                     "code": 400}, status_code=400)
+        try:
+            body = await read_body(request.stream(), request.headers.get("content-length"), self.limits)
+            if request.method == "POST" and body:
+                async with self.screening:
+                    body = await asyncio.to_thread(screen_body, body, self.limits)
+        except RequestRefused as refused:
+            return JSONResponse(refused.body(), status_code=refused.status)
         try:
             upstream = await self.session.request(
                 request.method, f"/{path}", params=request.query_params, headers=headers, data=body

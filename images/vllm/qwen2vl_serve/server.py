@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import IO, Any, Callable, Mapping
 
 from qwen2vl_serve.group_leader import end_group, group_members
+from qwen2vl_serve.limits import DEFAULT_MAX_IMAGE_MEGAPIXELS, DEFAULT_MAX_REQUEST_MIB, MEGAPIXEL, MIB
 
 TAIL_LINES = 200  # vLLM's last lines kept for ServerStartError (each cut to TAIL_LINE_CHARS)
 TAIL_LINE_CHARS = 2000
@@ -54,6 +55,10 @@ class ServerArgs:
     metrics_port: int | None = None
     # Seconds to wait for /health: a 72B download and load can take most of an hour.
     ready_timeout_s: float = 3600.0
+    # The ingress's limits (request_guard.GuardLimits); the stack sets them from maxRequestMib and
+    # maxImageMegapixels.
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_MIB * MIB
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_MEGAPIXELS * MEGAPIXEL
     extra_env: Mapping[str, str] = field(default_factory=dict)
     # Further vLLM flags, for flags that exist only in some vLLM releases (not used by the RayService).
     extra_args: tuple[str, ...] = ()
