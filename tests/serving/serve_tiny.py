@@ -109,16 +109,17 @@ def app_status(name: str) -> str:
 
 
 def start_ray_head(temp_dir: Path, dashboard_port: int) -> tuple[subprocess.Popen, str]:
-    """`ray start --head --block` from the image environment, as KubeRay's head runs Ray, on 127.0.0.1 with
-    every port chosen free here: Ray's defaults are fixed numbers (the dashboard agent's 52365, the
+    """`ray start --head --block` from the image environment, as KubeRay's head runs Ray (on this machine's
+    own address: Ray 2.38 turns 127.0.0.1 into it, services.resolve_ip_for_localhost), every port chosen
+    free here, the dashboard on 127.0.0.1: Ray's defaults are fixed numbers (the dashboard agent's 52365, the
     dashboard's metrics 44227, the client server's 10001) that another Ray on this machine may hold.
     Returns the process and the GCS address; it stays in this program's process group."""
     gcs = free_port()
     ports = {"--port": gcs, "--dashboard-port": dashboard_port, "--dashboard-agent-listen-port": free_port(),
              "--dashboard-agent-grpc-port": free_port(), "--metrics-export-port": free_port(),
              "--ray-client-server-port": free_port(), "--runtime-env-agent-port": free_port()}
-    command = [str(Path(sys.executable).with_name("ray")), "start", "--head", "--block", "--node-ip-address",
-               "127.0.0.1", "--dashboard-host", "127.0.0.1", "--include-dashboard", "true",
+    command = [str(Path(sys.executable).with_name("ray")), "start", "--head", "--block",
+               "--dashboard-host", "127.0.0.1", "--include-dashboard", "true",
                # 8 logical CPUs: the stacks' replica asks for num_cpus 4 (Ray counts, it does not pin).
                "--num-cpus", "8", "--num-gpus", "0", "--temp-dir", str(temp_dir), "--disable-usage-stats",
                *[str(part) for flag, port in ports.items() for part in (flag, port)]]
@@ -134,7 +135,7 @@ def connect(address: str, head: subprocess.Popen) -> None:
         if head.poll() is not None:
             raise RuntimeError(f"ray start exited with code {head.returncode}")
         try:
-            ray.init(address=address, _node_ip_address="127.0.0.1", log_to_driver=False)
+            ray.init(address=address, log_to_driver=False)
             return True
         except ConnectionError:
             return False
