@@ -177,7 +177,7 @@ def test_two_workers_on_one_read_write_once_volume():
     cfg = stack_cfg("prod")
     report = placement_report(cfg, _shared_claim_objects(cfg, workers=2, strategy="None"))
     volume = next(v for v in report.volumes if v.claim == "qwen2vl-model-cache")
-    assert volume.nodes == ["gpu-0", "gpu-1"]
+    assert len(volume.nodes) > 1
     assert any("Multi-Attach" in r for r in volume.reasons)
     assert not report.ok
 
@@ -297,7 +297,7 @@ def test_vendored_chart_defaults_match_the_chart(chart, directory):
     values = yaml.safe_load(values_file.read_text())
     for key, default in charts.chart_defaults()[chart]["defaults"].items():
         assert values.get(key) == default, key
-    for key in ("nodeSelector", "affinity", "tolerations"):
+    for key in ("nodeSelector", "affinity", "tolerations", "priorityClassName"):
         if key not in charts.chart_defaults()[chart]["defaults"]:
             assert not values.get(key), key
 
@@ -478,10 +478,11 @@ def test_the_twin_reads_what_the_program_registers(stack):
         assert pools[gpu.name]["nodeConfig"]["taints"] == [gpu.cloud_taint()]
         assert pools[system.name]["nodeConfig"]["machineType"] == system.instance
 
-    # The nodes the check simulates: the system pool as created, the GPU pool at the size its autoscaler may reach.
+    # The nodes the check simulates: each pool at the size its autoscaler may reach (on EKS the Cluster
+    # Autoscaler discovers the system node group too), GKE's fixed system pool as created.
     simulated = {row["pool"]: row["nodes"] for row in placement_report(cfg, objects_of(cfg)).pools}
     if cfg.cloud == "aws":
-        assert simulated[system.name] == pools[system.name]["scalingConfig"]["desiredSize"]
+        assert simulated[system.name] == pools[system.name]["scalingConfig"]["maxSize"]
         assert simulated[gpu.name] == pools[gpu.name]["scalingConfig"]["maxSize"]
     else:
         assert simulated[system.name] == pools[system.name]["nodeCount"] * len(pools[system.name]["nodeLocations"])

@@ -22,7 +22,7 @@ from infra.workload.component import CLUSTER_CONFIG_PATH, rayservice_options
 from infra.workload.manifests import render_manifests, workload_spec
 from infra.workload.objects import workload_objects
 from infra.workload.smoke_job import ACTIVE_DEADLINE_SECONDS, WAIT_FOR_ACTIVE_SECONDS, WAIT_FOR_READY_SECONDS
-from infra.workload.upgrade import NEW_CLUSTER, RECREATE, upgrade_plan
+from infra.workload.upgrade import NEW_CLUSTER, RECREATE, serve_max_replicas, upgrade_plan
 from tests.conftest import REPO_ROOT, STACKS, make_config
 from tests.test_workload import rayservice_schema as load_rayservice_schema
 
@@ -163,8 +163,8 @@ def test_upgrade_strategy_of_pool_sizes(low, high, strategy):
 
 def test_the_plan_states_what_an_image_change_costs():
     prod, eval_ = upgrade_plan(read_stack_config("prod")), upgrade_plan(read_stack_config("eval"))
-    assert prod.zero_downtime and prod.extra_gpus == 4 and prod.minutes > 0
-    assert "zero-downtime" in prod.statement() and "4 more GPUs" in prod.statement()
+    assert prod.zero_downtime and prod.extra_gpus == prod.serving_nodes * 4 and prod.minutes > 0
+    assert "zero-downtime" in prod.statement() and f"{prod.extra_gpus} more GPUs" in prod.statement()
     assert not eval_.zero_downtime and eval_.extra_gpus == 0
     assert f"downtime of about {eval_.minutes} minutes" in eval_.statement()
     # NewCluster needs a new node; recreating reuses the node the old worker leaves.
@@ -251,8 +251,13 @@ def test_autoscaling_bounds_equal_the_node_bounds(stack):
     deployment = serve_deployment(rayservice)
     scaling = deployment["autoscaling_config"]
     pool = gpu_pool_spec(cfg)
-    assert (scaling["min_replicas"], scaling["max_replicas"]) == (pool.min_nodes, pool.max_nodes)
+    assert (scaling["min_replicas"], scaling["max_replicas"]) == (pool.min_nodes, serve_max_replicas(cfg))
     assert (worker["minReplicas"], worker["maxReplicas"]) == (pool.min_nodes, pool.max_nodes)
+    # Under NewCluster an upgrade's second cluster (at its floor) fits beside the active one at Serve's maximum.
+    if rayservice["spec"]["upgradeStrategy"]["type"] == NEW_CLUSTER:
+        assert scaling["max_replicas"] + max(1, pool.min_nodes) <= pool.max_nodes
+    else:
+        assert scaling["max_replicas"] == pool.max_nodes
     # Ray refuses a fixed num_replicas next to autoscaling_config (ray/serve/schema.py:398-417).
     assert "num_replicas" not in deployment
     assert scaling["target_ongoing_requests"] == cfg.max_num_seqs <= deployment["max_ongoing_requests"]
@@ -311,6 +316,7 @@ def test_serve_config_is_accepted_by_ray_serve():
 
 def test_gcs_fault_tolerance_with_an_external_redis():
     objects = workload_objects(workload_spec(make_config(gcsRedisAddress="redis.qwen2vl.svc:6379",
+                                                         gcsRedisPodLabels='{"app.kubernetes.io/name": "redis"}',
                                                          gcsRedisPasswordSecret="qwen2vl-redis")))
     rayservice = rayservice_of(objects)
     options = rayservice["spec"]["rayClusterConfig"]["gcsFaultToleranceOptions"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import yaml
 
 from infra.workload.pods import API_KEY_FILE
+from infra.workload.upgrade import serve_max_replicas
 from infra.workload.spec import MODEL_CACHE_PATH, VLLM_METRICS_PORT, WorkloadSpec
 
 SERVE_IMPORT_PATH = "qwen2vl_serve.app:build_app"
@@ -60,7 +61,8 @@ def autoscaling_config(spec: WorkloadSpec) -> dict:
         # A new cluster (first deploy, NewCluster upgrade) starts one replica even on a scale-to-zero
         # stack, so KubeRay switches traffic to a warm cluster and the smoke test does not wait twice.
         "initial_replicas": max(1, cfg.gpu_nodes_min),
-        "max_replicas": cfg.gpu_nodes_max,
+        # Room for an upgrade's second cluster under NewCluster (upgrade.serve_max_replicas).
+        "max_replicas": serve_max_replicas(cfg),
         "target_ongoing_requests": cfg.max_num_seqs,
         "upscale_delay_s": UPSCALE_DELAY_S,
         "downscale_delay_s": DOWNSCALE_DELAY_S,
