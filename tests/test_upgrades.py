@@ -21,8 +21,9 @@ from infra.workload.autoscaling import NODE_BOUNDS_ANNOTATION, SERVICE_ACCOUNT_D
 from infra.workload.component import CLUSTER_CONFIG_PATH, rayservice_options
 from infra.workload.manifests import render_manifests, workload_spec
 from infra.workload.objects import workload_objects
-from infra.workload.smoke_job import ACTIVE_DEADLINE_SECONDS, WAIT_FOR_ACTIVE_SECONDS, WAIT_FOR_READY_SECONDS
+from infra.workload.smoke_job import WAIT_FOR_READY_SECONDS, active_deadline_seconds, wait_for_active_seconds
 from infra.workload.upgrade import NEW_CLUSTER, RECREATE, serve_max_replicas, upgrade_plan
+from infra.workload import upgrade
 from tests.conftest import REPO_ROOT, STACKS, make_config
 from tests.test_workload import rayservice_schema as load_rayservice_schema
 
@@ -350,12 +351,17 @@ def test_a_disruption_budget_only_where_it_cannot_block_a_drain(low, budget):
 
 @pytest.mark.parametrize("stack", STACKS)
 def test_smoke_job_waits_long_enough_for_a_new_cluster(stack):
-    plan = upgrade_plan(read_stack_config(stack))
-    assert WAIT_FOR_ACTIVE_SECONDS >= 2 * plan.minutes * 60
-    assert ACTIVE_DEADLINE_SECONDS > WAIT_FOR_ACTIVE_SECONDS + WAIT_FOR_READY_SECONDS
+    """The gate's budget is the one cold-start estimate (a new node, image, model, load) with a margin: a
+    new cluster and a Serve config change on a stack at zero replicas both cost that."""
+    cfg = read_stack_config(stack)
+    spec = workload_spec(cfg)
+    cold_start_s = upgrade.ready_seconds(cfg, upgrade.model_bytes(cfg), new_node=True)
+    assert wait_for_active_seconds(spec) >= 2 * cold_start_s
+    assert active_deadline_seconds(spec) > wait_for_active_seconds(spec) + WAIT_FOR_READY_SECONDS
     job = kind(rendered(stack), "Job")[0]
+    assert job["spec"]["activeDeadlineSeconds"] == active_deadline_seconds(spec)
     check = job["spec"]["template"]["spec"]["initContainers"][0]["command"]
-    assert check[check.index("--wait") + 1] == str(WAIT_FOR_ACTIVE_SECONDS)
+    assert check[check.index("--wait") + 1] == str(wait_for_active_seconds(spec))
     # The expected image is the Job's own, which Pulumi replaces by the pushed digest like the cluster's.
     assert check[check.index("--image") + 1] == job["spec"]["template"]["spec"]["containers"][0]["image"]
 
@@ -396,11 +402,15 @@ class FakeKubeApi:
         self.httpd.shutdown()
         self.httpd.server_close()
 
-    def serve(self, active, pending, images, selected, observed=2):
+    def serve(self, active, pending, images, selected, observed=2, app="RUNNING", deployment="HEALTHY"):
+        """KubeRay's view: the clusters, the Service's selector, and the active cluster's Serve app status
+        as KubeRay 1.4.2 copies it (apis/ray/v1/rayservice_types.go AppStatus)."""
         ns = "/apis/ray.io/v1/namespaces/qwen2vl"
+        apps = {"qwen2vl": {"status": app, "serveDeploymentStatuses": {"VLLMServer": {"status": deployment}}}}
         self.state = {
             f"{ns}/rayservices/qwen2vl": {"metadata": {"generation": 2}, "status": {
-                "observedGeneration": observed, "activeServiceStatus": {"rayClusterName": active},
+                "observedGeneration": observed,
+                "activeServiceStatus": {"rayClusterName": active, "applicationStatuses": apps if active else {}},
                 "pendingServiceStatus": {"rayClusterName": pending}}},
             "/api/v1/namespaces/qwen2vl/services/qwen2vl-openai": {"spec": {"selector": {
                 "ray.io/cluster": selected, "ray.io/serve": "true"}}},
@@ -431,6 +441,11 @@ def check(api, wait=0.0, clock=None):
     (dict(active="", pending="c-new", images={}, selected=None), "no active cluster yet"),
     (dict(active="c-new", pending="", images={"c-new": "img@new"}, selected="c-new", observed=1),
      "not yet observed generation 2"),
+    # A serveConfigV2 change: same image and cluster, the new config still rolling out (from zero: a cold start).
+    (dict(active="c-new", pending="", images={"c-new": "img@new"}, selected="c-new", app="DEPLOYING"),
+     "Serve application qwen2vl is DEPLOYING"),
+    (dict(active="c-new", pending="", images={"c-new": "img@new"}, selected="c-new", deployment="UPSCALING"),
+     "not at its target replicas yet: VLLMServer UPSCALING"),
 ])
 def test_active_cluster_check_fails_naming_what_it_saw(state, words):
     with FakeKubeApi() as api:
@@ -451,7 +466,7 @@ def test_active_cluster_check_passes_once_the_new_cluster_serves_and_the_role_al
                 api.serve(active="c-new", pending="", images={"c-new": "img@new"}, selected="c-new")
             return float(tick)
 
-        code, reason = check(api, wait=50, clock=clock)
+        code, reason = check(api, wait=100, clock=clock)
         paths = list(api.paths)
     assert code == 0 and "selects the active cluster c-new, which runs img@new" in reason
     role = kind(rendered("eval"), "Role")[0]
@@ -461,6 +476,41 @@ def test_active_cluster_check_passes_once_the_new_cluster_serves_and_the_role_al
         resource, name = parts[-2], parts[-1]
         assert any(group in rule["apiGroups"] and resource in rule["resources"] and "get" in rule["verbs"]
                    and name in rule.get("resourceNames", [name]) for rule in role["rules"]), path
+
+
+def test_a_cluster_level_change_without_new_server_args_is_smoke_tested():
+    """A change KubeRay rolls out (here the model volume's class, in the worker template) renames the
+    smoke Job, so `pulumi up` waits for it and proves the result; the old name covered only the image and
+    the vLLM args."""
+    from infra.workload.smoke_job import smoke_job_name
+
+    before, after = workload_spec(make_config()), workload_spec(make_config(storageClass="gp3"))
+    assert before.image == after.image
+    assert smoke_job_name(before) != smoke_job_name(after)
+    assert smoke_job_name(before) == smoke_job_name(workload_spec(make_config()))
+
+
+def test_a_serve_config_change_passes_only_once_the_new_config_serves():
+    """A serveConfigV2-only change on a stack at zero replicas: same image, same cluster. KubeRay's first
+    status for the new generation is read before it submits the config (still RUNNING, the old config),
+    then the app deploys through a cold start; the gate passes only after that."""
+    with FakeKubeApi() as api:
+        same = dict(active="c-1", pending="", images={"c-1": "img@new"}, selected="c-1")
+        api.serve(**same)  # observed generation 2, old config still RUNNING
+        ticks, passed_at = iter(range(10_000)), []
+
+        def clock():
+            tick = next(ticks)
+            if tick == 5:
+                api.serve(**same, app="DEPLOYING", deployment="UPDATING")  # KubeRay's next read
+            if tick == 1200:
+                api.serve(**same)  # the new replica serves, about 20 minutes later
+            passed_at.append(tick)
+            return float(tick)
+
+        code, reason = check(api, wait=4800, clock=clock)
+    assert code == 0 and "serves the current config" in reason
+    assert passed_at[-1] >= 1200
 
 
 @pytest.mark.parametrize("stack", ["eval", "prod"])
