@@ -241,7 +241,8 @@ KEYS: tuple[Key, ...] = (
         "a registry host and path such as registry.example.com/ml"),
     Key("modelStorage", "Where each GPU worker keeps its model copy: ephemeral = a volume of its own, created with "
         "the pod and deleted with it, filled at start (docs/operations.md); readWriteMany = one shared volume of a "
-        "ReadWriteMany storageClass; image = baked into the image at build time (needs the model lock).",
+        "ReadWriteMany storageClass (existing clusters only: the clusters this stack creates have none); image = "
+        "baked into the image at build time (needs the model lock).",
         _one_of(*MODEL_STORAGE_CHOICES), "ephemeral", "image", "one of " + ", ".join(MODEL_STORAGE_CHOICES)),
     Key("modelCacheSize", "Size of the model volume (each worker's own, or the shared one).",
         _matching(QUANTITY), "200Gi", "200Gi", "a Kubernetes quantity such as 200Gi"),
@@ -393,11 +394,18 @@ def _cross_check(values: dict[str, Any], stack: str) -> None:
                           "it selects the Redis at gcsRedisAddress, which is not set", stack,
                           fix=f"`pulumi config set {PROJECT}:gcsRedisAddress {KEYS_BY_NAME['gcsRedisAddress'].example} "
                               f"--stack {stack}`")
+    if values["model_storage"] == "readWriteMany" and values["cloud"] in ("aws", "gcp"):
+        # The clusters this stack creates get no ReadWriteMany driver (infra/platform/addons.py installs the
+        # EBS CSI driver only; GKE's Filestore CSI driver is an add-on the cluster does not enable), so the
+        # claim would never bind; the placement check would refuse it later with the same verdict.
+        raise ConfigError("modelStorage", "readWriteMany", f"the {values['cloud']} cluster this stack creates has no "
+                          "ReadWriteMany storage (no Filestore or EFS driver); readWriteMany is for an existing "
+                          "cluster that offers such a class", stack, "ephemeral")
     if values["model_storage"] == "readWriteMany" and values["storage_class"] is None:
         # The cluster default class (gp2/gp3, pd-balanced) offers only ReadWriteOnce: the claim would never bind.
         raise ConfigError("modelStorage", "readWriteMany", "it needs storageClass set to a class that offers "
                           "ReadWriteMany (Filestore on GKE, EFS on EKS)", stack,
-                          fix=f"`pulumi config set {PROJECT}:storageClass standard-rwx --stack {stack}`")
+                          fix=f"`pulumi config set {PROJECT}:storageClass <a ReadWriteMany class of the cluster> --stack {stack}`")
     if values["max_model_len"] < values["max_num_seqs"]:
         raise ConfigError("maxModelLen", values["max_model_len"],
                           f"must be at least maxNumSeqs ({values['max_num_seqs']})", stack, "8192")

@@ -233,6 +233,16 @@ def test_no_read_write_once_volume_is_shared(stack, storage):
     jsonschema.validate(rayservice_of(objects), rayservice_schema())
 
 
+@pytest.mark.parametrize("cloud", ["aws", "gcp"])
+def test_read_write_many_is_refused_where_the_stack_creates_the_cluster(cloud):
+    """Neither cloud's cluster, as this stack creates it, has a ReadWriteMany driver: the claim would stay
+    Pending, and the class the old message suggested (standard-rwx) does not exist there."""
+    cloud_keys = {"aws": {"cloud": "aws", "region": "us-east-1"},
+                  "gcp": {"cloud": "gcp", "region": "us-central1", "gcpProject": "my-gpu-project"}}[cloud]
+    with pytest.raises(ConfigError, match=f"modelStorage = 'readWriteMany'.*{cloud} cluster.*no ReadWriteMany"):
+        make_config(**cloud_keys, modelStorage="readWriteMany", storageClass="standard-rwx")
+
+
 def test_read_write_many_without_a_class_is_refused_before_anything_is_built():
     with pytest.raises(ConfigError, match="qwen2vl:modelStorage = 'readWriteMany'.*storageClass.*ReadWriteMany"):
         make_config(modelStorage="readWriteMany")
