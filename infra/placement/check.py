@@ -178,17 +178,18 @@ def _nodes(cfg: StackConfig) -> list[Node]:
          [dict(gpu_pool.taint)]),
     ):
         grows = pool.name in addons.autoscaled_pools
+        initial = system_pool_nodes(cfg) if pool is system_pool else pool.min_nodes
         if grows:
-            count = pool.max_nodes
+            count = max(pool.max_nodes, initial)
         else:
-            count = system_pool_nodes(cfg) if pool is system_pool else max(pool.min_nodes, 1)
+            initial = count = system_pool_nodes(cfg) if pool is system_pool else max(pool.min_nodes, 1)
         for index in range(count):
             name = f"{pool.name}-{index}"
             node_labels = {**facts.get("node_labels", {}), **labels, "kubernetes.io/hostname": name,
                            "node.kubernetes.io/instance-type": shape.instance}
             gpu_advertised = bool(facts["provides_gpu_resource"])
             nodes.append(Node(name, pool.name, node_labels, [dict(t) for t in taints],
-                              allocatable(shape, gpu_advertised)))
+                              allocatable(shape, gpu_advertised), standby=index >= initial))
     return nodes
 
 
@@ -315,8 +316,12 @@ def _schedule(pod: ClusterPod, nodes: list[Node], hints: dict[str, str], known: 
         name = pod.name if pod.replicas == 1 else f"{pod.name}-{index}"
         volumes, own_claims = _claims(name, pod.pod_spec)
         placement = PodPlacement(name, pod.kind, request, volumes=volumes, own_claims=own_claims)
-        feasible = [n for n in nodes if not node_reasons(pod.pod_spec, request, n)]
+        feasible = [n for n in nodes if not n.standby and not node_reasons(pod.pod_spec, request, n)]
         node = max(feasible, key=lambda n: least_allocated_score(request, n), default=None)
+        if node is None:  # the pool's autoscaler adds a node if a new one would take the pod
+            node = next((n for n in nodes if n.standby and not node_reasons(pod.pod_spec, request, n)), None)
+            if node is not None:
+                node.standby = False
         if node is None:
             placement.reasons.append(_pool_reasons(pod.pod_spec, request, nodes, hints))
         else:
@@ -444,9 +449,12 @@ def _volumes(cfg: StackConfig, objects: list[dict], placed: list[PodPlacement]) 
 # ---- the report -------------------------------------------------------------------------------
 
 def _pools(nodes: list[Node]) -> list[dict]:
+    """Per pool, the nodes that run (standby ones the autoscaler has not needed are not counted)."""
     pools = []
     for pool in dict.fromkeys(n.pool for n in nodes):
-        members = [n for n in nodes if n.pool == pool]
+        members = [n for n in nodes if n.pool == pool and not n.standby]
+        if not members:
+            continue
         row = {"pool": pool, "nodes": len(members), "instance": members[0].labels["node.kubernetes.io/instance-type"]}
         for resource in (CPU, MEMORY, GPU_RESOURCE):
             total = sum(n.allocatable.get(resource, 0) for n in members)

@@ -57,6 +57,9 @@ class Node:
     requested: dict[str, int] = field(default_factory=dict)
     # Each bound pod's request and priority, in binding order (for preemption).
     bound: list[tuple[str, dict[str, int], int]] = field(default_factory=list)
+    # A node its pool's autoscaler adds only when a pending pod fits nowhere else (the Cluster Autoscaler's
+    # scale-up simulates exactly that: a template node of the group, its DaemonSets included).
+    standby: bool = False
 
     def free(self, resource: str) -> int:
         return self.allocatable.get(resource, 0) - self.requested.get(resource, 0)
