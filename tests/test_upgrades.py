@@ -172,6 +172,33 @@ def test_the_plan_states_what_an_image_change_costs():
     assert prod.minutes > upgrade_plan(read_stack_config("staging")).minutes
 
 
+def test_prod_serves_two_replicas_at_rest_and_the_plan_prices_it():
+    """A node event on a one-replica prod is an outage of a cold start; two at rest keep serving. The
+    plan says what that costs, and the upgrade headroom still holds at Serve's maximum."""
+    cfg = read_stack_config("prod")
+    scaling = serve_deployment(rayservice_of(rendered("prod")))["autoscaling_config"]
+    assert scaling["min_replicas"] >= 2 and scaling["initial_replicas"] >= 2
+    plan = upgrade_plan(cfg)
+    assert plan.zero_downtime and plan.serve_max + plan.serving_nodes <= plan.pool_max_nodes
+    price = plan.node_usd_per_hour
+    assert f"${plan.rest_replicas * price:.2f}/h, ${(plan.rest_replicas - 1) * price:.2f}/h of it for surviving " \
+           "a node event" in plan.statement()
+
+
+def test_serving_pods_run_at_their_own_priority_class():
+    """Above pods without a class, below the system-critical classes, never preempting others."""
+    from infra.workload.priority import SERVING_PRIORITY
+
+    objects = rendered("prod")
+    (priority_class,) = kind(objects, "PriorityClass")
+    kubernetes_validate.validate(priority_class, f"{read_stack_config('prod').kubernetes_version}.0", strict=True)
+    assert priority_class["value"] == SERVING_PRIORITY and 0 < SERVING_PRIORITY <= 1_000_000_000
+    assert priority_class["preemptionPolicy"] == "Never" and priority_class["globalDefault"] is False
+    for group in groups(rayservice_of(objects)):
+        assert group["template"]["spec"]["priorityClassName"] == priority_class["metadata"]["name"]
+    jsonschema.validate(rayservice_of(objects), rayservice_schema())
+
+
 def test_recreate_stacks_replace_the_rayservice_deleting_it_first():
     for stack in STACKS:
         options = rayservice_options(rayservice_of(rendered(stack)))
