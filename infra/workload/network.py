@@ -124,9 +124,9 @@ def egress_policy(spec: WorkloadSpec) -> dict:
         # The smoke Job calls the serve Service's ClusterIP. EKS's network-policy agent judges egress before
         # the DNAT to a pod, and its controller admits a Service's ClusterIP only under a rule whose
         # podSelector the Service's selector satisfies as a label set (amazon-network-policy-controller-k8s
-        # pkg/resolvers/endpoints.go, getMatchingServiceClusterIPs: v1.0.2 :318-342, v1.1.7 :451-515). The
-        # rule above ({instance: qwen2vl}) is not satisfied by KubeRay's selector; this one is. On GKE
-        # (Dataplane V2) the VIP is translated first and either rule admits the pod.
+        # pkg/resolvers/endpoints.go, getMatchingServiceClusterIPs: v1.0.2 :318-342, v1.1.7 :451-567, the
+        # selector check at :508). The rule above ({instance: qwen2vl}) is not satisfied by KubeRay's
+        # selector; this one is. On GKE (Dataplane V2) the VIP is translated first and either rule admits it.
         {"to": [{"podSelector": {"matchLabels": dict(SERVE_POD_LABEL)}}], "ports": [_tcp(SERVE_PORT)]},
         {"to": [public], "ports": [_tcp(hub_port(spec))]},
     ]
@@ -142,8 +142,9 @@ def egress_policy(spec: WorkloadSpec) -> dict:
 
 def _redis_rule(spec: WorkloadSpec) -> dict:
     """Egress to the GCS Redis, on its port only. Cilium (GKE Dataplane V2) never matches a CIDR rule for
-    pods in the cluster ("CIDR rules do not apply to traffic where both sides of the connection are ...
-    managed by Cilium", docs.cilium.io policy/language, "IP/CIDR based"), so an in-cluster Redis is named
+    pods in the cluster (docs.cilium.io network/kubernetes/policy: an ipBlock selects addresses outside
+    the cluster and, since 1.15 and only if configured, nodes; security/policy/language "IP/CIDR based"),
+    so an in-cluster Redis is named
     by its pods' labels and namespace; on EKS those labels must be satisfied by the Redis Service's
     selector, which is why the config asks for that selector. A Redis outside the cluster has only an
     address, unknown here: any address."""
