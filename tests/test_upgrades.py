@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from infra.config import ConfigError
-from infra.nodepool import gpu_pool_spec
+from infra.nodepool import gpu_pool_spec, replicas_per_node
 from infra.offline.engine import read_stack_config
 from infra.workload.autoscaling import NODE_BOUNDS_ANNOTATION, SERVICE_ACCOUNT_DIR
 from infra.workload.component import CLUSTER_CONFIG_PATH, rayservice_options
@@ -179,9 +179,9 @@ def test_prod_serves_two_replicas_at_rest_and_the_plan_prices_it():
     scaling = serve_deployment(rayservice_of(rendered("prod")))["autoscaling_config"]
     assert scaling["min_replicas"] >= 2 and scaling["initial_replicas"] >= 2
     plan = upgrade_plan(cfg)
-    assert plan.zero_downtime and plan.serve_max + plan.serving_nodes <= plan.pool_max_nodes
+    assert plan.zero_downtime and plan.serve_max // replicas_per_node(cfg) + plan.serving_nodes <= plan.pool_max_nodes
     price = plan.node_usd_per_hour
-    assert f"${plan.rest_replicas * price:.2f}/h, ${(plan.rest_replicas - 1) * price:.2f}/h of it for surviving " \
+    assert f"${plan.rest_nodes * price:.2f}/h, ${(plan.rest_nodes - 1) * price:.2f}/h of it for surviving " \
            "a node event" in plan.statement()
 
 
@@ -288,14 +288,14 @@ def test_autoscaling_bounds_equal_the_node_bounds(stack):
     worker = cluster["workerGroupSpecs"][0]
     deployment = serve_deployment(rayservice)
     scaling = deployment["autoscaling_config"]
-    pool = gpu_pool_spec(cfg)
-    assert (scaling["min_replicas"], scaling["max_replicas"]) == (pool.min_nodes, serve_max_replicas(cfg))
-    assert (worker["minReplicas"], worker["maxReplicas"]) == (pool.min_nodes, pool.max_nodes)
+    pool, per_node = gpu_pool_spec(cfg), replicas_per_node(cfg)
+    assert (scaling["min_replicas"], scaling["max_replicas"]) == (pool.min_nodes * per_node, serve_max_replicas(cfg))
+    assert (worker["minReplicas"], worker["maxReplicas"]) == (pool.min_nodes * per_node, pool.max_nodes * per_node)
     # Under NewCluster an upgrade's second cluster (at its floor) fits beside the active one at Serve's maximum.
     if rayservice["spec"]["upgradeStrategy"]["type"] == NEW_CLUSTER:
-        assert scaling["max_replicas"] + max(1, pool.min_nodes) <= pool.max_nodes
+        assert -(-scaling["max_replicas"] // per_node) + max(1, pool.min_nodes) <= pool.max_nodes
     else:
-        assert scaling["max_replicas"] == pool.max_nodes
+        assert scaling["max_replicas"] == pool.max_nodes * per_node
     # Ray refuses a fixed num_replicas next to autoscaling_config (ray/serve/schema.py:398-417).
     assert "num_replicas" not in deployment
     assert scaling["target_ongoing_requests"] == cfg.max_num_seqs <= deployment["max_ongoing_requests"]

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from infra.config import StackConfig
 from infra.cost import estimate_cost
+from infra.nodepool import replicas_per_node
 from infra.preflight.memory import weights_per_gpu_bytes
 from infra.preflight.model import parse_model_config
 from infra.preflight_gate import preflight_request
@@ -50,7 +51,8 @@ class UpgradePlan:
     pool_max_nodes: int
     extra_gpus: int  # GPUs a second cluster holds during the upgrade (0 without one)
     minutes: int  # until the new cluster serves: the upgrade's length, or the outage under None
-    rest_replicas: int  # Serve replicas (GPU nodes) at rest: gpuNodesMin
+    rest_nodes: int  # GPU nodes at rest: gpuNodesMin
+    rest_replicas: int  # Serve replicas on them
     serve_max: int  # Serve's most replicas (serve_max_replicas)
     node_usd_per_hour: float | None  # one GPU node, from the cost estimate
 
@@ -60,10 +62,10 @@ class UpgradePlan:
 
     def _availability(self) -> str:
         price = self.node_usd_per_hour
-        rest = f"{self.rest_replicas} replica(s) at rest" + (
-            f" (${self.rest_replicas * price:.2f}/h" + (f", ${(self.rest_replicas - 1) * price:.2f}/h of it for "
-                                                          "surviving a node event without an outage)"
-                                                          if self.rest_replicas > 1 else ")")
+        rest = f"{self.rest_replicas} replica(s) on {self.rest_nodes} node(s) at rest" + (
+            f" (${self.rest_nodes * price:.2f}/h" + (f", ${(self.rest_nodes - 1) * price:.2f}/h of it for "
+                                                      "surviving a node event without an outage)"
+                                                      if self.rest_nodes > 1 else ")")
             if price is not None else "")
         return f"Serve runs {rest}, at most {self.serve_max}"
 
@@ -98,13 +100,12 @@ def ready_seconds(cfg: StackConfig, model_bytes: float, new_node: bool) -> float
 
 
 def serve_max_replicas(cfg: StackConfig) -> int:
-    """Serve's most replicas, one per GPU node. Under NewCluster the pool keeps room for an upgrade's
-    second cluster at its initial replicas (serving_nodes) beside the active one at this maximum, so an
-    upgrade never waits for load to fall (KubeRay 1.4.2 never gives up on a pending cluster); under None
-    the old cluster goes first, so Serve may use the whole pool."""
-    if upgrade_strategy(cfg) == NEW_CLUSTER:
-        return cfg.gpu_nodes_max - serving_nodes(cfg)
-    return cfg.gpu_nodes_max
+    """Serve's most replicas (replicas_per_node on each GPU node). Under NewCluster the pool keeps room
+    for an upgrade's second cluster at its initial replicas (serving_nodes) beside the active one at this
+    maximum, so an upgrade never waits for load to fall (KubeRay 1.4.2 never gives up on a pending
+    cluster); under None the old cluster goes first, so Serve may use the whole pool."""
+    nodes = cfg.gpu_nodes_max - serving_nodes(cfg) if upgrade_strategy(cfg) == NEW_CLUSTER else cfg.gpu_nodes_max
+    return nodes * replicas_per_node(cfg)
 
 
 def upgrade_strategy(cfg: StackConfig) -> str:
@@ -131,9 +132,11 @@ def upgrade_plan(cfg: StackConfig, weights_bytes: float | None = None) -> Upgrad
         strategy=strategy,
         serving_nodes=floor,
         pool_max_nodes=cfg.gpu_nodes_max,
-        extra_gpus=floor * cfg.tensor_parallel_size if second_cluster else 0,
+        # The second cluster starts its Serve floor of replicas (at least one), TP GPUs each.
+        extra_gpus=max(1, cfg.gpu_nodes_min * replicas_per_node(cfg)) * cfg.tensor_parallel_size if second_cluster else 0,
         minutes=round(ready_seconds(cfg, size, new_node=second_cluster) / 60),
-        rest_replicas=cfg.gpu_nodes_min,
+        rest_nodes=cfg.gpu_nodes_min,
+        rest_replicas=cfg.gpu_nodes_min * replicas_per_node(cfg),
         serve_max=serve_max_replicas(cfg),
         node_usd_per_hour=estimate_cost(cfg).node_usd_per_hour,
     )
