@@ -253,8 +253,15 @@ KEYS: tuple[Key, ...] = (
         _matching(DNS_LABEL), "monitoring", "monitoring", "a namespace name (a DNS label)"),
     Key("ingressHost", "Host name of an Ingress for the endpoint; empty = no Ingress.",
         _matching(HOSTNAME), None, "qwen2vl.example.com", "a DNS host name"),
-    Key("prometheusOperator", "Create ServiceMonitors (the Prometheus operator CRDs must be installed).",
+    Key("prometheusOperator", "Monitoring: the pods' PodMonitor, the alert rules (PrometheusRule), the KubeRay "
+        "operator's ServiceMonitor and the Grafana dashboard. On aws and gcp the stack installs kube-prometheus-stack "
+        "(pinned) into monitoringNamespace; on existing, `up` checks that the Prometheus operator's CRDs exist "
+        "(install kube-prometheus-stack first, or leave this false) (docs/operations.md).",
         _bool, False, "true", "true or false"),
+    Key("prometheusRelease", "Helm release name of the kube-prometheus-stack whose Prometheus picks up the monitors "
+        "and rules: they carry the label release=<this>, which its default selectors match. On aws and gcp the "
+        "stack installs the chart under this name.",
+        _matching(DNS_LABEL), "kube-prometheus-stack", "kube-prometheus-stack", "a Helm release name (a DNS label)"),
     Key("ttftP95AlertSeconds", "Alert when the p95 time to first token stays above this many seconds for 10 minutes.",
         _float_in(0.0, 600.0, low_open=True), 5.0, "5", "a positive number of seconds"),
 )
@@ -320,6 +327,7 @@ class StackConfig:
     monitoring_namespace: str
     ingress_host: str | None
     prometheus_operator: bool
+    prometheus_release: str
     ttft_p95_alert_seconds: float
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -327,6 +335,16 @@ class StackConfig:
     def bake_model(self) -> bool:
         """The image carries the locked model files (modelStorage image)."""
         return self.model_storage == "image"
+
+    @property
+    def monitoring_release(self) -> str | None:
+        """The kube-prometheus-stack release whose Prometheus selects our monitors, when monitoring is on."""
+        return self.prometheus_release if self.prometheus_operator else None
+
+    @property
+    def installs_monitoring(self) -> bool:
+        """The stack installs kube-prometheus-stack: monitoring is on and the stack made the cluster."""
+        return self.prometheus_operator and self.cloud in ("aws", "gcp")
 
     @property
     def gpu(self) -> catalog.GpuSpec:

@@ -95,6 +95,7 @@ KUBERNETES_TYPES = (
     "kubernetes:ray.io/v1:RayService",
     "kubernetes:monitoring.coreos.com/v1:PrometheusRule",
     "kubernetes:monitoring.coreos.com/v1:PodMonitor",
+    "kubernetes:apiextensions.k8s.io/v1:CustomResourceDefinition",
 )
 
 def _config_map(name: str, inputs: dict) -> dict:
