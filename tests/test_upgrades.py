@@ -350,8 +350,10 @@ def test_smoke_job_waits_long_enough_for_a_new_cluster(stack):
     job = kind(rendered(stack), "Job")[0]
     check = job["spec"]["template"]["spec"]["initContainers"][0]["command"]
     assert check[check.index("--wait") + 1] == str(WAIT_FOR_ACTIVE_SECONDS)
-    # The expected image is the Job's own, which Pulumi replaces by the pushed digest like the cluster's.
-    assert check[check.index("--image") + 1] == job["spec"]["template"]["spec"]["containers"][0]["image"]
+    # The expected image is the Job's own, which Pulumi replaces by the pushed digest like the cluster's
+    # (and kustomize through its replacement, tests/test_pod.py).
+    env = {e["name"]: e["value"] for e in job["spec"]["template"]["spec"]["initContainers"][0]["env"]}
+    assert env[check[check.index("--image-env") + 1]] == job["spec"]["template"]["spec"]["containers"][0]["image"]
 
 
 class FakeKubeApi:
