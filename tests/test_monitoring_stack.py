@@ -70,7 +70,7 @@ def test_monitors_carry_the_label_that_the_default_prometheus_selects():
 
 
 def test_grafana_loads_the_dashboard_config_map_by_its_label():
-    dashboards = kube_prometheus_stack_values()["grafana"]["sidecar"]["dashboards"]
+    dashboards = kube_prometheus_stack_values("qwen2vl")["grafana"]["sidecar"]["dashboards"]
     assert dashboards["enabled"] and dashboards["searchNamespace"] == "ALL"
     assert {dashboards["label"]: dashboards["labelValue"]} == SIDECAR_LABEL
 
@@ -212,3 +212,25 @@ def test_a_kustomize_image_override_reaches_every_image_reference(tmp_path):
     job = next(doc for doc in docs if doc["kind"] == "Job")
     check = job["spec"]["template"]["spec"]["initContainers"][0]
     assert {e["name"]: e["value"] for e in check["env"]}[EXPECTED_IMAGE_ENV] == f"{PUSHED_NAME}@{PUSHED_DIGEST}"
+
+
+# ---- item 10: the RayService's state reaches Prometheus ----------------------------------------------------
+
+@pytest.mark.parametrize("stack", ["staging", "prod"])
+def test_the_operator_and_the_rayservice_status_are_scraped_where_monitoring_is_on(plan_of, stack):
+    resources = by_name(plan_of(stack))
+    monitor = resources["kuberay-operator"].inputs["values"]["metrics"]["serviceMonitor"]
+    assert monitor["enabled"] is True and monitor["selector"] == {PROMETHEUS_RELEASE_LABEL: "kube-prometheus-stack"}
+    ksm = resources["kube-prometheus-stack"].inputs["values"]["kube-state-metrics"]
+    assert ksm["customResourceState"]["enabled"] is True
+    (resource,) = ksm["customResourceState"]["config"]["spec"]["resources"]
+    assert resource["groupVersionKind"] == {"group": "ray.io", "version": "v1", "kind": "RayService"}
+    path = resource["metrics"][0]["each"]["stateSet"]["path"]
+    assert path == ["status", "activeServiceStatus", "applicationStatuses", "qwen2vl", "status"]
+    assert {"apiGroups": ["ray.io"], "resources": ["rayservices"], "verbs": ["list", "watch"]} in ksm["rbac"]["extraRules"]
+
+
+def test_the_eval_stack_without_monitoring_scrapes_nothing(plan_of):
+    resources = by_name(plan_of("eval"))
+    assert "metrics" not in resources["kuberay-operator"].inputs["values"]
+    assert "kube-prometheus-stack" not in resources

@@ -122,4 +122,5 @@ def component_pods(chart_name: str, values: dict, namespace: str) -> list[Releas
 
 
 def monitoring_stack_pods(namespace: str) -> list[ReleasePods]:
-    return component_pods(MONITORING_STACK, kube_prometheus_stack_values(), namespace)
+    # The application's name reaches only kube-state-metrics' config; placement does not depend on it.
+    return component_pods(MONITORING_STACK, kube_prometheus_stack_values("<application>"), namespace)

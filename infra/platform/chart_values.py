@@ -10,6 +10,7 @@ from typing import Any
 
 from infra.nodepool import GPU_PRESENT_LABEL, GPU_TAINT, GpuPlacement
 from infra.observability.dashboard import SIDECAR_LABEL
+from infra.observability.rayservice_state import RAYSERVICE_READ_RULE, custom_resource_state
 from infra.platform.addons import CLUSTER_AUTOSCALER_SERVICE_ACCOUNT
 from infra.platform.names import PROMETHEUS_RELEASE_LABEL
 
@@ -91,7 +92,7 @@ MONITORING_RESOURCES = {
 MONITORING_RETENTION = "24h"
 
 
-def kube_prometheus_stack_values() -> dict:
+def kube_prometheus_stack_values(application: str) -> dict:
     """kube-prometheus-stack: the operator with its CRDs (crds.enabled defaults to true, line 34), Prometheus
     selecting what carries the release label (PROMETHEUS_RELEASE_LABEL), Grafana whose dashboard sidecar
     loads every ConfigMap labelled grafana_dashboard=1 in every namespace (grafana.sidecar.dashboards:
@@ -100,7 +101,8 @@ def kube_prometheus_stack_values() -> dict:
     stays on the system pool (no GPU toleration); node-exporter's default tolerations (every NoSchedule
     taint, prometheus-node-exporter 4.56.1 values.yaml lines 471-473) put it on the GPU nodes too, which
     is where the node metrics matter. Storage stays the chart's emptyDir: the metrics are for operating
-    the endpoint, not an archive."""
+    the endpoint, not an archive. kube-state-metrics also exports the Serve `application`'s status from the
+    RayService (infra/observability/rayservice_state.py)."""
     r = MONITORING_RESOURCES
     (sidecar_label, sidecar_value), = SIDECAR_LABEL.items()
     return {
@@ -112,6 +114,8 @@ def kube_prometheus_stack_values() -> dict:
         "grafana": {"resources": r["grafana"],
                     "sidecar": {"resources": r["grafana-sidecar"], "dashboards": {"enabled": True, "label": sidecar_label, "labelValue": sidecar_value,
                                                "searchNamespace": "ALL"}}},
-        "kube-state-metrics": {"resources": r["kube-state-metrics"]},
+        "kube-state-metrics": {"resources": r["kube-state-metrics"],
+                               "rbac": {"extraRules": [RAYSERVICE_READ_RULE]},
+                               "customResourceState": {"enabled": True, "config": custom_resource_state(application)}},
         "prometheus-node-exporter": {"resources": r["node-exporter"]},
     }

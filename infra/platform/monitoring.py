@@ -46,7 +46,7 @@ class MonitoringStack(pulumi.ComponentResource):
             skip_crds=False,
             atomic=True,
             timeout=900,
-            values=kube_prometheus_stack_values(),
+            values=kube_prometheus_stack_values(cfg.served_model_name),
             opts=pulumi.ResourceOptions.merge(base, pulumi.ResourceOptions(depends_on=[namespace])),
         )
         self.ready: list[pulumi.Resource] = [self.release]
