@@ -31,6 +31,8 @@ HOSTNAME = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?\.)+[a-z]{2,}$")
 TAG_VALUE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$")
 SECRET_KEYS = ("apiKey", "hubToken")
 REDIS_ADDRESS = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?:[0-9]{1,5}$")
+# Ingress classes whose load balancer the stack configures (infra/workload/network.py).
+INGRESS_CLASSES = ("gce",)
 # Where a GPU worker keeps its model copy (infra/workload/storage.py).
 MODEL_STORAGE_CHOICES = ("ephemeral", "readWriteMany", "image")
 
@@ -251,8 +253,17 @@ KEYS: tuple[Key, ...] = (
     Key("monitoringNamespace", "Namespace of the Prometheus that scrapes the pods' metrics ports; the NetworkPolicy "
         "admits those ports from it alone (docs/pod.md).",
         _matching(DNS_LABEL), "monitoring", "monitoring", "a namespace name (a DNS label)"),
-    Key("ingressHost", "Host name of an Ingress for the endpoint; empty = no Ingress.",
+    Key("ingressHost", "Host name of an HTTPS Ingress for the endpoint (GKE's load balancer: gcp, or existing with "
+        "ingressClass gce); empty = no Ingress, reach the endpoint with kubectl port-forward (docs/operations.md).",
         _matching(HOSTNAME), None, "qwen2vl.example.com", "a DNS host name"),
+    Key("ingressClass", "Class of the Ingress (with ingressHost); empty = gce on gcp. Only gce, GKE's built-in "
+        "external Application Load Balancer, for which the stack sets the health check (the open GET /health), the "
+        "backend timeout and the NetworkPolicy for the load balancer's address ranges.",
+        _one_of(*INGRESS_CLASSES), None, "gce", "one of " + ", ".join(INGRESS_CLASSES)),
+    Key("ingressTlsSecret", "A kubernetes.io/tls Secret in the workload namespace holding ingressHost's certificate; "
+        "empty = a Google-managed certificate for ingressHost (issued once the host's DNS points at the load "
+        "balancer).",
+        _matching(DNS_LABEL), None, "qwen2vl-tls", "a Secret name (DNS label)"),
     Key("prometheusOperator", "Monitoring: the pods' PodMonitor, the alert rules (PrometheusRule), the KubeRay "
         "operator's ServiceMonitor and the Grafana dashboard. On aws and gcp the stack installs kube-prometheus-stack "
         "(pinned) into monitoringNamespace; on existing, `up` checks that the Prometheus operator's CRDs exist "
@@ -326,6 +337,8 @@ class StackConfig:
     allowed_namespaces: tuple[str, ...]
     monitoring_namespace: str
     ingress_host: str | None
+    ingress_class: str | None
+    ingress_tls_secret: str | None
     prometheus_operator: bool
     prometheus_release: str
     ttft_p95_alert_seconds: float
@@ -335,6 +348,13 @@ class StackConfig:
     def bake_model(self) -> bool:
         """The image carries the locked model files (modelStorage image)."""
         return self.model_storage == "image"
+
+    @property
+    def ingress_class_name(self) -> str | None:
+        """The Ingress's class: the configured one, else GKE's external load balancer on gcp."""
+        if self.ingress_host is None:
+            return None
+        return self.ingress_class or "gce"
 
     @property
     def monitoring_release(self) -> str | None:
@@ -390,6 +410,7 @@ def _cross_check(values: dict[str, Any], stack: str) -> None:
     if values["cloud"] == "existing" and values["image"] is None and values["registry"] is None:
         raise ConfigError("registry", None, "an existing cluster needs a registry to push the built image to "
                           "(or set image to a pushed one)", stack, "registry.example.com/ml")
+    _check_ingress(values, stack)
     if values["cloud"] in ("aws", "gcp"):
         gpu = catalog.gpu(values["gpu_type"])
         tp = values["tensor_parallel_size"]
@@ -411,6 +432,26 @@ def _cross_check(values: dict[str, Any], stack: str) -> None:
                 f"GPUs with such a shape there: {', '.join(alternatives) or 'none'}",
                 stack, alternatives[0] if alternatives else None,
             )
+
+
+def _check_ingress(values: dict[str, Any], stack: str) -> None:
+    """An Ingress only where the stack can make it work: a class whose load balancer it configures."""
+    host, cloud = values["ingress_host"], values["cloud"]
+    if host is None:
+        for key, attr in (("ingressClass", "ingress_class"), ("ingressTlsSecret", "ingress_tls_secret")):
+            if values[attr] is not None:
+                raise ConfigError(key, values[attr], "it configures the Ingress of ingressHost, which is not set", stack,
+                                  fix=f"`pulumi config rm {PROJECT}:{key} --stack {stack}`")
+        return
+    remove = f"`pulumi config rm {PROJECT}:ingressHost --stack {stack}` (then reach the endpoint with kubectl port-forward)"
+    if cloud == "aws":
+        raise ConfigError("ingressHost", host, "the stack installs no ingress controller on EKS (no AWS Load Balancer "
+                          "Controller), so the Ingress would get no load balancer, health check or TLS; expose the "
+                          "endpoint through your own controller, admitted with allowedNamespaces", stack, fix=remove)
+    if cloud == "existing" and values["ingress_class"] is None:
+        raise ConfigError("ingressClass", None, "an Ingress on an existing cluster needs its class named, and only gce "
+                          "(GKE's built-in controller) is one whose health check and address ranges the stack sets up; "
+                          "on another cluster, leave ingressHost empty", stack, "gce")
 
 
 def parse_stack_config(raw: Mapping[str, Any], stack: str) -> StackConfig:

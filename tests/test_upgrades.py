@@ -122,7 +122,7 @@ def test_endpoint_is_kuberays_serve_service_of_the_active_cluster(stack):
 
 
 def test_the_ingress_reaches_the_serve_service():
-    objects = workload_objects(workload_spec(make_config(ingressHost="llm.example.com")))
+    objects = workload_objects(workload_spec(make_config(ingressHost="llm.example.com", ingressClass="gce")))
     name = rayservice_of(objects)["spec"]["serveService"]["metadata"]["name"]
     backend = kind(objects, "Ingress")[0]["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
     assert backend["name"] == name

@@ -16,6 +16,7 @@ import yaml
 from infra import outputs as output_names
 from infra import pins
 from infra.nodepool import gpu_pool_spec
+from infra.platform.kuberay_crds import crd_folder
 from infra.offline.engine import read_stack_config
 from infra.workload.component import substitute
 from infra.workload.manifests import render_manifests, workload_spec
@@ -23,9 +24,9 @@ from infra.workload.objects import workload_objects
 from infra.nodepool import GPU_RESOURCE
 from tests.conftest import REPO_ROOT, STACKS, make_config
 
-# The CRD of the pinned operator: a new pin needs its CRD copied here from shared/kuberay-crds.
-CRD = Path(__file__).parent / "schemas" / f"ray.io_rayservices-v{pins.KUBERAY_OPERATOR_CHART_VERSION}.yaml"
-NON_CORE = {"RayService", "PodMonitor", "PrometheusRule"}
+# The CRD of the pinned operator, as the program applies it (infra/platform/kuberay_crds/).
+CRD = crd_folder() / "ray.io_rayservices.yaml"
+NON_CORE = {"RayService", "PodMonitor", "PrometheusRule", "BackendConfig", "ManagedCertificate"}
 
 
 @functools.lru_cache(maxsize=1)
@@ -38,7 +39,7 @@ def rayservice_schema():
 
 def full_config(**extra):
     return make_config(allowedCidrs=["10.0.0.0/8"], allowedNamespaces=["apps"], ingressHost="llm.example.com",
-                       prometheusOperator=True, storageClass="gp3", **extra)
+                       ingressClass="gce", prometheusOperator=True, storageClass="gp3", **extra)
 
 
 def objects_of(cfg):

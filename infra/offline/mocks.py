@@ -96,6 +96,8 @@ KUBERNETES_TYPES = (
     "kubernetes:monitoring.coreos.com/v1:PrometheusRule",
     "kubernetes:monitoring.coreos.com/v1:PodMonitor",
     "kubernetes:apiextensions.k8s.io/v1:CustomResourceDefinition",
+    "kubernetes:cloud.google.com/v1:BackendConfig",
+    "kubernetes:networking.gke.io/v1:ManagedCertificate",
 )
 
 def _config_map(name: str, inputs: dict) -> dict:
