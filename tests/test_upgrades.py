@@ -41,7 +41,7 @@ rayservice_schema = functools.lru_cache(maxsize=1)(load_rayservice_schema)
 @functools.lru_cache(maxsize=None)
 def _rendered_text(stack):
     return tuple(text for name, text in render_manifests(read_stack_config(stack)).items()
-                 if name != "kustomization.yaml")
+                 if not name.endswith("kustomization.yaml"))
 
 
 def rendered(stack):
