@@ -321,3 +321,11 @@ def test_the_plan_registers_the_gke_ingress_objects(tmp_path):
     types = {r.type for r in plan.resources}
     assert {"kubernetes:cloud.google.com/v1:BackendConfig", "kubernetes:networking.gke.io/v1:ManagedCertificate",
             "kubernetes:networking.k8s.io/v1:Ingress"} <= types
+
+
+def test_an_as_is_apply_names_a_registry_that_never_resolves(tmp_path):
+    """Before the override, every reference names registry.invalid, never docker.io/library."""
+    from infra.workload.manifests import PLACEHOLDER_REGISTRY
+    write_rendered(tmp_path, render_manifests(make_config()))
+    references = image_references(kustomize(tmp_path))
+    assert len(references) >= 5 and all(r.startswith(f"{PLACEHOLDER_REGISTRY}/qwen2vl-vllm:") for r in references)

@@ -39,11 +39,19 @@ def split_image(reference: str) -> tuple[str, str | None, str | None]:
     return name, None, digest or None
 
 
+# A registry that never resolves (RFC 2606 reserves .invalid): until the user sets the pushed image, an
+# as-is apply fails at the pull instead of pulling whatever docker.io/library/<name> happens to be.
+PLACEHOLDER_REGISTRY = "registry.invalid"
+
+
 def image_override(image: str, reference: str | None = None) -> dict:
     """kustomize's `images` entry for the image the manifests name. kustomize sets every container's
     image from it (the RayService's head, worker and init containers and the Job's), so a user points the
-    manifests at a pushed image with `kustomize edit set image NAME=REF` or `render.py --image REF`."""
+    manifests at a pushed image with `kustomize edit set image NAME=REF` or `render.py --image REF`.
+    A built image without a registry gets the placeholder registry."""
     name, tag, digest = split_image(reference or image)
+    if reference is None and "/" not in name:
+        name = f"{PLACEHOLDER_REGISTRY}/{name}"
     entry = {"name": split_image(image)[0], "newName": name}
     if digest:
         entry["digest"] = digest
