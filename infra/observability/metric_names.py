@@ -65,7 +65,7 @@ KUBERAY_METRICS = {
 KUBERAY_CONDITION_LABEL = "condition"
 
 # kube-state-metrics' custom resource state metrics (docs/metrics/extend/customresourcestate-metrics.md at
-# v2.20.0, the version of kube-state-metrics chart 8.4.0 in kube-prometheus-stack 88.5.3): the default prefix
+# v2.20.0, the version of kube-state-metrics chart 8.4.0 in the pinned kube-prometheus-stack): the default prefix
 # kube_customresource_ + the configured name; a StateSet is one series per listed state, 1 for the current
 # one. Configured in infra/observability/rayservice_state.py.
 RAYSERVICE_APP_STATUS_METRIC = "kube_customresource_rayservice_application_status"

@@ -2,7 +2,7 @@
 
 KUBERAY_OPERATOR_NAMESPACE = "kuberay-system"
 
-# kube-prometheus-stack 88.5.3 (values.yaml lines 4451, 4476, 4499): with the default
+# kube-prometheus-stack at its pin (values.yaml lines 4451, 4476, 4499): with the default
 # *SelectorNilUsesHelmValues: true, its Prometheus selects PodMonitors, ServiceMonitors and PrometheusRules
 # labelled release=<Helm release name> (templates/prometheus/prometheus.yaml lines 212-215, 280-283), in
 # every namespace (podMonitorNamespaceSelector: {} and the like, lines 4441, 4489, 4511: an empty selector
