@@ -59,6 +59,31 @@ def test_a_stack_that_makes_its_cluster_installs_the_monitoring_stack_before_the
         assert monitor.inputs["metadata"]["labels"][PROMETHEUS_RELEASE_LABEL] == release.inputs["name"]
 
 
+def test_the_offline_engine_refuses_a_custom_resource_whose_crd_nobody_provides():
+    """The plan sees what a real cluster refuses ("no matches for kind"): the old program, monitors on a fresh
+    cluster with nothing installing the Prometheus operator, no longer plans. Every committed stack plans, so
+    the program provides each CRD before the first object of its kind (test_plan)."""
+    from pulumi.runtime.mocks import MockResourceArgs
+    from infra.offline.mocks import StrictMocks, UnmockedCall
+
+    def register(mocks, typ, name, inputs, resource_id=None):
+        return mocks.new_resource(MockResourceArgs(typ, name, inputs, resource_id=resource_id, custom=True))
+
+    monitor = ("kubernetes:monitoring.coreos.com/v1:PodMonitor", "podmonitor-qwen2vl-ray", {"metadata": {}})
+    with pytest.raises(UnmockedCall, match="podmonitors.monitoring.coreos.com"):
+        register(StrictMocks(), *monitor)
+    with pytest.raises(UnmockedCall, match="rayservices.ray.io"):
+        mocks = StrictMocks()
+        register(mocks, RELEASE, "kuberay-operator", {"chart": "kuberay-operator", "skipCrds": True})
+        register(mocks, "kubernetes:ray.io/v1:RayService", "rayservice-qwen2vl", {"metadata": {}})
+    installed = StrictMocks()
+    register(installed, RELEASE, "kube-prometheus-stack", {"chart": "kube-prometheus-stack"})
+    register(installed, *monitor)
+    read = StrictMocks()
+    register(read, CRD, "required-podmonitors", {}, resource_id="podmonitors.monitoring.coreos.com")
+    register(read, *monitor)
+
+
 def test_monitors_carry_the_label_that_the_default_prometheus_selects():
     cfg = make_config(prometheusOperator=True, prometheusRelease="monitoring-stack")
     objects = [o for o in workload_objects(workload_spec(cfg)) if o["kind"] in MONITORING_KINDS]
@@ -82,9 +107,7 @@ def test_an_existing_cluster_reads_the_crds_and_installs_nothing(tmp_path):
     plan = run_plan("mine", tmp_path)
     assert plan.ok, plan.error
     assert not any(r.type == RELEASE and r.name == "kube-prometheus-stack" for r in plan.resources)
-    reads = {r.inputs.get("metadata", {}).get("name") or r.name for r in plan.resources if r.type == CRD and r.read}
-    assert {f"required-{crd}" for crd in PROMETHEUS_OPERATOR_CRDS} <= {r.name for r in plan.resources if r.read}
-    assert reads
+    assert {r.inputs["id"] for r in plan.resources if r.type == CRD and r.read} == set(PROMETHEUS_OPERATOR_CRDS)
     monitoring = plan.outputs["monitoring"]
     assert "prometheusOperator false" in monitoring and "kube-prometheus-stack" in monitoring
     operator_namespace = by_name(plan)["kuberay-namespace"]
