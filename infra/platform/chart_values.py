@@ -64,7 +64,9 @@ def kuberay_operator_values(monitoring_release: str | None = None) -> dict:
     /metrics, where it exports kuberay_service_condition_ready and _upgrade_in_progress (metrics.enabled
     defaults to true, values.yaml line 91; controllers/ray/metrics/ray_service_metrics.go at v1.4.2). The
     chart writes `metrics.serviceMonitor.selector` as the ServiceMonitor's labels, so `release: <name>` is
-    what kube-prometheus-stack's default serviceMonitorSelector matches (kube_prometheus_stack_values)."""
+    what kube-prometheus-stack's default serviceMonitorSelector matches (infra/platform/names.py). Its
+    honorLabels default (true, values.yaml line 98) keeps the series' own `namespace` label, the RayService's,
+    which the alerts select on."""
     values: dict = {"resources": {"requests": {"cpu": "100m", "memory": "512Mi"},
                                   "limits": {"cpu": None, "memory": "512Mi"}}}
     if monitoring_release is not None:
