@@ -250,8 +250,9 @@ KEYS: tuple[Key, ...] = (
         _string_list(_cidr), (), '\'["10.0.0.0/8"]\'', "a JSON list of CIDRs such as 10.0.0.0/8"),
     Key("allowedNamespaces", "Namespaces allowed to reach the endpoint, as a JSON list (NetworkPolicy).",
         _string_list(_matching(DNS_LABEL)), (), '\'["apps"]\'', "a JSON list of namespace names"),
-    Key("monitoringNamespace", "Namespace of the Prometheus that scrapes the pods' metrics ports; the NetworkPolicy "
-        "admits those ports from it alone (docs/pod.md).",
+    Key("monitoringNamespace", "Namespace of the Prometheus that scrapes the pods' metrics ports (where the stack "
+        "installs kube-prometheus-stack, with prometheusOperator on aws and gcp); the NetworkPolicy admits those ports "
+        "from it alone (docs/pod.md).",
         _matching(DNS_LABEL), "monitoring", "monitoring", "a namespace name (a DNS label)"),
     Key("ingressHost", "Host name of an HTTPS Ingress for the endpoint (GKE's load balancer: gcp, or existing with "
         "ingressClass gce); empty = no Ingress, reach the endpoint with kubectl port-forward (docs/operations.md).",
