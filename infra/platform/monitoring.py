@@ -60,6 +60,8 @@ class PrometheusOperatorCrds(pulumi.ComponentResource):
     def __init__(self, name: str, cfg: StackConfig, provider: k8s.Provider, after: Sequence[pulumi.Resource],
                  opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("qwen2vl:platform:PrometheusOperatorCrds", name, None, opts)
+        # Shown beside the read's own "not found" in `up`'s diagnostics: what to do about it.
+        pulumi.log.info(missing_crds_hint(cfg), resource=self)
         self.ready: list[pulumi.Resource] = [
             k8s.apiextensions.v1.CustomResourceDefinition.get(
                 f"required-{crd}",
