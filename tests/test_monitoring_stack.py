@@ -1,14 +1,9 @@
-"""What the monitoring objects, the KubeRay CRDs and the kubectl path need from the cluster: a stack that
-turns monitoring on installs the Prometheus operator where it owns the cluster and checks for its CRDs where
-it does not; the KubeRay CRDs follow the operator's version; a kustomize image override reaches every
-reference to the image."""
+"""What the monitoring objects and the KubeRay CRDs need from the cluster: a stack that turns monitoring on
+installs the Prometheus operator where it owns the cluster and checks for its CRDs where it does not; the
+KubeRay CRDs follow the operator's version; the operator's and the RayService's state reach Prometheus."""
 
 from __future__ import annotations
 
-import json
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -22,15 +17,13 @@ from infra.platform import kuberay_crds as crds_module
 from infra.platform.chart_values import kube_prometheus_stack_values, kuberay_operator_values
 from infra.platform.names import PROMETHEUS_OPERATOR_CRDS, PROMETHEUS_RELEASE_LABEL
 from infra.observability.dashboard import SIDECAR_LABEL
-from infra.workload.manifests import render_manifests, workload_spec
+from infra.workload.manifests import workload_spec
 from infra.workload.monitoring import MONITORING_KINDS
 from infra.workload.objects import workload_objects
-from infra.workload.smoke_job import EXPECTED_IMAGE_ENV
-from tests.conftest import REPO_ROOT, make_config, write_stack
+from tests.conftest import make_config, write_stack
 
 RELEASE = "kubernetes:helm.sh/v3:Release"
 CRD = "kubernetes:apiextensions.k8s.io/v1:CustomResourceDefinition"
-KUBECTL = shutil.which("kubectl") or str(Path(sys.executable).parent / "kubectl")
 
 
 def by_name(plan):
@@ -161,7 +154,7 @@ def test_a_version_bump_applies_that_versions_crds(tmp_path, monkeypatch):
         crds_module.kuberay_crds("1.2.3")
 
 
-def test_the_vendored_crds_are_the_pinned_releases(tmp_path):
+def test_the_vendored_crds_are_the_pinned_releases():
     shared = Path("/work/shared/kuberay-crds") / f"v{pins.KUBERAY_OPERATOR_CHART_VERSION}"
     if not shared.exists():
         pytest.skip("the reference copy of the KubeRay CRDs is not on this machine")
@@ -175,67 +168,6 @@ def test_the_vendored_crds_are_the_pinned_releases(tmp_path):
 def test_the_operator_runs_without_the_charts_cpu_limit():
     resources = kuberay_operator_pods().pod_spec["containers"][0]["resources"]
     assert "cpu" not in resources["limits"] and resources["limits"]["memory"] == "512Mi"
-
-
-# ---- the kubectl path -------------------------------------------------------------------------------------
-
-def kustomize(folder: Path) -> list[dict]:
-    proc = subprocess.run([KUBECTL, "kustomize", str(folder)], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    return list(yaml.safe_load_all(proc.stdout))
-
-
-def write_rendered(folder: Path, files: dict[str, str]) -> None:
-    for name, text in files.items():
-        (folder / name).parent.mkdir(parents=True, exist_ok=True)
-        (folder / name).write_text(text)
-
-
-@pytest.mark.parametrize("stack_config", [{"prometheusOperator": True}])
-def test_kubectl_apply_of_the_stack_folder_needs_no_prometheus_crds(tmp_path, stack_config):
-    write_rendered(tmp_path, render_manifests(make_config(**stack_config)))
-    kinds = {doc["kind"] for doc in kustomize(tmp_path)}
-    assert "RayService" in kinds and not kinds & set(MONITORING_KINDS)
-    assert {doc["kind"] for doc in kustomize(tmp_path / "monitoring")} == set(MONITORING_KINDS)
-
-
-PUSHED_NAME = "registry.example.com/ml/qwen2vl-vllm"
-PUSHED_DIGEST = "sha256:" + "cd" * 32
-
-
-def image_references(value, images=None):
-    """Every string that names the image: image fields, env values, command and args."""
-    images = [] if images is None else images
-    if isinstance(value, dict):
-        for key, child in value.items():
-            if key == "image" or (key == "value" and isinstance(child, str) and "qwen2vl-vllm" in child):
-                images.append(child)
-            else:
-                image_references(child, images)
-    elif isinstance(value, list):
-        for child in value:
-            image_references(child, images)
-    elif isinstance(value, str) and "qwen2vl-vllm" in value:
-        images.append(value)
-    return images
-
-
-def test_a_kustomize_image_override_reaches_every_image_reference(tmp_path):
-    """N3: edit kustomization.yaml as `kustomize edit set image qwen2vl-vllm=<registry>/...@sha256:...`
-    does, then render with the real kustomize (kubectl's)."""
-    write_rendered(tmp_path, render_manifests(make_config()))
-    kustomization = yaml.safe_load((tmp_path / "kustomization.yaml").read_text())
-    (entry,) = kustomization["images"]
-    entry.pop("newTag", None)
-    entry.update({"newName": PUSHED_NAME, "digest": PUSHED_DIGEST})
-    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump(kustomization, sort_keys=False))
-    docs = kustomize(tmp_path)
-    references = image_references(docs)
-    assert len(references) >= 5  # head, worker, smoke Job, its check and the check's expected image
-    assert set(references) == {f"{PUSHED_NAME}@{PUSHED_DIGEST}"}
-    job = next(doc for doc in docs if doc["kind"] == "Job")
-    check = job["spec"]["template"]["spec"]["initContainers"][0]
-    assert {e["name"]: e["value"] for e in check["env"]}[EXPECTED_IMAGE_ENV] == f"{PUSHED_NAME}@{PUSHED_DIGEST}"
 
 
 # ---- item 10: the RayService's state reaches Prometheus ----------------------------------------------------
@@ -258,97 +190,3 @@ def test_the_eval_stack_without_monitoring_scrapes_nothing(plan_of):
     resources = by_name(plan_of("eval"))
     assert "metrics" not in resources["kuberay-operator"].inputs["values"]
     assert "kube-prometheus-stack" not in resources
-
-
-# ---- item 7: an Ingress that works, or none ---------------------------------------------------------------
-
-from infra.config import ConfigError  # noqa: E402
-from infra.workload.network import GKE_LOAD_BALANCER_RANGES, HEALTH_PATH  # noqa: E402
-
-GCP = {"cloud": "gcp", "region": "us-central1", "gcpProject": "my-gpu-project", "gpuType": "A100-80GB"}
-
-
-def kinds(objects, kind):
-    return [o for o in objects if o["kind"] == kind]
-
-
-def test_the_health_check_asks_the_path_the_app_answers_without_the_key(monkeypatch):
-    monkeypatch.syspath_prepend(str(REPO_ROOT / "images" / "vllm"))
-    from qwen2vl_serve.access import OPEN_PATHS
-    assert ("GET", HEALTH_PATH) in OPEN_PATHS
-
-
-@pytest.mark.parametrize("tls", [None, "qwen2vl-tls"])
-def test_a_gke_ingress_has_a_class_tls_a_health_check_and_its_load_balancer_admitted(tls):
-    extra = {"ingressTlsSecret": tls} if tls else {}
-    objects = workload_objects(workload_spec(make_config(**GCP, ingressHost="llm.example.com", **extra)))
-    (ingress,) = kinds(objects, "Ingress")
-    annotations = ingress["metadata"]["annotations"]
-    # GKE's controller acts on the annotation, not on spec.ingressClassName.
-    assert annotations["kubernetes.io/ingress.class"] == "gce"
-    assert annotations["kubernetes.io/ingress.allow-http"] == "false"
-    service = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
-    if tls:
-        assert ingress["spec"]["tls"] == [{"hosts": ["llm.example.com"], "secretName": tls}]
-        assert not kinds(objects, "ManagedCertificate")
-    else:
-        (certificate,) = kinds(objects, "ManagedCertificate")
-        assert certificate["spec"]["domains"] == ["llm.example.com"]
-        assert annotations["networking.gke.io/managed-certificates"] == certificate["metadata"]["name"]
-    (backend_config,) = kinds(objects, "BackendConfig")
-    check = backend_config["spec"]["healthCheck"]
-    assert (check["requestPath"], check["port"]) == (HEALTH_PATH, service["port"]["number"])
-    assert backend_config["spec"]["timeoutSec"] >= 600
-    serve = kinds(objects, "RayService")[0]["spec"]["serveService"]["metadata"]
-    assert json.loads(serve["annotations"]["cloud.google.com/backend-config"]) == {"default": backend_config["metadata"]["name"]}
-    assert serve["name"] == service["name"]
-    policy = next(o for o in kinds(objects, "NetworkPolicy") if "ingress" in o["spec"])
-    admitted = [rule for rule in policy["spec"]["ingress"]
-                if {p.get("ipBlock", {}).get("cidr") for p in rule["from"]} == set(GKE_LOAD_BALANCER_RANGES)]
-    assert admitted and admitted[0]["ports"] == [{"protocol": "TCP", "port": service["port"]["number"]}]
-
-
-def test_no_ingress_no_load_balancer_rule():
-    objects = workload_objects(workload_spec(make_config(**GCP)))
-    assert not kinds(objects, "Ingress") and not kinds(objects, "BackendConfig")
-    policy = next(o for o in kinds(objects, "NetworkPolicy") if "ingress" in o["spec"])
-    cidrs = {p.get("ipBlock", {}).get("cidr") for rule in policy["spec"]["ingress"] for p in rule["from"]}
-    assert not cidrs & set(GKE_LOAD_BALANCER_RANGES)
-
-
-@pytest.mark.parametrize("raw,key", [
-    ({"cloud": "aws", "region": "us-east-1", "gpuType": "L4", "ingressHost": "llm.example.com"}, "ingressHost"),
-    ({"ingressHost": "llm.example.com"}, "ingressClass"),
-    ({"ingressClass": "nginx", "ingressHost": "llm.example.com"}, "ingressClass"),
-    ({"ingressTlsSecret": "qwen2vl-tls"}, "ingressTlsSecret"),
-])
-def test_an_ingress_the_stack_cannot_make_work_is_refused_by_name(raw, key):
-    with pytest.raises(ConfigError) as error:
-        make_config(**raw)
-    assert error.value.key == key
-    assert "pulumi config" in str(error.value)
-
-
-def test_a_refused_ingress_registers_no_resource(tmp_path):
-    write_stack(tmp_path, "edge", {"qwen2vl:cloud": "aws", "qwen2vl:region": "us-east-1", "qwen2vl:gpuType": "L4",
-                                   "qwen2vl:ingressHost": "llm.example.com"})
-    plan = run_plan("edge", tmp_path)
-    assert not plan.ok and "qwen2vl:ingressHost" in plan.error
-    assert [r for r in plan.resources if r.custom] == []
-
-
-def test_the_plan_registers_the_gke_ingress_objects(tmp_path):
-    write_stack(tmp_path, "web", {**{f"qwen2vl:{k}": v for k, v in GCP.items()}, "qwen2vl:ingressHost": "llm.example.com"})
-    plan = run_plan("web", tmp_path)
-    assert plan.ok, plan.error
-    types = {r.type for r in plan.resources}
-    assert {"kubernetes:cloud.google.com/v1:BackendConfig", "kubernetes:networking.gke.io/v1:ManagedCertificate",
-            "kubernetes:networking.k8s.io/v1:Ingress"} <= types
-
-
-def test_an_as_is_apply_names_a_registry_that_never_resolves(tmp_path):
-    """Before the override, every reference names registry.invalid, never docker.io/library."""
-    from infra.workload.manifests import PLACEHOLDER_REGISTRY
-    write_rendered(tmp_path, render_manifests(make_config()))
-    references = image_references(kustomize(tmp_path))
-    assert len(references) >= 5 and all(r.startswith(f"{PLACEHOLDER_REGISTRY}/qwen2vl-vllm:") for r in references)
