@@ -14,9 +14,9 @@ from pathlib import Path
 import yaml
 
 from infra import pins
+from infra.catalog.files import FAST_LOADER
 
 CRD_FOLDER = Path(__file__).with_name("kuberay_crds")
-FAST_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 # pulumi-kubernetes v4 applies server-side, so it adopts a CRD an earlier Helm install created (an upsert);
 # patchForce takes over the fields Helm's field manager owns instead of failing on the conflict
 # (https://www.pulumi.com/registry/packages/kubernetes/how-to-guides/managing-resources-with-server-side-apply/).
