@@ -58,6 +58,8 @@ pulumi.export(outputs.HOURLY_COST_USD, cost.as_dict())
 pulumi.export(outputs.PLACEMENT, placement.as_dict())
 pulumi.export(outputs.CLUSTER_NAME, cluster.name)
 pulumi.export(outputs.GPU_POOL, cluster.gpu_pool_name)
+if cluster.zones is not None:
+    pulumi.export(outputs.CLUSTER_ZONES, cluster.zones)
 if cluster.kubeconfig is not None:
     pulumi.export(outputs.KUBECONFIG, cluster.kubeconfig)
 pulumi.export(outputs.OPERATOR_VERSION, operator.version)

@@ -155,6 +155,56 @@ def gpu_pool_zones(cfg: StackConfig) -> tuple[str, ...]:
     return tuple(zones)
 
 
+# EKS refuses control-plane subnets in these availability zone IDs (UnsupportedAvailabilityZoneException;
+# "Subnet requirements and considerations", https://docs.aws.amazon.com/eks/latest/userguide/network-reqs.html,
+# source awsdocs/amazon-eks-user-guide latest/ug/networking/network-reqs.adoc). By ID, not by name: a zone's
+# name maps to a different ID in each account.
+EKS_REFUSED_ZONE_IDS = ("use1-az3", "usw1-az2", "cac1-az3")
+# EKS CreateCluster needs subnets in at least two availability zones (same page).
+EKS_MIN_ZONES = 2
+
+
+def eks_zone_choice(cfg: StackConfig, zone_names: list[str], zone_ids: list[str],
+                    offered_zone_ids: list[str]) -> dict:
+    """The EKS subnets' zones: of the region's available zones (or `zones`, when set), the first EKS_MIN_ZONES
+    that EKS accepts for its control plane and that offer the GPU instance type (EC2 instance-type offerings
+    by zone ID), with the reason each other zone was passed over. The GPU node group uses the same subnets,
+    so every zone it can launch in offers its instance type."""
+    instance = node_shape(cfg).instance
+    wanted = list(cfg.zones) or list(zone_names)
+    unknown = [name for name in wanted if name not in zone_names]
+    if unknown:
+        raise ConfigError("zones", list(cfg.zones), f"available zones of {cfg.region} only ({', '.join(unknown)} "
+                          f"is not one: {', '.join(zone_names)})", cfg.stack)
+    ids = dict(zip(zone_names, zone_ids))
+    chosen, passed_over = [], {}
+    for name in wanted:
+        label = f"{name} ({ids[name]})"
+        if ids[name] in EKS_REFUSED_ZONE_IDS:
+            passed_over[label] = "EKS does not accept control-plane subnets in this zone"
+        elif ids[name] not in offered_zone_ids:
+            passed_over[label] = f"{instance} is not offered in this zone"
+        elif len(chosen) < EKS_MIN_ZONES:
+            chosen.append(name)
+    if len(chosen) < EKS_MIN_ZONES:
+        reasons = "; ".join(f"{zone}: {why}" for zone, why in passed_over.items())
+        raise ConfigError("zones", list(cfg.zones) or None,
+                          f"{EKS_MIN_ZONES} zones of {cfg.region} that EKS accepts and that offer {instance} "
+                          f"(found {', '.join(chosen) or 'none'}; {reasons}); choose another region or gpuType",
+                          cfg.stack)
+    return {"zones": chosen, "zoneIds": [ids[name] for name in chosen], "passedOver": passed_over,
+            "why": f"the first {EKS_MIN_ZONES} zones EKS accepts for its control plane that offer {instance}"}
+
+
+def gke_zone_choice(cfg: StackConfig) -> dict:
+    """The GKE pools' zones (gpu_pool_zones) and where they come from, as the plan reports them."""
+    zones = list(gpu_pool_zones(cfg))
+    why = ("the stack's `zones`" if cfg.zones else
+           f"the zones of {cfg.region} offering {node_shape(cfg).accelerator} in the zone catalog "
+           f"(infra/preflight/gpu_zones.yaml, read {_zone_catalog()['read_on']})")
+    return {"zones": zones, "why": why}
+
+
 def gpu_pool_initial_nodes_per_zone(cfg: StackConfig) -> int:
     """GKE creates a pool with initial_node_count nodes in *each* of its zones ("In regional or multi-zonal
     clusters, this is the number of nodes per zone", pulumi_gcp 10.2.0 container/node_pool.py). Rounding

@@ -249,8 +249,7 @@ def test_gke_nodes_run_as_their_own_least_privilege_account_with_workload_identi
     email = f"{account.inputs['accountId']}@offline-project.iam.gserviceaccount.com"
     roles = {(m.inputs["role"], m.inputs["member"]) for m in all_of(result, "gcp:projects/iAMMember:IAMMember")}
     assert roles == {(role, f"serviceAccount:{email}") for role in (
-        "roles/artifactregistry.reader", "roles/logging.logWriter", "roles/monitoring.metricWriter",
-        "roles/stackdriver.resourceMetadata.writer")}
+        "roles/container.defaultNodeServiceAccount", "roles/artifactregistry.reader")}
     for pool in all_of(result, "gcp:container/nodePool:NodePool"):
         assert pool.inputs["nodeConfig"]["serviceAccount"] == email
         assert pool.inputs["nodeConfig"]["workloadMetadataConfig"] == {"mode": "GKE_METADATA"}
@@ -258,7 +257,11 @@ def test_gke_nodes_run_as_their_own_least_privilege_account_with_workload_identi
     assert cluster.inputs["workloadIdentityConfig"] == {"workloadPool": "qwen2vl-staging.svc.id.goog"}
     apis = all_of(result, "gcp:projects/service:Service")
     assert {a.inputs["service"] for a in apis} == {
-        "container.googleapis.com", "compute.googleapis.com", "artifactregistry.googleapis.com"}
+        "container.googleapis.com", "compute.googleapis.com", "artifactregistry.googleapis.com",
+        "iam.googleapis.com", "cloudresourcemanager.googleapis.com"}
+    # The node account and its role bindings need the IAM and Resource Manager APIs first.
+    for resource in [account, *all_of(result, "gcp:projects/iAMMember:IAMMember")]:
+        assert {a.key for a in apis} <= set(resource.depends_on), resource.key
     assert all(a.inputs["disableOnDestroy"] is False for a in apis)
     assert {a.key for a in apis} <= set(cluster.depends_on)
 
@@ -407,7 +410,8 @@ def test_gpu_pool_labels_keep_the_workload_selector(plan_of):
     """The device-plugin label is added to the nodes, not to what the workload selects on."""
     pool = gpu_pool_spec(read_stack_config("eval"))
     assert GPU_PRESENT_LABEL not in pool.placement.node_selector
-    assert one(ok(plan_of("eval")), "aws:eks/nodeGroup:NodeGroup", "qwen2vl-gpu").inputs["labels"] == pool.node_labels
+    labels = one(ok(plan_of("eval")), "aws:eks/nodeGroup:NodeGroup", "qwen2vl-gpu").inputs["labels"]
+    assert pool.node_labels.items() <= labels.items()
 
 
 def test_the_registry_waits_for_the_projects_apis(plan_of):
@@ -417,3 +421,107 @@ def test_the_registry_waits_for_the_projects_apis(plan_of):
     repository = one(result, "gcp:artifactregistry/repository:Repository")
     assert any("projects/service:Service" in dependency for dependency in repository.depends_on), \
         repository.depends_on
+
+
+# 14. Zones EKS accepts, that offer the GPU ----------------------------------------------------------------------
+
+def test_eks_subnets_skip_zones_eks_refuses_and_zones_without_the_gpu(plan_of):
+    """The mock account maps us-east-1a to use1-az3 (EKS takes no control-plane subnet there) and offers no
+    g6.12xlarge in us-east-1b (use1-az5): the subnets go to the next two zones, and the plan says why."""
+    result = ok(plan_of("eval"))
+    zones = sorted({s.inputs["availabilityZone"] for s in all_of(result, "aws:ec2/subnet:Subnet")})
+    assert zones == ["us-east-1c", "us-east-1d"]
+    choice = result.outputs[output_names.CLUSTER_ZONES]
+    assert choice["zones"] == zones and choice["zoneIds"] == ["use1-az1", "use1-az6"]
+    assert "EKS does not accept" in choice["passedOver"]["us-east-1a (use1-az3)"]
+    assert "g6.12xlarge is not offered" in choice["passedOver"]["us-east-1b (use1-az5)"]
+
+
+def test_eks_zone_choice_refuses_with_fewer_than_two_usable_zones():
+    from infra.nodepool import eks_zone_choice
+
+    cfg = make_config(cloud="aws", region="us-east-1", gpuType="L4", zones=["us-east-1a", "us-east-1b"])
+    with pytest.raises(ConfigError) as error:
+        eks_zone_choice(cfg, ["us-east-1a", "us-east-1b", "us-east-1c"], ["use1-az3", "use1-az5", "use1-az1"],
+                        ["use1-az1", "use1-az5"])
+    assert error.value.key == "zones" and "use1-az3" in str(error.value) and "found us-east-1b" in str(error.value)
+
+
+def test_gke_plan_says_where_its_zones_come_from(plan_of):
+    choice = ok(plan_of("staging")).outputs[output_names.CLUSTER_ZONES]
+    assert choice["zones"] == ["us-central1-a", "us-central1-c"] and "gpu_zones.yaml" in choice["why"]
+
+
+# 15. Teardown order and GPU labels ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("stack, gpu_pool", [
+    ("eval", "aws:eks/nodeGroup:NodeGroup::qwen2vl-gpu"),
+    ("staging", "gcp:container/nodePool:NodePool::qwen2vl-gpu"),
+])
+def test_no_kubernetes_object_depends_on_the_gpu_pool(plan_of, stack, gpu_pool):
+    """A failed Kubernetes delete makes the engine skip everything that object depends on; so nothing in
+    Kubernetes may depend on the GPU pool, or a failed destroy would leave a GPU node billing."""
+    result = ok(plan_of(stack))
+    for resource in result.resources:
+        if resource.type.startswith(("kubernetes:", "pulumi:providers:kubernetes")):
+            assert gpu_pool not in transitive_dependencies(result, resource.key), resource.key
+
+
+def test_nat_gateway_waits_for_the_internet_gateway(tmp_path_factory):
+    result = ok(variant(tmp_path_factory, "eval", publicNodes=False))
+    nat = one(result, "aws:ec2/natGateway:NatGateway")
+    assert "aws:ec2/internetGateway:InternetGateway::qwen2vl-igw" in nat.depends_on
+
+
+def test_cluster_and_node_groups_come_after_their_role_policies(plan_of):
+    result = ok(plan_of("eval"))
+    attachments = {r.key: r for r in all_of(result, "aws:iam/rolePolicyAttachment:RolePolicyAttachment")}
+
+    def policies_of(role_name):
+        return {key for key, r in attachments.items() if r.parent == f"aws:iam/role:Role::{role_name}"}
+
+    assert policies_of("qwen2vl-cluster") <= set(one(result, "aws:eks/cluster:Cluster").depends_on)
+    for group in all_of(result, "aws:eks/nodeGroup:NodeGroup"):
+        assert policies_of("qwen2vl-nodes") and policies_of("qwen2vl-nodes") <= set(group.depends_on)
+    ebs = one(result, "aws:eks/addon:Addon", "qwen2vl-aws-ebs-csi-driver")
+    assert policies_of("qwen2vl-ebs-csi") <= set(ebs.depends_on)
+
+
+def test_gpu_launch_template_has_its_own_options(plan_of):
+    result = ok(plan_of("eval"))
+    template = one(result, "aws:ec2/launchTemplate:LaunchTemplate", "qwen2vl-gpu")
+    assert not template.delete_before_replace and one(result, "aws:eks/nodeGroup:NodeGroup", "qwen2vl-gpu").delete_before_replace
+
+
+def test_eks_gpu_nodes_carry_cluster_autoscalers_gpu_label_at_zero_nodes(plan_of):
+    """CA knows a GPU node by k8s.amazonaws.com/accelerator; at zero nodes it builds the template from the group's
+    labels (eks:DescribeNodegroup, which its policy allows), so the group's labels are what it sees."""
+    result = ok(plan_of("eval"))
+    group = one(result, "aws:eks/nodeGroup:NodeGroup", "qwen2vl-gpu")
+    assert group.inputs["labels"]["k8s.amazonaws.com/accelerator"] == "nvidia-l4"
+    policy = json.loads(one(result, "aws:iam/rolePolicy:RolePolicy").inputs["policy"])
+    assert "eks:DescribeNodegroup" in policy["Statement"][0]["Action"]
+    assert "k8s.amazonaws.com/accelerator" not in one(result, "aws:eks/nodeGroup:NodeGroup", "qwen2vl-system").inputs.get(
+        "labels", {})
+
+
+# 16. Cost tags on the volumes the CSI drivers create ------------------------------------------------------------
+
+def test_eks_model_volumes_carry_the_stacks_cost_tags(plan_of):
+    result = ok(plan_of("eval"))
+    parameters = one(result, "kubernetes:storage.k8s.io/v1:StorageClass", "gp3").inputs["parameters"]
+    tags = dict(value.split("=", 1) for key, value in parameters.items() if key.startswith("tagSpecification_"))
+    assert tags == read_stack_config("eval").labels
+    assert tags["stack"] == "eval" and tags["ttl-hours"] == "4"
+
+
+# 17. Names unique per stack inside one project -----------------------------------------------------------------
+
+def test_two_gcp_stacks_in_one_project_do_not_share_names(plan_of):
+    def names(stack):
+        result = ok(plan_of(stack))
+        return {one(result, "gcp:serviceaccount/account:Account").inputs["accountId"],
+                one(result, "gcp:compute/router:Router").inputs["name"]}
+
+    assert not names("staging") & names("prod")
+    assert all(len(n) <= 30 for n in names("staging") if "nodes" in n)

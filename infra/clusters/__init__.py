@@ -23,22 +23,29 @@ class ClusterHandle:
     placement: GpuPlacement
     gpu_pool_name: pulumi.Input[str]
     kubeconfig: pulumi.Output[str] | None  # a secret; None when the kubeconfig is the user's own
-    # What the platform and the workload come after: every node pool (system and GPU) and the add-ons and
-    # StorageClasses the pods need (a Helm release waits for its pods; a pod without a node never starts).
+    # What the platform and the workload come after: the system pool and the add-ons and StorageClasses the
+    # pods need (a Helm release waits for its pods; a pod without a node never starts). Never the GPU pool:
+    # its nodes come from the autoscaler when a GPU pod is pending, and a Kubernetes object that depends on it
+    # would keep it alive through a failed destroy (the engine skips the dependencies of a failed delete:
+    # pulumi pkg/resource/deploy/deployment_executor.go, erroredDeps), billing a GPU node nobody scales down.
     ready: list[pulumi.Resource] = field(default_factory=list)
     # The cloud's provider (region, project, default tags) for other cloud resources such as the registry.
     cloud_provider: pulumi.ProviderResource | None = None
     # What those other cloud resources come after: the project's service APIs on GCP (a fresh project
     # refuses an Artifact Registry repository until its API is enabled).
     cloud_apis: list[pulumi.Resource] = field(default_factory=list)
+    # The zones the cluster's subnets or pools were placed in and why (infra/nodepool.py), for the plan.
+    zones: pulumi.Output[dict] | None = None
 
 
 def managed_cluster_handle(cfg: StackConfig, component: pulumi.ComponentResource, cluster_name: pulumi.Input[str],
-                           gpu_pool_name: pulumi.Input[str], nodes: list[pulumi.Resource],
-                           cloud_apis: list[pulumi.Resource] | None = None) -> ClusterHandle:
-    """The handle of a cluster this stack made (EKS, GKE): a provider on its kubeconfig, after its node pools."""
+                           gpu_pool_name: pulumi.Input[str], system_nodes: list[pulumi.Resource],
+                           cloud_apis: list[pulumi.Resource] | None = None,
+                           zones: pulumi.Output[dict] | None = None) -> ClusterHandle:
+    """The handle of a cluster this stack made (EKS, GKE): a provider on its kubeconfig, after its system nodes
+    and add-ons (not the GPU pool: ClusterHandle.ready says why)."""
     provider = k8s.Provider(f"{cfg.cloud}-cluster", kubeconfig=component.kubeconfig,
-                            opts=pulumi.ResourceOptions(parent=component, depends_on=list(nodes)))
+                            opts=pulumi.ResourceOptions(parent=component, depends_on=list(system_nodes)))
     return ClusterHandle(
         name=cluster_name,
         provider=provider,
@@ -46,8 +53,9 @@ def managed_cluster_handle(cfg: StackConfig, component: pulumi.ComponentResource
         gpu_pool_name=gpu_pool_name,
         kubeconfig=component.kubeconfig,
         cloud_provider=component.cloud_provider,
-        ready=list(nodes),
+        ready=list(system_nodes),
         cloud_apis=list(cloud_apis or []),
+        zones=zones,
     )
 
 

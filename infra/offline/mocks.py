@@ -144,14 +144,50 @@ RESOURCE_OUTPUTS: dict[str, Outputs] = {
 
 COMPONENT_PREFIX = "qwen2vl:"
 
+def _zone_id_prefix(region: str) -> str:
+    """EC2's zone-ID prefix of a region: us-east-1 -> use1, ca-central-1 -> cac1."""
+    area, direction, number = region.split("-")
+    return f"{area}{direction[0]}{number}"
+
+
+# One account's answer for us-east-1, shaped as EC2 DescribeAvailabilityZones gives it. Names map to IDs per
+# account; in this one us-east-1a is use1-az3, where EKS takes no control-plane subnets, and us-east-1b is a
+# zone without the eval GPU's instance type in INSTANCE_TYPE_ABSENT below.
+ACCOUNT_ZONE_IDS = {"us-east-1": {"us-east-1a": "use1-az3", "us-east-1b": "use1-az5", "us-east-1c": "use1-az1",
+                                  "us-east-1d": "use1-az6", "us-east-1e": "use1-az4", "us-east-1f": "use1-az2"}}
+# Instance types each zone ID does not offer in this mock account (EC2 DescribeInstanceTypeOfferings).
+INSTANCE_TYPE_ABSENT = {"use1-az3": ("g6.12xlarge", "g6e.12xlarge", "g5.12xlarge", "p4d.24xlarge", "p5.48xlarge"),
+                        "use1-az5": ("g6.12xlarge", "g6e.12xlarge")}
+
+
+def _zones_of(region: str) -> dict[str, str]:
+    return ACCOUNT_ZONE_IDS.get(region) or {
+        f"{region}{suffix}": f"{_zone_id_prefix(region)}-az{i}" for i, suffix in enumerate("abc", 1)}
+
+
 def _availability_zones(args: dict, region: str) -> dict:
-    return {"names": [f"{region}{suffix}" for suffix in "abc"], "zoneIds": [f"use1-az{i}" for i in (1, 2, 4)],
-            "id": region, "groupNames": [region]}
+    if args.get("excludeZoneIds") or args.get("excludeNames") or args.get("state") != "available":
+        raise UnmockedCall(f"getAvailabilityZones with {args}: the mock answers state=available only")
+    zones = _zones_of(region)
+    return {"names": list(zones), "zoneIds": list(zones.values()), "id": region, "groupNames": [region],
+            "state": "available"}
+
+
+def _instance_type_offerings(args: dict, region: str) -> dict:
+    filters = {f["name"]: f["values"] for f in args.get("filters") or []}
+    if args.get("locationType") != "availability-zone-id" or set(filters) != {"instance-type"}:
+        raise UnmockedCall(f"getInstanceTypeOfferings with {args}: the mock answers by zone ID and instance type")
+    rows = [(zone_id, instance) for zone_id in _zones_of(region).values() for instance in filters["instance-type"]
+            if instance not in INSTANCE_TYPE_ABSENT.get(zone_id, ())]
+    return {"locations": [zone_id for zone_id, _ in rows], "instanceTypes": [instance for _, instance in rows],
+            "locationTypes": ["availability-zone-id"] * len(rows), "locationType": "availability-zone-id",
+            "id": region, "region": region, "filters": args.get("filters")}
 
 
 # Invokes answer from the inputs of the provider they run on (for example its region).
 INVOKE_RESULTS: dict[str, Callable[[dict, str], dict]] = {
     "aws:index/getAvailabilityZones:getAvailabilityZones": _availability_zones,
+    "aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings": _instance_type_offerings,
     "aws:ecr/getAuthorizationToken:getAuthorizationToken": lambda args, region: {
         "userName": "AWS", "password": "offline-ecr-token", "proxyEndpoint": "https://offline.ecr", "id": region,
         "authorizationToken": "offline", "expiresAt": "never"},
