@@ -24,6 +24,13 @@ GPU_TYPE_LABEL = "qwen2vl.io/gpu-type"
 # feature.node.kubernetes.io/cpu-model.vendor_id=NVIDIA, nvidia.com/gpu.present=true). Only NFD/GFD set
 # them, and the chart leaves those off (gfd.enabled: false); so every GPU pool carries the third itself.
 GPU_PRESENT_LABEL = "nvidia.com/gpu.present"
+# Cluster Autoscaler's AWS provider knows a GPU node by this label (cluster-autoscaler/cloudprovider/aws/
+# aws_cloud_provider.go GPULabel, CA 1.35.0). Without it a new GPU node whose device plugin has not yet
+# advertised nvidia.com/gpu counts as ready, the pod still looks unschedulable, and CA adds another GPU node
+# (cloudprovider/aws/README.md, "Special note on GPU instances"). At zero nodes CA reads a managed node group's
+# labels through eks:DescribeNodegroup (aws_manager.go), so its scale-from-zero template has the label too.
+# The value is free-form (CA checks only that the label is there); ours follows the README's nvidia-tesla-k80.
+CLOUD_GPU_LABELS = {"aws": "k8s.amazonaws.com/accelerator"}
 GPU_ZONE_CATALOG = Path(__file__).parent / "preflight" / "gpu_zones.yaml"
 POOL_NAME = "gpu"
 SYSTEM_POOL_NAME = "system"
@@ -56,6 +63,8 @@ class GpuPoolSpec:
     taint: dict[str, str]
     disk_gb: int
     tags: dict[str, str]
+    # Labels the cloud's own autoscaler reads (CLOUD_GPU_LABELS), on the nodes only.
+    cloud_labels: dict[str, str] = field(default_factory=dict)
 
     @property
     def placement(self) -> GpuPlacement:
@@ -63,8 +72,8 @@ class GpuPoolSpec:
 
     @property
     def node_labels(self) -> dict[str, str]:
-        """The labels the cloud puts on each GPU node: the placement labels and GPU_PRESENT_LABEL."""
-        return {**self.labels, GPU_PRESENT_LABEL: "true"}
+        """The labels the cloud puts on each GPU node: the placement labels, GPU_PRESENT_LABEL, cloud_labels."""
+        return {**self.labels, GPU_PRESENT_LABEL: "true", **self.cloud_labels}
 
     def cloud_taint(self) -> dict[str, str]:
         """The taint in the EKS and GKE APIs' spelling (NO_SCHEDULE for Kubernetes' NoSchedule)."""
@@ -92,6 +101,8 @@ def gpu_pool_spec(cfg: StackConfig) -> GpuPoolSpec:
         taint=dict(GPU_TAINT),
         disk_gb=GPU_NODE_DISK_GB,
         tags=cfg.labels,
+        cloud_labels={label: f"nvidia-{cfg.gpu_type.lower()}" for cloud, label in CLOUD_GPU_LABELS.items()
+                      if cloud == cfg.cloud},
     )
 
 

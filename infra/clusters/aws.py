@@ -36,12 +36,6 @@ POD_IDENTITY_PRINCIPAL = "pods.eks.amazonaws.com"
 # (EC2 CreateLaunchTemplate TagSpecifications). Node-group `tags` reach none of them
 # (https://docs.aws.amazon.com/eks/latest/userguide/eks-using-tags.html).
 TAGGED_RESOURCES = ("instance", "volume", "network-interface")
-# Cluster Autoscaler's AWS provider knows a GPU node by this label (cluster-autoscaler/cloudprovider/aws/
-# aws_cloud_provider.go GPULabel, CA 1.35.0). Without it a new GPU node whose device plugin has not yet
-# advertised nvidia.com/gpu counts as ready, the pod still looks unschedulable, and CA adds another GPU node
-# (cloudprovider/aws/README.md, "Special note on GPU instances"). At zero nodes CA reads the group's labels
-# through eks:DescribeNodegroup (aws_manager.go, managed node group labels), so the template has it too.
-CA_GPU_LABEL = "k8s.amazonaws.com/accelerator"
 # pulumi_aws.ec2's package __init__ imports its ~250 resource modules (about 1 s of CPU, a fifth of the offline
 # plan's 5 s budget), so the few EC2 resources of this stack are registered by type token, with the inputs
 # in the provider's own (camelCase) names: pulumi_aws 7.51.1 ec2/*.py, held to that source by
@@ -69,18 +63,13 @@ def _ec2(kind: str, name: str, inputs: dict, opts: pulumi.ResourceOptions,
     return pulumi.CustomResource(EC2_TYPES[kind], name, {**inputs, **{key: None for key in outputs}}, opts)
 
 
-def accelerator_label(gpu_type: str) -> str:
-    """The CA GPU label's value, in the README's spelling (nvidia-tesla-k80): CA only checks that it is there."""
-    return f"nvidia-{gpu_type.lower()}"
-
-
-def gpu_node_group_args(pool: GpuPoolSpec, gpu_type: str) -> dict:
+def gpu_node_group_args(pool: GpuPoolSpec) -> dict:
     """The GPU node group's settings as data, from the cloud-neutral pool spec."""
     return {
         "instance_types": [pool.shape.instance],
         "ami_type": GPU_AMI_TYPE,
         "capacity_type": "SPOT" if pool.spot else "ON_DEMAND",
-        "labels": {**pool.node_labels, CA_GPU_LABEL: accelerator_label(gpu_type)},
+        "labels": pool.node_labels,
         "taints": [pool.cloud_taint()],
         # Created at gpuNodesMin (0: no GPU node until a GPU pod is pending); Cluster Autoscaler owns the
         # count afterwards, between min and max.
@@ -200,7 +189,7 @@ class EksCluster(pulumi.ComponentResource):
             scaling_config=aws.eks.NodeGroupScalingConfigArgs(min_size=system.min_nodes, max_size=system.max_nodes,
                                                               desired_size=system.min_nodes),
         )
-        gpu = gpu_node_group_args(pool, cfg.gpu_type)
+        gpu = gpu_node_group_args(pool)
         self.gpu_node_group = self._node_group(
             f"{name}-{pool.name}", node_role, subnet_ids, pool.tags, pool.disk_gb,
             # Cattle, not protected even in prod: a gpuType change replaces it, old group first, so the
