@@ -8,6 +8,7 @@ from infra.config import ConfigError
 from infra.config_reader import load_stack_config, read_secrets
 from infra.cost import BudgetExceeded, check_budget
 from infra.credentials import endpoint_api_key
+from infra.evaluation.reaping import ttl_notice
 from infra.platform.addons import cluster_addons
 from infra.platform.device_plugin import NvidiaDevicePlugin
 from infra.platform.kuberay import KubeRayOperator
@@ -34,6 +35,8 @@ if lock_warning:
     pulumi.log.warn(lock_warning)
 if placement.skipped:
     pulumi.log.warn(placement.skipped)
+if ttl_notice(cfg):
+    pulumi.log.warn(ttl_notice(cfg))
 
 secrets = read_secrets()
 cluster = create_cluster(cfg)
