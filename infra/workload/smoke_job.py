@@ -69,6 +69,8 @@ def smoke_role(spec: WorkloadSpec) -> dict:
             {"apiGroups": ["ray.io"], "resources": ["rayservices"], "resourceNames": [spec.name], "verbs": ["get"]},
             {"apiGroups": ["ray.io"], "resources": ["rayclusters"], "verbs": ["get"]},
             {"apiGroups": [""], "resources": ["services"], "resourceNames": [spec.endpoint_service], "verbs": ["get"]},
+            # Why a worker stays Pending, as the node autoscaler records it (qwen2vl_serve/scale_up_watch.py).
+            {"apiGroups": [""], "resources": ["pods", "events"], "verbs": ["list"]},
         ],
     }
 

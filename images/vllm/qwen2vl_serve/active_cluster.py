@@ -20,6 +20,7 @@ import time
 import urllib.error
 from dataclasses import dataclass
 
+from qwen2vl_serve import scale_up_watch
 from qwen2vl_serve.kube_client import KubeApi
 
 CLUSTER_LABEL = "ray.io/cluster"
@@ -64,8 +65,9 @@ def observe(api: KubeApi, namespace: str, rayservice: str, service: str, image: 
 
 
 def wait_active(api: KubeApi, namespace: str, rayservice: str, service: str, image: str, seconds: float,
-                poll_s: float = 10.0, clock=time.monotonic, pause=time.sleep) -> Observation:
-    """Observes until the check passes or `seconds` run out; the result names what was last seen."""
+                poll_s: float = 10.0, clock=time.monotonic, pause=time.sleep, give_up=None) -> Observation:
+    """Observes until the check passes or `seconds` run out, or `give_up` names a reason to stop (a GPU node
+    the autoscaler cannot add: scale_up_watch.py); the result names what was last seen."""
     deadline = clock() + seconds
     while True:
         try:
@@ -74,6 +76,8 @@ def wait_active(api: KubeApi, namespace: str, rayservice: str, service: str, ima
             seen = Observation(False, f"the Kubernetes API answered: {error}")
         if seen.ok or clock() >= deadline:
             return seen
+        if give_up and (reason := give_up()):
+            return Observation(False, reason)
         pause(poll_s)
 
 
@@ -89,7 +93,9 @@ def main(argv: list[str] | None = None, api: KubeApi | None = None, printer=prin
     if not namespace or not name:
         printer(f"error: --rayservice must be NAMESPACE/NAME, got {args.rayservice!r}")
         return 2
-    seen = wait_active(api or KubeApi.from_files(), namespace, name, args.service, args.image, args.wait, args.poll)
+    api = api or KubeApi.from_files()
+    seen = wait_active(api, namespace, name, args.service, args.image, args.wait, args.poll,
+                       give_up=scale_up_watch.watcher(api, namespace))
     if not seen.ok:
         printer(f"active cluster check failed after {args.wait:.0f} s: {seen.reason}")
         return 1
