@@ -258,7 +258,7 @@ def test_gke_nodes_run_as_their_own_least_privilege_account_with_workload_identi
     apis = all_of(result, "gcp:projects/service:Service")
     assert {a.inputs["service"] for a in apis} == {
         "container.googleapis.com", "compute.googleapis.com", "artifactregistry.googleapis.com",
-        "iam.googleapis.com", "cloudresourcemanager.googleapis.com"}
+        "iam.googleapis.com", "cloudresourcemanager.googleapis.com", "cloudquotas.googleapis.com"}
     # The node account and its role bindings need the IAM and Resource Manager APIs first.
     for resource in [account, *all_of(result, "gcp:projects/iAMMember:IAMMember")]:
         assert {a.key for a in apis} <= set(resource.depends_on), resource.key
@@ -524,3 +524,67 @@ def test_two_gcp_stacks_in_one_project_do_not_share_names(plan_of):
 
     assert not names("staging") & names("prod")
     assert all(len(n) <= 30 for n in names("staging") if "nodes" in n)
+
+
+# 18. GPU quota before the bill ---------------------------------------------------------------------------------
+
+@pytest.fixture
+def deploying(monkeypatch):
+    """Run the program as `pulumi up` would (the plan reads no account; `up` does)."""
+    import infra.run_mode
+
+    monkeypatch.setattr(infra.run_mode, "deploying", lambda: True)
+    return monkeypatch
+
+
+@pytest.mark.parametrize("stack, quota, words", [
+    ("eval", ("SERVICE_QUOTAS", "L-DB2E81BA", 0.0),
+     ["L-DB2E81BA", "Running On-Demand G and VT instances", "in us-east-1 is 0 vCPUs", "needs 48",
+      "gpuNodesMax 1 x 48 vCPUs of g6.12xlarge", "--quota-code L-DB2E81BA --desired-value 48"]),
+    ("staging", ("CLOUD_QUOTAS", "NVIDIA-A100-80GB-GPUS-per-project-region", 2),
+     ["NVIDIA-A100-80GB-GPUS-per-project-region", "in us-central1 is 2 GPUs", "needs 4",
+      "--quota-id=NVIDIA-A100-80GB-GPUS-per-project-region --preferred-value=4"]),
+    ("staging", ("CLOUD_QUOTAS", "GPUS-ALL-REGIONS-per-project", 0), ["GPUS-ALL-REGIONS-per-project", "project-wide is 0"]),
+])
+def test_up_refuses_before_the_cluster_when_the_gpu_quota_is_too_small(deploying, stack, quota, words):
+    import infra.offline.mocks as mocks
+
+    table, key, value = quota
+    deploying.setitem(getattr(mocks, table), key, value)
+    result = run_plan(stack)
+    assert not result.ok
+    for word in words:
+        assert word in result.error, (word, result.error)
+    registered = {r.type for r in result.resources}
+    assert not registered & {"aws:eks/cluster:Cluster", "aws:eks/nodeGroup:NodeGroup",
+                             "gcp:container/cluster:Cluster", "gcp:container/nodePool:NodePool"}
+
+
+def test_the_plan_says_what_up_will_check(plan_of):
+    eval_notice = [w for w in plan_of("eval").warnings if "GPU quota is checked at `pulumi up`" in w]
+    assert len(eval_notice) == 1 and "L-DB2E81BA" in eval_notice[0] and "at least 48 vCPUs" in eval_notice[0]
+    staging_notice = [w for w in plan_of("staging").warnings if "GPU quota is checked at `pulumi up`" in w]
+    assert len(staging_notice) == 1 and "NVIDIA-A100-80GB-GPUS-per-project-region" in staging_notice[0]
+
+
+def test_up_with_enough_quota_creates_the_cluster(deploying):
+    result = run_plan("eval")
+    assert result.ok, result.error
+    one(result, "aws:eks/cluster:Cluster")
+    assert not any("GPU quota is checked" in w for w in result.warnings)
+
+
+def test_spot_draws_on_the_spot_quota(deploying, tmp_path_factory):
+    config = yaml.safe_load((REPO_ROOT / "Pulumi.eval.yaml").read_text())["config"]
+    config["qwen2vl:spot"] = True
+    result = run_plan("variant", write_stack(tmp_path_factory.mktemp("spot"), "variant", config))
+    assert not result.ok and "L-3819A6DF" in result.error and "All G and VT Spot Instance Requests" in result.error
+
+
+def test_an_unreadable_quota_is_a_warning_not_a_refusal(deploying):
+    import infra.offline.mocks as mocks
+
+    deploying.setitem(mocks.SERVICE_QUOTAS, "L-DB2E81BA", None)  # the role may not call servicequotas:GetServiceQuota
+    result = run_plan("eval")
+    assert result.ok, result.error
+    assert any("could not read the GPU quota L-DB2E81BA" in w and "check it by hand" in w for w in result.warnings)

@@ -9,6 +9,8 @@ from datetime import date
 import pulumi
 import pulumi_kubernetes as k8s
 
+from infra import run_mode
+from infra.clusters.quota import plan_notice
 from infra.clusters.versions import check_kubernetes_version
 from infra.config import ConfigError, StackConfig
 from infra.nodepool import GpuPlacement, gpu_pool_spec
@@ -75,6 +77,8 @@ def create_cluster(cfg: StackConfig, today: date | None = None) -> ClusterHandle
     except ConfigError as error:
         # As the program's other config errors: a paragraph for people, not a traceback.
         raise pulumi.RunError(str(error)) from error
+    if not run_mode.deploying() and plan_notice(cfg):
+        warnings.append(plan_notice(cfg))
     for warning in warnings:
         pulumi.log.warn(warning)
     module = importlib.import_module(TARGET_MODULES[cfg.cloud])

@@ -11,6 +11,7 @@ import pulumi_kubernetes as k8s
 
 from infra.clusters import ClusterHandle, managed_cluster_handle
 from infra.clusters.kubeconfig import exec_kubeconfig
+from infra.clusters.quota import enforce_gpu_quota
 from infra.config import StackConfig
 from infra.nodepool import EKS_MIN_ZONES, GpuPoolSpec, eks_zone_choice, gpu_pool_spec, system_pool_spec
 from infra.platform.addons import CLUSTER_AUTOSCALER_SERVICE_ACCOUNT, EBS_CSI_CONTROLLER_SERVICE_ACCOUNT, \
@@ -159,6 +160,8 @@ class EksCluster(pulumi.ComponentResource):
         self.zone_choice: pulumi.Output[dict] | None = None
         subnet_ids = self._network(name, cfg, child, stateful)
 
+        # At `pulumi up`, before anything that bills: refuse when the account's GPU quota is too small.
+        enforce_gpu_quota(cfg, pulumi.InvokeOptions(parent=self, provider=provider))
         cluster_role, cluster_policies = _role(f"{name}-cluster", "eks.amazonaws.com", CLUSTER_POLICIES, child)
         node_role, node_policies = _role(f"{name}-nodes", "ec2.amazonaws.com", NODE_POLICIES, child)
         after_node_policies = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=node_policies))

@@ -10,16 +10,19 @@ import pulumi_gcp as gcp
 
 from infra.clusters import ClusterHandle, managed_cluster_handle
 from infra.clusters.kubeconfig import exec_kubeconfig
+from infra.clusters.quota import enforce_gpu_quota
 from infra.config import StackConfig
 from infra.nodepool import SYSTEM_NODES_PER_ZONE, GpuPoolSpec, gpu_pool_initial_nodes_per_zone, gpu_pool_spec, \
     gke_zone_choice, gpu_pool_zones, system_pool_spec
 
 OAUTH_SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
 # What a new project must have on before the cluster, the node pools and the image registry exist: IAM for
-# the node service account, Cloud Resource Manager for its project role bindings. Left on at destroy:
+# the node service account, Cloud Resource Manager for its project role bindings, Cloud Quotas for the GPU
+# quota check of later updates (infra/clusters/quota.py; the first `up` of a fresh project cannot read it
+# yet and warns). Left on at destroy:
 # turning an API off breaks whatever else in the project uses it.
 REQUIRED_APIS = ("compute.googleapis.com", "container.googleapis.com", "artifactregistry.googleapis.com",
-                 "iam.googleapis.com", "cloudresourcemanager.googleapis.com")
+                 "iam.googleapis.com", "cloudresourcemanager.googleapis.com", "cloudquotas.googleapis.com")
 # The least a node needs: GKE's own least-privilege node role (logs, metrics, their metadata, the metrics
 # the autoscaler reads: https://cloud.google.com/kubernetes-engine/docs/how-to/hardening-your-cluster#use_least_privilege_sa,
 # roles/container.defaultNodeServiceAccount), and pulling our image from Artifact Registry.
@@ -90,6 +93,8 @@ class GkeCluster(pulumi.ComponentResource):
         provider = gcp.Provider("gcp", project=cfg.gcp_project, region=cfg.region,
                                 default_labels=dict(pool.tags), opts=pulumi.ResourceOptions(parent=self))
         self.cloud_provider = provider
+        # At `pulumi up`, before anything that bills: refuse when the project's GPU quota is too small.
+        enforce_gpu_quota(cfg, pulumi.InvokeOptions(parent=self, provider=provider))
         child = pulumi.ResourceOptions(parent=self, provider=provider)
         stateful = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(protect=cfg.protect))
         self.apis = [gcp.projects.Service(api.split(".")[0], service=api, disable_on_destroy=False, opts=child)
