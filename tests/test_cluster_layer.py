@@ -588,3 +588,17 @@ def test_an_unreadable_quota_is_a_warning_not_a_refusal(deploying):
     result = run_plan("eval")
     assert result.ok, result.error
     assert any("could not read the GPU quota L-DB2E81BA" in w and "check it by hand" in w for w in result.warnings)
+
+
+@pytest.mark.parametrize("stack", ["staging", "prod"])
+def test_gke_model_volumes_carry_the_stacks_labels(plan_of, stack):
+    """The gcp stacks' model volumes come from the stack's own PD class, whose driver labels every disk."""
+    result = ok(plan_of(stack))
+    cfg = read_stack_config(stack)
+    storage_class = one(result, "kubernetes:storage.k8s.io/v1:StorageClass")
+    assert storage_class.inputs["provisioner"] == "pd.csi.storage.gke.io"
+    assert cfg.storage_class == storage_class.inputs["metadata"]["name"]
+    labels = dict(pair.split("=", 1) for pair in storage_class.inputs["parameters"]["labels"].split(","))
+    assert labels == cfg.labels and labels["stack"] == stack
+    assert "kubernetes:storage.k8s.io/v1:StorageClass::qwen2vl-pd-balanced" in transitive_dependencies(
+        result, "kubernetes:ray.io/v1:RayService::rayservice-qwen2vl")

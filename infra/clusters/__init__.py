@@ -61,6 +61,16 @@ def managed_cluster_handle(cfg: StackConfig, component: pulumi.ComponentResource
     )
 
 
+def storage_class_resource(manifest: dict, cost_parameters: dict[str, str],
+                           opts: pulumi.ResourceOptions) -> k8s.storage.v1.StorageClass:
+    """A StorageClass of infra/platform/addons.py, with the parameters that put the stack's cost tags or labels
+    on every volume its CSI driver creates (so a volume a failed destroy leaves behind names its stack)."""
+    return k8s.storage.v1.StorageClass(
+        manifest["metadata"]["name"], metadata=manifest["metadata"], provisioner=manifest["provisioner"],
+        parameters={**manifest["parameters"], **cost_parameters}, volume_binding_mode=manifest["volumeBindingMode"],
+        reclaim_policy=manifest["reclaimPolicy"], allow_volume_expansion=manifest["allowVolumeExpansion"], opts=opts)
+
+
 def check_cluster_config(cfg: StackConfig, today: date) -> list[str]:
     """What a cloud would refuse, as a ConfigError before any resource exists; warnings to show."""
     if cfg.cloud == "aws" and cfg.zones and not cfg.subnet_ids and len(set(cfg.zones)) < 2:

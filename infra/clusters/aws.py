@@ -9,7 +9,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
-from infra.clusters import ClusterHandle, managed_cluster_handle
+from infra.clusters import ClusterHandle, managed_cluster_handle, storage_class_resource
 from infra.clusters.kubeconfig import exec_kubeconfig
 from infra.clusters.quota import enforce_gpu_quota
 from infra.config import StackConfig
@@ -310,13 +310,9 @@ def create(cfg: StackConfig) -> ClusterHandle:
     k8s_child = pulumi.ResourceOptions(parent=eks, provider=handle.provider)
     # The model volume's class: the EBS CSI driver's gp3 (EKS >= 1.30 makes no default class, and gp2's in-tree
     # provisioner is served only by this driver: https://docs.aws.amazon.com/eks/latest/userguide/ebs-csi-migration-faq.html).
-    manifest = GP3_STORAGE_CLASS
-    storage_class = k8s.storage.v1.StorageClass(
-        manifest["metadata"]["name"], metadata=manifest["metadata"], provisioner=manifest["provisioner"],
-        parameters={**manifest["parameters"], **volume_tag_parameters(cfg.labels)}, volume_binding_mode=manifest["volumeBindingMode"],
-        reclaim_policy=manifest["reclaimPolicy"], allow_volume_expansion=manifest["allowVolumeExpansion"],
-        opts=pulumi.ResourceOptions.merge(k8s_child, pulumi.ResourceOptions(
-            depends_on=[eks.addons["aws-ebs-csi-driver"]])))
+    storage_class = storage_class_resource(GP3_STORAGE_CLASS, volume_tag_parameters(cfg.labels),
+                                           pulumi.ResourceOptions.merge(k8s_child, pulumi.ResourceOptions(
+                                               depends_on=[eks.addons["aws-ebs-csi-driver"]])))
     handle.ready.append(storage_class)
     ClusterAutoscaler("cluster-autoscaler", handle.provider, eks.cluster.name, cfg.region,
                       after=[eks.autoscaler_identity, eks.system_node_group])

@@ -8,12 +8,13 @@ import re
 import pulumi
 import pulumi_gcp as gcp
 
-from infra.clusters import ClusterHandle, managed_cluster_handle
+from infra.clusters import ClusterHandle, managed_cluster_handle, storage_class_resource
 from infra.clusters.kubeconfig import exec_kubeconfig
 from infra.clusters.quota import enforce_gpu_quota
 from infra.config import StackConfig
 from infra.nodepool import SYSTEM_NODES_PER_ZONE, GpuPoolSpec, gpu_pool_initial_nodes_per_zone, gpu_pool_spec, \
     gke_zone_choice, gpu_pool_zones, system_pool_spec
+from infra.platform.addons import GKE_PD_STORAGE_CLASS
 
 OAUTH_SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
 # What a new project must have on before the cluster, the node pools and the image registry exist: IAM for
@@ -77,6 +78,11 @@ def cloud_nat_inputs(router_name: str, region: str) -> dict:
     """NAT for every subnet range of the default network, with Google-allocated addresses."""
     return {"name": router_name, "router": router_name, "region": region, "natIpAllocateOption": "AUTO_ONLY",
             "sourceSubnetworkIpRangesToNat": "ALL_SUBNETWORKS_ALL_IP_RANGES"}
+
+
+def disk_label_parameters(labels: dict[str, str]) -> dict[str, str]:
+    """The PD CSI driver's StorageClass parameter that labels each disk it creates (GKE_PD_STORAGE_CLASS)."""
+    return {"labels": ",".join(f"{key}={value}" for key, value in sorted(labels.items()))}
 
 
 def kubeconfig(name: str, endpoint: str, ca_certificate: str) -> str:
@@ -198,6 +204,9 @@ class GkeCluster(pulumi.ComponentResource):
 
 def create(cfg: StackConfig) -> ClusterHandle:
     gke = GkeCluster("qwen2vl", cfg)
-    return managed_cluster_handle(cfg, gke, gke.cluster.name, gke.gpu_pool.name,
-                                  system_nodes=[gke.system_pool], cloud_apis=gke.apis,
-                                  zones=pulumi.Output.from_input(gke_zone_choice(cfg)))
+    handle = managed_cluster_handle(cfg, gke, gke.cluster.name, gke.gpu_pool.name,
+                                    system_nodes=[gke.system_pool], cloud_apis=gke.apis,
+                                    zones=pulumi.Output.from_input(gke_zone_choice(cfg)))
+    handle.ready.append(storage_class_resource(GKE_PD_STORAGE_CLASS, disk_label_parameters(cfg.labels),
+                                               pulumi.ResourceOptions(parent=gke, provider=handle.provider)))
+    return handle
