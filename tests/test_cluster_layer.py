@@ -648,3 +648,15 @@ def test_gke_model_volumes_carry_the_stacks_labels(plan_of, stack):
     assert labels == cfg.labels and labels["stack"] == stack
     assert "kubernetes:storage.k8s.io/v1:StorageClass::qwen2vl-pd-balanced" in transitive_dependencies(
         result, "kubernetes:ray.io/v1:RayService::rayservice-qwen2vl")
+
+
+def test_the_plan_warns_when_cluster_autoscaler_and_kubernetes_minors_differ(plan_of):
+    from infra.clusters import autoscaler_version_mismatch
+
+    assert autoscaler_version_mismatch(read_stack_config("eval")) is None
+    assert not any("Cluster Autoscaler" in w for w in plan_of("eval").warnings)
+    warning = autoscaler_version_mismatch(make_config(cloud="aws", region="us-east-1", gpuType="L4",
+                                                      kubernetesVersion="1.34"))
+    assert "made for Kubernetes 1.35, not kubernetesVersion 1.34" in warning and "infra/pins.py" in warning
+    assert autoscaler_version_mismatch(make_config(cloud="gcp", region="us-central1", gcpProject="my-gpu-project",
+                                                   kubernetesVersion="1.34")) is None  # GKE runs its own

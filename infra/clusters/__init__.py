@@ -9,7 +9,7 @@ from datetime import date
 import pulumi
 import pulumi_kubernetes as k8s
 
-from infra import run_mode
+from infra import pins, run_mode
 from infra.clusters.quota import plan_notice
 from infra.clusters.versions import check_kubernetes_version
 from infra.config import ConfigError, StackConfig
@@ -77,8 +77,22 @@ def check_cluster_config(cfg: StackConfig, today: date) -> list[str]:
         raise ConfigError("zones", list(cfg.zones), "EKS needs subnets in at least two availability zones "
                           "(https://docs.aws.amazon.com/eks/latest/userguide/network-reqs.html)", cfg.stack,
                           f"'[\"{cfg.region}a\", \"{cfg.region}b\"]'")
-    warning = check_kubernetes_version(cfg, today)
-    return [warning] if warning else []
+    warnings = [warning] if (warning := check_kubernetes_version(cfg, today)) else []
+    return warnings + ([mismatch] if (mismatch := autoscaler_version_mismatch(cfg)) else [])
+
+
+def autoscaler_version_mismatch(cfg: StackConfig) -> str | None:
+    """Cluster Autoscaler supports the Kubernetes minor it was released with (kubernetes/autoscaler
+    cluster-autoscaler/README.md, "Releases": use the CA minor that matches the cluster's). The pinned chart's
+    CA is for one minor; EKS's STANDARD upgrade policy moves the control plane on at the end of standard
+    support, without this stack, so the plan says when the two differ."""
+    autoscaler_minor = ".".join(pins.CLUSTER_AUTOSCALER_APP_VERSION.split(".")[:2])
+    if cfg.cloud != "aws" or cfg.kubernetes_version == autoscaler_minor:
+        return None
+    return (f"Cluster Autoscaler {pins.CLUSTER_AUTOSCALER_APP_VERSION} (chart {pins.CLUSTER_AUTOSCALER_CHART_VERSION}, "
+            f"infra/pins.py) is made for Kubernetes {autoscaler_minor}, not kubernetesVersion "
+            f"{cfg.kubernetes_version}: pin the chart whose appVersion is {cfg.kubernetes_version}.x in "
+            f"infra/pins.py, or keep kubernetesVersion {autoscaler_minor}")
 
 
 def create_cluster(cfg: StackConfig, today: date | None = None) -> ClusterHandle:
