@@ -125,6 +125,8 @@ def main(args: list[str]) -> None:
         case ["stack", "output"]:
             finish(0, json.dumps(stacks[stack]["outputs"]))
         case ["destroy", *_]:
+            if stack not in stacks:
+                finish(255, f"error: no stack named '{stack}' found")
             if lock_path(stack).exists():
                 finish(255, LOCK_MESSAGE)
             resources = stacks[stack].get("resources", [])

@@ -382,3 +382,34 @@ def test_eval_without_reaper_access_is_refused_by_the_cli_before_any_stack(backe
     assert eval_script.main(["--report-dir", str(backend.state)], workspace_factory=backend) == 2
     assert "qwen2vl:awsRoleArn" in capsys.readouterr().out
     assert not [e for e in backend.events() if e["argv"][1:3] == ["stack", "init"]]
+
+
+def test_ctrl_c_while_the_stack_is_created_lets_it_finish_then_destroys_without_an_update(tmp_path):
+    import threading
+
+    told = threading.Event()
+
+    class CtrlCDuringCreate(RecordingWorkspace):
+        def create_stack(self, name, template, overrides, tags):
+            os.kill(os.getpid(), signal.SIGINT)  # the terminal's Ctrl-C, while `stack init` runs
+            assert told.wait(30), "the lifecycle never noticed the Ctrl-C"
+            super().create_stack(name, template, overrides, tags)
+
+    def log(line):
+        if "is being created" in line:
+            told.set()
+
+    ws = CtrlCDuringCreate()
+    result = run(ws, tmp_path, log=log)
+    assert result.outcome == "interrupted" and result.destroyed
+    assert ws.kinds() == ["create", "destroy", "remove"]  # created in full, never updated, then destroyed
+
+
+def test_a_stack_that_was_never_created_is_not_destroyed_five_times(backend, tmp_path):
+    from infra.evaluation.lifecycle import destroy_stack
+
+    lines = []
+    assert destroy_stack(backend(), "eval-20261126-120000-gone00", lines.append, attempts=5, backoff_seconds=0)
+    assert [e for e in backend.events() if e["event"] == "start"][-1]["argv"][1] == "destroy"
+    assert len([e for e in backend.events() if e["event"] == "start" and e["argv"][1] == "destroy"]) == 1
+    assert any("nothing to destroy" in line for line in lines)

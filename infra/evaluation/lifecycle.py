@@ -57,6 +57,10 @@ class StackLocked(Exception):
     """Another update holds the stack's lock."""
 
 
+class StackMissing(Exception):
+    """The backend has no such stack (its creation failed or was never reached): nothing to destroy."""
+
+
 @dataclass(frozen=True)
 class StackInfo:
     name: str
@@ -194,7 +198,7 @@ def run_evaluation(workspace: Workspace, options: EvalOptions, log: Log = print,
     log(f"evaluation stack {name}: up to ${cost.max_usd_per_hour:.2f}/h, TTL {cfg.ttl_hours} h "
         f"(at most ${cost.ttl_usd:.2f}), expires {tags[TTL_TAG]}")
     try:
-        workspace.create_stack(name, TEMPLATE_STACK, overrides, tags)
+        create_stack(workspace, name, overrides, tags, log)
         outputs = run_update(workspace, name, options, log)
         smoke = outputs.get(output_names.SMOKE_REPORT) or {}
         result.ok = smoke.get("ok") is not False
@@ -225,6 +229,10 @@ class _Worker:
 
     def __init__(self, call: Callable[[], object], name: str) -> None:
         self._outcome: dict = {}
+        self.name = name
+        # An Event, not Thread.join: a join cut short by KeyboardInterrupt can leave the thread reported as
+        # finished while it still runs (CPython gh-90882).
+        self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(call,), name=name, daemon=True)
         self._thread.start()
 
@@ -233,11 +241,12 @@ class _Worker:
             self._outcome["value"] = call()
         except BaseException as error:  # noqa: BLE001 -- handed to the waiting thread by result()
             self._outcome["error"] = error
+        finally:
+            self._done.set()
 
     def wait(self, seconds: float | None) -> bool:
         """True when the call has returned (a Ctrl-C while waiting raises KeyboardInterrupt here)."""
-        self._thread.join(seconds)
-        return not self._thread.is_alive()
+        return self._done.wait(seconds)
 
     def wait_through_interrupts(self, seconds: float, log: Log, what: str) -> bool:
         deadline = time.monotonic() + seconds
@@ -248,11 +257,36 @@ class _Worker:
                 log(f"Ctrl-C ignored: still waiting for {what} (stopping halfway would leave GPUs running)")
 
     def result(self):
-        if not self._outcome:
-            raise TimeoutError(f"{self._thread.name} has not returned")
+        if not self._done.is_set():
+            raise TimeoutError(f"{self.name} has not returned")
         if "error" in self._outcome:
             raise self._outcome["error"]
         return self._outcome["value"]
+
+
+def create_stack(workspace: Workspace, name: str, overrides: dict[str, str], tags: dict[str, str], log: Log) -> None:
+    """`stack init` and its config and tags, in a worker: a Ctrl-C meanwhile lets the creation finish (a stack
+    half made is still destroyed) and then ends the run as interrupted, before any update."""
+    # The creation starts only inside the loop, so a Ctrl-C at any point is caught by it.
+    go = threading.Event()
+
+    def create() -> None:
+        go.wait()
+        workspace.create_stack(name, TEMPLATE_STACK, overrides, tags)
+
+    creation = _Worker(create, f"create {name}")
+    interrupted = False
+    while True:
+        try:
+            go.set()
+            creation.wait(None)
+            break
+        except KeyboardInterrupt:
+            interrupted = True
+            log(f"Ctrl-C: {name} is being created; it is destroyed once that has finished, without an update")
+    creation.result()
+    if interrupted:
+        raise KeyboardInterrupt
 
 
 def run_update(workspace: Workspace, name: str, options: EvalOptions, log: Log) -> dict:
@@ -311,6 +345,9 @@ def destroy_stack(workspace: Workspace, name: str, log: Log, attempts: int = 5, 
             destroy.result()
             workspace.remove_stack(name)
             log(f"destroyed {name}")
+            return True
+        except StackMissing:
+            log(f"{name} does not exist (its creation did not get that far): nothing to destroy")
             return True
         except StackLocked as error:
             log(f"{name} is locked by an update that no longer runs ({error}); cancelling it before the next try")
@@ -423,6 +460,8 @@ class CliWorkspace:
         except CliError as error:
             if error.lock_conflict:
                 raise StackLocked(str(error)) from None
+            if f"no stack named '{name}'" in error.output:
+                raise StackMissing(str(error)) from None
             raise
 
     def remove_gpu_pool(self, name: str, on_output: Log) -> str | None:
