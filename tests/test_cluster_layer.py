@@ -566,7 +566,8 @@ def test_two_gcp_stacks_in_one_project_do_not_share_names(plan_of):
     def names(stack):
         result = ok(plan_of(stack))
         return {one(result, "gcp:serviceaccount/account:Account").inputs["accountId"],
-                one(result, "gcp:compute/router:Router").inputs["name"]}
+                one(result, "gcp:compute/router:Router").inputs["name"],
+                one(result, "gcp:artifactregistry/repository:Repository").inputs["repositoryId"]}
 
     assert not names("staging") & names("prod")
     assert all(len(n) <= 30 for n in names("staging") if "nodes" in n)
