@@ -413,3 +413,12 @@ def test_a_stack_that_was_never_created_is_not_destroyed_five_times(backend, tmp
     assert [e for e in backend.events() if e["event"] == "start"][-1]["argv"][1] == "destroy"
     assert len([e for e in backend.events() if e["event"] == "start" and e["argv"][1] == "destroy"]) == 1
     assert any("nothing to destroy" in line for line in lines)
+
+
+def test_the_documented_reaper_has_aws_credentials_and_cluster_access():
+    """The reaper recipe in docs/cost.md gives the job AWS credentials and names the config that gives its
+    principal access to the EKS cluster; scripts/eval.py refuses an AWS eval without that config."""
+    recipe = (REPO_ROOT / "docs" / "cost.md").read_text().split("## The reaper", 1)[1].split("\n## ", 1)[0]
+    assert "aws-actions/configure-aws-credentials" in recipe and "id-token: write" in recipe
+    assert "qwen2vl:awsRoleArn" in recipe and "qwen2vl:adminPrincipals" in recipe
+    assert "scripts/reap.py --yes" in recipe
