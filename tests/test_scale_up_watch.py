@@ -13,9 +13,8 @@ NS = "qwen2vl"
 WORKER = "qwen2vl-raycluster-abcde-gpu-worker-xyz12"
 STOCKOUT = ("Node scale up in zones us-central1-a associated with this pod failed: GCE out of resources. "
             "Pod is at risk of not being scheduled.")
-QUOTA = ("Failed adding 1 nodes to group eks-qwen2vl-gpu-1a2b due to OutOfResource.placeholder-cannot-be-fulfilled; "
-         "source errors: You have requested more vCPU capacity than your current vCPU limit of 0 allows for the "
-         "instance bucket that the specified instance type belongs to.")
+# What CA on EKS records once the Auto Scaling group could not launch the node (no vCPU quota, no capacity).
+BACKOFF = "pod didn't trigger scale-up: 1 in backoff after failed scale-up, 1 node(s) didn't match Pod's node affinity"
 
 
 def pods_path():
@@ -40,7 +39,7 @@ def pending_worker(api, *events):
 
 @pytest.mark.parametrize("events, cause", [
     ([event("FailedScaleUp", STOCKOUT)], "GCE out of resources"),
-    ([event("FailedScaleUp", QUOTA)], "vCPU limit of 0"),
+    ([event("NotTriggerScaleUp", BACKOFF)], "in backoff after failed scale-up"),
     ([event("NotTriggerScaleUp", "pod didn't trigger scale-up: 1 max node group size reached",
             last="2026-12-04T11:06:00Z")], "max node group size reached"),
 ])

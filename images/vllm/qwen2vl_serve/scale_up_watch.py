@@ -2,15 +2,17 @@
 the cause instead of waiting out its whole window (standard library only; runs in the smoke Job's init
 container next to active_cluster.py, on the same service-account client).
 
-Cluster Autoscaler, and GKE's autoscaler, which is Cluster Autoscaler, record on a pod it cannot help:
-- FailedScaleUp: a node group's scale-up failed (AWS: no vCPU quota for the family, InsufficientInstanceCapacity;
-  GKE: "GCE out of resources" stockouts, GPU quota exceeded). The cause is in the message; the worker does
-  not get a node from that group.
-- NotTriggerScaleUp: no node group could host the pod (max size reached, a selector or taint no group has).
-  CA records it on every loop while it lasts, also for a moment while a new node group is discovered, so it
-  counts only once it has lasted NOT_TRIGGERED_PATIENCE_S.
-(kubernetes/autoscaler cluster-autoscaler/FAQ.md, "What events are emitted by CA?"; GKE:
-https://cloud.google.com/kubernetes-engine/docs/how-to/cluster-autoscaler-visibility, the same reasons.)
+What the autoscalers record on a pod they cannot help:
+- NotTriggerScaleUp (Cluster Autoscaler, kubernetes/autoscaler cluster-autoscaler/FAQ.md, "What events are
+  emitted by CA?"): no node group can be scaled up for the pod. When the reason is "in backoff after failed
+  scale-up" (CA's BackoffReason, processors/status skipped reasons), the cloud refused the group's last
+  scale-up: on EKS the Auto Scaling group could not launch the instance (no vCPU quota for the family,
+  InsufficientInstanceCapacity), and CA backs off for up to 30 minutes (FAQ, "What happens in scale-up when I
+  have no more quota"). That ends the wait at once. Any other reason (max size reached, a selector or taint no
+  group has) is recorded on every loop while it lasts, also for a moment while a new group is discovered, so
+  it counts once it has lasted NOT_TRIGGERED_PATIENCE_S.
+- FailedScaleUp (GKE's autoscaler): "Node scale up in zones ... associated with this pod failed: GCE out of
+  resources" (a stockout), or a GPU quota exceeded. That ends the wait at once.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from qwen2vl_serve.kube_client import KubeApi
 
 SCALE_UP_FAILED = "FailedScaleUp"
 NOT_TRIGGERED = "NotTriggerScaleUp"
+BACKOFF = "in backoff after failed scale-up"
 NOT_TRIGGERED_PATIENCE_S = 300.0
 # KubeRay labels every worker pod ray.io/node-type=worker (ray-operator/controllers/ray/utils/constant.go).
 WORKER_SELECTOR = "ray.io/node-type=worker"
@@ -61,7 +64,8 @@ def scale_up_failure(api: KubeApi, namespace: str, selector: str = WORKER_SELECT
         events = api.get(f"/api/v1/namespaces/{namespace}/events?{query}")["items"]
         for event in sorted(events, key=lambda e: e.get("lastTimestamp") or ""):
             reason = event.get("reason")
-            if reason == SCALE_UP_FAILED or (reason == NOT_TRIGGERED and _lasted(event) >= NOT_TRIGGERED_PATIENCE_S):
+            failed = reason == SCALE_UP_FAILED or (reason == NOT_TRIGGERED and BACKOFF in event.get("message", ""))
+            if failed or (reason == NOT_TRIGGERED and _lasted(event) >= NOT_TRIGGERED_PATIENCE_S):
                 return ScaleUpFailure(pod, reason, event.get("message", "").strip())
     return None
 
