@@ -157,11 +157,11 @@ class EksCluster(pulumi.ComponentResource):
         self.cloud_provider = provider
         child = pulumi.ResourceOptions(parent=self, provider=provider)
         stateful = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(protect=cfg.protect))
+        # At `pulumi up`, before anything that bills (the NAT gateway, the cluster, the nodes): refuse when the
+        # account's GPU quota is too small.
+        enforce_gpu_quota(cfg, pulumi.InvokeOptions(parent=self, provider=provider))
         self.zone_choice: pulumi.Output[dict] | None = None
         subnet_ids = self._network(name, cfg, child, stateful)
-
-        # At `pulumi up`, before anything that bills: refuse when the account's GPU quota is too small.
-        enforce_gpu_quota(cfg, pulumi.InvokeOptions(parent=self, provider=provider))
         cluster_role, cluster_policies = _role(f"{name}-cluster", "eks.amazonaws.com", CLUSTER_POLICIES, child)
         node_role, node_policies = _role(f"{name}-nodes", "ec2.amazonaws.com", NODE_POLICIES, child)
         after_node_policies = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=node_policies))
