@@ -482,6 +482,14 @@ def test_eks_subnets_skip_zones_eks_refuses_and_zones_without_the_gpu(plan_of):
     assert "g6.12xlarge is not offered" in choice["passedOver"]["us-east-1b (use1-az5)"]
 
 
+def test_the_plan_summary_names_the_zones_and_why(plan_of):
+    from infra.offline.report import summary
+
+    zones = [v for v in summary(plan_of("eval")) if v.name == "zones"]
+    assert len(zones) == 1 and zones[0].message.startswith("us-east-1c, us-east-1d (use1-az1, use1-az6)")
+    assert "not us-east-1a (use1-az3): EKS does not accept" in zones[0].message
+
+
 def test_eks_zone_choice_refuses_with_fewer_than_two_usable_zones():
     from infra.nodepool import eks_zone_choice
 
@@ -607,9 +615,9 @@ def test_up_refuses_before_the_cluster_when_the_gpu_quota_is_too_small(deploying
 
 
 def test_the_plan_says_what_up_will_check(plan_of):
-    eval_notice = [w for w in plan_of("eval").warnings if "GPU quota is checked at `pulumi up`" in w]
-    assert len(eval_notice) == 1 and "L-DB2E81BA" in eval_notice[0] and "at least 48 vCPUs" in eval_notice[0]
-    staging_notice = [w for w in plan_of("staging").warnings if "GPU quota is checked at `pulumi up`" in w]
+    eval_notice = [w for w in plan_of("eval").warnings if "`pulumi up` checks GPU quota" in w]
+    assert len(eval_notice) == 1 and "L-DB2E81BA >= 48 vCPUs" in eval_notice[0] and "at least 48 vCPUs" in eval_notice[0]
+    staging_notice = [w for w in plan_of("staging").warnings if "`pulumi up` checks GPU quota" in w]
     assert len(staging_notice) == 1 and "NVIDIA-A100-80GB-GPUS-per-project-region" in staging_notice[0]
 
 
@@ -617,7 +625,7 @@ def test_up_with_enough_quota_creates_the_cluster(deploying):
     result = run_plan("eval")
     assert result.ok, result.error
     one(result, "aws:eks/cluster:Cluster")
-    assert not any("GPU quota is checked" in w for w in result.warnings)
+    assert not any("`pulumi up` checks GPU quota" in w for w in result.warnings)
 
 
 def test_spot_draws_on_the_spot_quota(deploying, tmp_path_factory):

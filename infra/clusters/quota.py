@@ -87,9 +87,10 @@ def plan_notice(cfg: StackConfig) -> str | None:
     needs, unknown = gpu_quota_needs(cfg)
     if not needs and not unknown:
         return None
+    short = ", ".join(f"{need.quota} >= {need.needed} {need.unit}" for need in needs) or "nothing known"
     checks = "; ".join(need.describe() for need in needs)
-    return (f"GPU quota is checked at `pulumi up`, before the cluster is created, not in this plan: "
-            f"{checks or 'nothing known'}" + (f"; {unknown}" if unknown else "") + ".")
+    return (f"`pulumi up` checks GPU quota {short} before creating the cluster; this plan reads no account. "
+            f"It checks {checks or 'nothing'}" + (f"; {unknown}" if unknown else "") + ".")
 
 
 def gcp_quota_value(info: dict, need: QuotaNeed) -> float:

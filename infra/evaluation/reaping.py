@@ -15,7 +15,8 @@ def ttl_notice(cfg: StackConfig) -> str | None:
     """A warning for the plan and `pulumi up` when ttlHours promises a TTL that nothing will enforce."""
     if cfg.ttl_hours is None or cfg.stack.startswith(EVAL_PREFIX):
         return None
-    return (f"ttlHours {cfg.ttl_hours} bounds this stack's budget and tags its resources, but nothing destroys "
-            f"stack '{cfg.stack}' after {cfg.ttl_hours} h: only stacks made by `python scripts/eval.py` carry the "
-            f"stack tag {TTL_TAG} that `python scripts/reap.py` acts on. Use scripts/eval.py for a bounded run, "
-            f"or run `pulumi destroy --stack {cfg.stack}` yourself when done.")
+    return (f"Stack '{cfg.stack}' is never reaped after its {cfg.ttl_hours} h TTL: only stacks made by "
+            f"`python scripts/eval.py` are. ttlHours bounds this stack's budget and tags its resources, but the "
+            f"reaper (`python scripts/reap.py`) acts only on the stack tag {TTL_TAG}, which scripts/eval.py writes "
+            f"and a Pulumi program cannot. Use scripts/eval.py for a bounded run, or run "
+            f"`pulumi destroy --stack {cfg.stack}` yourself when done.")
