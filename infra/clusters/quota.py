@@ -1,6 +1,6 @@
-"""The account quota a GPU pool needs, checked before the bill: at `pulumi up` the cluster waits for the
-quota read and the program refuses, naming the number it needs and how to request it; the offline plan and
-`pulumi preview` only say what `up` will check (they read no account).
+"""The account quota a GPU pool needs, checked before the bill: at `pulumi up` the cluster module reads it
+before it registers anything that bills, and the program refuses, naming the number it needs and how to
+request it; the offline plan and `pulumi preview` only say what `up` will check (they read no account).
 
 Why at all: the GPU pool starts at gpuNodesMin (often 0) and its nodes come from the autoscaler, so without
 this a missing quota shows up only as a GPU worker that stays Pending (the smoke gate then names the
@@ -23,10 +23,6 @@ FACTS = Path(__file__).with_name("gpu_quotas.yaml")
 AWS_QUOTA_INVOKE = "aws:servicequotas/getServiceQuota:getServiceQuota"
 GCP_QUOTA_INVOKE = "gcp:cloudquota/getSQuotaInfo:getSQuotaInfo"
 GCP_QUOTA_SERVICE = "compute.googleapis.com"
-
-
-class QuotaTooSmall(Exception):
-    """The account's quota cannot hold the GPU pool at gpuNodesMax."""
 
 
 @dataclass(frozen=True)
