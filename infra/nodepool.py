@@ -28,7 +28,8 @@ GPU_PRESENT_LABEL = "nvidia.com/gpu.present"
 # aws_cloud_provider.go GPULabel, CA 1.35.0). Without it a new GPU node whose device plugin has not yet
 # advertised nvidia.com/gpu counts as ready, the pod still looks unschedulable, and CA adds another GPU node
 # (cloudprovider/aws/README.md, "Special note on GPU instances"). At zero nodes CA reads a managed node group's
-# labels through eks:DescribeNodegroup (aws_manager.go), so its scale-from-zero template has the label too.
+# labels through eks:DescribeNodegroup (aws_wrapper.go getManagedNodegroupInfo copies Nodegroup.Labels, and
+# aws_manager.go puts them on the template node), so its scale-from-zero template has the label too.
 # The value is free-form (CA checks only that the label is there); ours follows the README's nvidia-tesla-k80.
 CLOUD_GPU_LABELS = {"aws": "k8s.amazonaws.com/accelerator"}
 GPU_ZONE_CATALOG = Path(__file__).parent / "preflight" / "gpu_zones.yaml"
