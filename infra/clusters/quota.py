@@ -10,16 +10,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import lru_cache
-from pathlib import Path
 
-import yaml
-
+from infra.catalog import catalog_path, instance_type
+from infra.catalog.files import load
 from infra.config import StackConfig
 from infra.nodepool import node_shape
-from infra.placement.clouds import machine
 
-FACTS = Path(__file__).with_name("gpu_quotas.yaml")
 AWS_QUOTA_INVOKE = "aws:servicequotas/getServiceQuota:getServiceQuota"
 GCP_QUOTA_INVOKE = "gcp:cloudquota/getSQuotaInfo:getSQuotaInfo"
 GCP_QUOTA_SERVICE = "compute.googleapis.com"
@@ -48,9 +44,8 @@ class QuotaNeed:
         return f"{self.quota} \"{self.name}\" {where} of at least {self.needed} {self.unit} ({self.why})"
 
 
-@lru_cache(maxsize=1)
 def _facts() -> dict:
-    return yaml.safe_load(FACTS.read_text())
+    return load("gpu_quotas")
 
 
 def gpu_quota_needs(cfg: StackConfig) -> tuple[list[QuotaNeed], str | None]:
@@ -63,8 +58,8 @@ def gpu_quota_needs(cfg: StackConfig) -> tuple[list[QuotaNeed], str | None]:
         family = re.match(r"[a-z]+", shape.instance).group(0)
         entry = _facts()["aws"].get("g" if family in ("g", "vt") else family, {}).get(capacity)
         if entry is None:
-            return [], f"no {capacity} quota code known for {shape.instance} (infra/clusters/gpu_quotas.yaml): check it by hand"
-        vcpus = machine("aws", shape.instance).vcpus
+            return [], f"no {capacity} quota code known for {shape.instance} ({catalog_path('gpu_quotas')}): check it by hand"
+        vcpus = instance_type("aws", shape.instance).vcpus
         return [QuotaNeed("aws", entry["code"], entry["name"], "vCPUs", cfg.gpu_nodes_max * vcpus,
                           f"gpuNodesMax {cfg.gpu_nodes_max} x {vcpus} vCPUs of {shape.instance}", cfg.region)], None
     facts = _facts()["gcp"]
@@ -74,7 +69,7 @@ def gpu_quota_needs(cfg: StackConfig) -> tuple[list[QuotaNeed], str | None]:
     needs = [QuotaNeed("gcp", facts["all_regions"]["quota_id"], facts["all_regions"]["name"], "GPUs", gpus, why,
                        "global")]
     if entry is None:
-        return needs, f"no {capacity} quota id known for {shape.accelerator} (infra/clusters/gpu_quotas.yaml): check it by hand"
+        return needs, f"no {capacity} quota id known for {shape.accelerator} ({catalog_path('gpu_quotas')}): check it by hand"
     return [QuotaNeed("gcp", entry["quota_id"], entry["name"], "GPUs", gpus, why, cfg.region), *needs], None
 
 
