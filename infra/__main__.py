@@ -9,6 +9,7 @@ from infra.config import ConfigError
 from infra.config_reader import load_stack_config, read_secrets
 from infra.cost import BudgetExceeded, check_budget
 from infra.credentials import endpoint_api_key
+from infra.evaluation.reaping import ttl_notice
 from infra.platform.addons import cluster_addons
 from infra.platform.device_plugin import NvidiaDevicePlugin
 from infra.platform.kuberay import KubeRayOperator
@@ -36,6 +37,8 @@ if lock_warning:
     pulumi.log.warn(lock_warning)
 if placement.skipped:
     pulumi.log.warn(placement.skipped)
+if ttl_notice(cfg):
+    pulumi.log.warn(ttl_notice(cfg))
 
 secrets = read_secrets()
 cluster = create_cluster(cfg)
@@ -65,6 +68,8 @@ pulumi.export(outputs.CAPACITY, stack_figures(cfg))
 pulumi.export(outputs.PLACEMENT, placement.as_dict())
 pulumi.export(outputs.CLUSTER_NAME, cluster.name)
 pulumi.export(outputs.GPU_POOL, cluster.gpu_pool_name)
+if cluster.zones is not None:
+    pulumi.export(outputs.CLUSTER_ZONES, cluster.zones)
 if cluster.kubeconfig is not None:
     pulumi.export(outputs.KUBECONFIG, cluster.kubeconfig)
 pulumi.export(outputs.OPERATOR_VERSION, operator.version)

@@ -7,6 +7,8 @@ CAPACITY = "capacity"
 CLUSTER_NAME = "clusterName"
 KUBECONFIG = "kubeconfig"
 GPU_POOL = "gpuPool"
+# The zones the cluster was placed in, and why (infra/nodepool.py eks_zone_choice, gke_zone_choice).
+CLUSTER_ZONES = "clusterZones"
 OPERATOR_VERSION = "kuberayOperatorVersion"
 NAMESPACE = "namespace"
 ENDPOINT = "endpoint"
