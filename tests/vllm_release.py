@@ -1,15 +1,17 @@
 """Pinned releases' own source files (vLLM's, the image's transformers), read from their wheels (downloaded
-once into .cache)."""
+once into .cache). Needs no test package: vLLM's stand-in (tests/serving/engine_standin.py) reads them
+from another virtualenv."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 import zipfile
+from pathlib import Path
 
 from infra import pins
-from tests.conftest import REPO_ROOT
 
+REPO_ROOT = Path(__file__).resolve().parent.parent
 WHEEL_CACHE = REPO_ROOT / ".cache" / "vllm-wheels"
 
 
