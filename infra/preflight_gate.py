@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from infra import pins
 from infra.config import PROJECT, ConfigError, StackConfig
 from infra.preflight import PreflightRequest, Verdict, run_preflight
 from infra.model_lock import LOCK_PATH, load_lock, lock_matches
+from infra.run_mode import UP_REFUSES
+from infra.placement import quantity
 from infra.preflight.catalog import CatalogError, catalog_model
+from infra.preflight.memory import GIB, weights_per_gpu_bytes
+from infra.preflight.model import parse_model_config
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -71,11 +76,39 @@ def preflight_request(cfg: StackConfig) -> PreflightRequest:
 
 
 def check_stack(cfg: StackConfig) -> Verdict:
-    """The verdict for this stack; raises PreflightFailed when vLLM would not serve it."""
-    verdict = run_preflight(preflight_request(cfg))
+    """The verdict for this stack; raises PreflightFailed when vLLM would not serve it, ConfigError when
+    its model volume cannot hold the model."""
+    request = preflight_request(cfg)
+    verdict = run_preflight(request)
     if not verdict.ok:
         raise PreflightFailed(verdict, cfg.stack)
+    check_model_volume(cfg, request.model_config)
     return verdict
+
+
+def model_files_bytes(cfg: StackConfig, model_config: dict) -> tuple[float, str]:
+    """(the size of the model's files, where the figure comes from): the lock's file sizes where it resolves
+    this revision, else the weights the preflight's memory model counts for the whole checkpoint."""
+    lock = load_lock()
+    if lock_matches(lock, cfg.model_repo, cfg.model_revision):
+        return float(sum(f["size"] for f in lock["files"])), f"the file sizes in {LOCK_PATH.name}"
+    return weights_per_gpu_bytes(parse_model_config(model_config), 1), "the weights its config.json describes"
+
+
+def check_model_volume(cfg: StackConfig, model_config: dict) -> None:
+    """A model volume smaller than the model fails the download with 'No space left on device', after
+    the GPU node has started; an image-baked model has no volume."""
+    if cfg.bake_model:
+        return
+    needed, source = model_files_bytes(cfg, model_config)
+    size = quantity.amount(quantity.MEMORY, cfg.model_cache_size)
+    if size < needed:
+        # The hub client writes each file as *.incomplete and renames it: the files alone, plus room to grow.
+        suggestion = math.ceil(needed * 1.25 / GIB / 10) * 10
+        raise ConfigError("modelCacheSize", cfg.model_cache_size,
+                          f"{cfg.model_repo} needs about {needed / GIB:.1f} GiB ({source}), more than the volume "
+                          "holds; the download would fail after the GPU node has started", cfg.stack,
+                          f"{suggestion}Gi")
 
 
 class ModelLockRequired(Exception):
@@ -99,7 +132,9 @@ def model_lock(cfg: StackConfig, deploying: bool) -> tuple[dict | None, str | No
     if cfg.bake_model:
         raise ModelLockRequired(f"{message} Stack {cfg.stack} sets {PROJECT}:modelStorage image, and the image build "
                                 "needs the lock to know which files to bake in.")
-    if cfg.require_model_lock and deploying:
-        raise ModelLockRequired(f"{message} Stack {cfg.stack} sets {PROJECT}:requireModelLock, so pulumi up refuses "
-                                "to run until then.")
+    if cfg.require_model_lock:
+        refusal = f"Stack {cfg.stack} sets {PROJECT}:requireModelLock, so pulumi up refuses to run until then."
+        if deploying:
+            raise ModelLockRequired(f"{message} {refusal}")
+        return None, f"{UP_REFUSES}{message} {refusal}"
     return None, message

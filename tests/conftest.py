@@ -22,7 +22,8 @@ def make_config(stack: str = "test", **raw):
             return json.dumps(list(value))
         return str(value)
 
-    # The default target (an existing cluster) needs somewhere to push the built image.
+    # An existing cluster, which needs somewhere to push the built image, unless the test names another.
+    raw.setdefault("cloud", "existing")
     raw.setdefault("registry", "registry.example.com/ml")
     return parse_stack_config({key: text(value) for key, value in raw.items()}, stack)
 
@@ -42,7 +43,9 @@ def plan_of():
 
 
 def write_stack(tmp_path: Path, stack: str, config: dict) -> Path:
+    """Pulumi.<stack>.yaml with `config`, on an existing cluster unless it names its cloud."""
     import yaml
 
+    config = {"qwen2vl:cloud": "existing", **config}
     (tmp_path / f"Pulumi.{stack}.yaml").write_text(yaml.safe_dump({"config": config}))
     return tmp_path

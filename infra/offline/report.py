@@ -15,6 +15,7 @@ from infra import outputs as output_names
 from infra.cost import describe_cost
 from infra.workload.upgrade import IMAGE_CHANGE_ANNOTATION
 from infra.offline.engine import PlanResult
+from infra.run_mode import UP_REFUSES
 from infra.preflight.memory import MEMORY_LABELS
 
 
@@ -92,7 +93,13 @@ def upgrade_verdicts(result: PlanResult) -> list[Verdict]:
 
 
 def warning_verdicts(result: PlanResult) -> list[Verdict]:
-    return [Verdict("warning", None, _first_sentence(warning)) for warning in result.warnings]
+    return [Verdict("warning", None, _first_sentence(warning)) for warning in result.warnings
+            if not warning.startswith(UP_REFUSES)]
+
+
+def up_verdicts(result: PlanResult) -> list[Verdict]:
+    """What `pulumi up` will refuse although the plan (a preview) passes, such as prod without its model lock."""
+    return [Verdict("up", False, _first_sentence(refusal)) for refusal in result.up_refusals]
 
 
 def plan_verdicts(result: PlanResult) -> list[Verdict]:
@@ -105,7 +112,8 @@ def plan_verdicts(result: PlanResult) -> list[Verdict]:
 # The summary's sections, in order. A new check joins the summary by adding its function here: it takes
 # the PlanResult and returns Verdict lines (an empty list when it has nothing to say).
 SUMMARY_SECTIONS: list[Callable[[PlanResult], list[Verdict]]] = [
-    preflight_verdicts, placement_verdicts, cost_verdicts, upgrade_verdicts, warning_verdicts, plan_verdicts,
+    preflight_verdicts, placement_verdicts, cost_verdicts, upgrade_verdicts, warning_verdicts, up_verdicts,
+    plan_verdicts,
 ]
 
 
