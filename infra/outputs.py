@@ -7,6 +7,8 @@ CLUSTER_NAME = "clusterName"
 KUBECONFIG = "kubeconfig"
 GPU_POOL = "gpuPool"
 OPERATOR_VERSION = "kuberayOperatorVersion"
+# What the stack installed on the cluster, and what it found there and used instead (infra/platform/survey.py).
+PLATFORM = "platform"
 NAMESPACE = "namespace"
 ENDPOINT = "endpoint"
 SERVED_MODEL = "servedModel"

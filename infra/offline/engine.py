@@ -228,7 +228,7 @@ def stack_config(stack: str, stack_dir: Path = REPO_ROOT) -> tuple[dict[str, str
     if data is None:
         raise StackFileError(f"{path.name} is empty; a stack file holds a 'config' mapping that sets at least "
                              f"{project_name()}:cloud (see docs/config.md)")
-    if not isinstance(data, dict) or not isinstance(data.get("config", {}), dict):
+    if not isinstance(data, dict) or not isinstance(data.get("config") or {}, dict):
         raise StackFileError(f"{path.name} must be a mapping with a 'config' mapping")
     project = project_name()
     config: dict[str, str] = {}
