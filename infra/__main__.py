@@ -15,6 +15,7 @@ from infra.placement import PlacementFailed, check_placement
 from infra.preflight_gate import ModelLockRequired, PreflightFailed, check_stack, model_lock
 from infra.run_mode import deploying, offline_plan
 from infra.serving_image import ServingImage
+from infra.workload.access import access_commands
 from infra.workload.component import ServingWorkload, ServingWorkloadArgs
 from infra.workload.manifests import workload_spec
 from infra.workload.objects import workload_objects
@@ -73,6 +74,7 @@ pulumi.export(outputs.OPERATOR_VERSION, platform.kuberay_version)
 pulumi.export(outputs.PLATFORM, platform.as_dict())
 pulumi.export(outputs.NAMESPACE, cfg.namespace)
 pulumi.export(outputs.ENDPOINT, workload.endpoint)
+pulumi.export(outputs.ACCESS, access_commands(spec))
 pulumi.export(outputs.SERVED_MODEL, cfg.served_model_name)
 pulumi.export(outputs.MODEL, {"repo": cfg.model_repo, "revision": cfg.model_revision})
 pulumi.export(outputs.IMAGE, image_ref)

@@ -11,6 +11,8 @@ OPERATOR_VERSION = "kuberayOperatorVersion"
 PLATFORM = "platform"
 NAMESPACE = "namespace"
 ENDPOINT = "endpoint"
+# The commands that reach the endpoint from a workstation (infra/workload/access.py).
+ACCESS = "access"
 SERVED_MODEL = "servedModel"
 MODEL = "model"
 IMAGE = "image"

@@ -13,6 +13,7 @@ from rich.tree import Tree
 
 from infra import outputs as output_names
 from infra.cost import describe_cost
+from infra.workload import access
 from infra.workload.upgrade import IMAGE_CHANGE_ANNOTATION
 from infra.offline.engine import PlanResult
 from infra.run_mode import UP_REFUSES
@@ -254,8 +255,21 @@ def print_plan(console: Console, result: PlanResult, show_inputs: bool = False, 
     table.add_column("output")
     table.add_column("value")
     for name, value in result.outputs.items():
-        if name in (output_names.PREFLIGHT, output_names.HOURLY_COST_USD, output_names.PLACEMENT):
+        if name in (output_names.PREFLIGHT, output_names.HOURLY_COST_USD, output_names.PLACEMENT, output_names.ACCESS):
             continue
         shown = value if isinstance(value, str) else yaml.safe_dump(value, default_flow_style=True).strip()
         table.add_row(name, escape(shown))
     console.print(table)
+    print_access(console, result.outputs.get(output_names.ACCESS) or {})
+
+
+def print_access(console: Console, commands: dict) -> None:
+    """After `pulumi up`, these reach the endpoint (docs/endpoint.md), in the order to run them."""
+    if not commands:
+        return
+    console.print(f"[bold]Reach the endpoint after pulumi up[/bold] (stack output {output_names.ACCESS}; "
+                  "port-forward in its own terminal):")
+    for key in access.ORDER:
+        if key in commands:
+            # soft_wrap: a command is copied whole, never broken into lines.
+            console.print(f"  {escape(commands[key])}", soft_wrap=True)
