@@ -12,7 +12,7 @@ import ipaddress
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Mapping
 
 from infra import pins
 from infra.preflight import catalog
@@ -432,10 +432,11 @@ def _cross_check(values: dict[str, Any], stack: str) -> None:
 PROVIDER_NAMESPACES = ("aws", "gcp", "kubernetes", "docker-build", "random", "pulumi")
 
 
-def check_namespaces(full_keys: Iterable[str], stack: str) -> None:
-    """Refuse `qwen2-vl:maxModelLen` and the like: the program reads only its own namespace, so such a key
-    would be ignored without a word and its default used."""
-    for full_key in sorted(full_keys):
+def check_namespaces(config: Mapping[str, Any], stack: str) -> None:
+    """Refuse `qwen2-vl:maxModelLen` and the like (`config`: every configured "namespace:key" and its value):
+    the program reads only its own namespace, so such a key would be ignored without a word and its
+    default used."""
+    for full_key in sorted(config):
         namespace, _, name = full_key.partition(":")
         if namespace == PROJECT or namespace in PROVIDER_NAMESPACES:
             continue
@@ -446,7 +447,7 @@ def check_namespaces(full_keys: Iterable[str], stack: str) -> None:
         fix = f"`pulumi config rm {full_key} --stack {stack}`"
         if ours:
             fix += f" and `pulumi config set {PROJECT}:{name} <value> --stack {stack}`"
-        raise ConfigError(name, None, hint, stack, fix=fix, namespace=namespace)
+        raise ConfigError(name, config[full_key], hint, stack, fix=fix, namespace=namespace)
 
 
 def parse_stack_config(raw: Mapping[str, Any], stack: str) -> StackConfig:

@@ -57,7 +57,7 @@ def test_a_bare_key_and_its_namespaced_twin_are_duplicates(tmp_path):
 
 def test_key_in_another_namespace_is_refused(tmp_path):
     error = refused(write_stack(tmp_path, "eval", {**EVAL_LIKE, "qwen2-vl:maxModelLen": "4096"}))
-    assert error.startswith("Stack config qwen2-vl:maxModelLen = (not set) is not valid")
+    assert error.startswith("Stack config qwen2-vl:maxModelLen = '4096' is not valid")
     assert "did you mean qwen2vl:maxModelLen?" in error
     assert "pulumi config rm qwen2-vl:maxModelLen" in error
 

@@ -123,8 +123,10 @@ def survey(kubectl: Kubectl, context: str) -> ClusterSurvey:
             continue
         for container in _containers(item):
             if KUBERAY_OPERATOR_IMAGE in container.get("image", ""):
-                operators.append(Found("Deployment", meta["namespace"], meta["name"], container["image"],
-                                       _version(container["image"])))
+                # An image by digest alone has no tag: the chart's label app.kubernetes.io/version names it.
+                label = (meta.get("labels") or {}).get("app.kubernetes.io/version", "")
+                version = _version(container["image"]) or _version(f":{label}")
+                operators.append(Found("Deployment", meta["namespace"], meta["name"], container["image"], version))
     plugins = []
     for item in kubectl(["get", "daemonsets", "--all-namespaces"])["items"]:
         meta = item["metadata"]
