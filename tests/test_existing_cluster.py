@@ -72,10 +72,10 @@ def test_an_incompatible_operator_is_refused_by_name():
     assert f"--version {pins.KUBERAY_OPERATOR_CHART_VERSION} -n ray-system" in str(info.value)
 
 
-def test_an_operator_image_by_digest_is_versioned_by_its_chart_label():
+def test_an_operator_image_by_digest_is_versioned_by_its_helm_chart_label():
     operator = kuberay_operator(pins.KUBERAY_OPERATOR_CHART_VERSION)
     operator["spec"]["template"]["spec"]["containers"][0]["image"] = "quay.io/kuberay/operator@sha256:" + "a" * 64
-    operator["metadata"]["labels"] = {"app.kubernetes.io/version": f"v{pins.KUBERAY_OPERATOR_CHART_VERSION}"}
+    operator["metadata"]["labels"] = {"helm.sh/chart": f"kuberay-operator-{pins.KUBERAY_OPERATOR_CHART_VERSION}"}
     choice = survey.platform_choice(existing(), online=True, kubectl=FakeCluster(deployments=[operator]))
     assert not choice.install_kuberay and choice.kuberay_version == pins.KUBERAY_OPERATOR_CHART_VERSION
 

@@ -123,9 +123,10 @@ def survey(kubectl: Kubectl, context: str) -> ClusterSurvey:
             continue
         for container in _containers(item):
             if KUBERAY_OPERATOR_IMAGE in container.get("image", ""):
-                # An image by digest alone has no tag: the chart's label app.kubernetes.io/version names it.
-                label = (meta.get("labels") or {}).get("app.kubernetes.io/version", "")
-                version = _version(container["image"]) or _version(f":{label}")
+                # An image by digest alone has no tag: the chart's label helm.sh/chart (kuberay-operator-1.4.2,
+                # templates/_helpers.tpl of the pinned chart, whose Chart.yaml has no appVersion) names it.
+                chart = (meta.get("labels") or {}).get("helm.sh/chart", "")
+                version = _version(container["image"]) or _version(":" + chart.rpartition("-")[2])
                 operators.append(Found("Deployment", meta["namespace"], meta["name"], container["image"], version))
     plugins = []
     for item in kubectl(["get", "daemonsets", "--all-namespaces"])["items"]:
