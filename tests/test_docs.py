@@ -61,3 +61,32 @@ def test_no_commit_of_this_repository_is_cited():
                if subprocess.run(["git", "cat-file", "-e", f"{word}^{{commit}}"], cwd=REPO_ROOT,
                                  capture_output=True).returncode == 0]
     assert not commits, commits
+
+
+def test_readme_walks_from_clone_to_an_endpoint_and_back():
+    """The deploy path in the order a newcomer takes it, each step with its command."""
+    text = README.read_text()
+    steps = ["make plan", "Docker with buildx", "linux/amd64", "gcpProject", "pulumi login", "PULUMI_CONFIG_PASSPHRASE",
+             "scripts/lock_model.py", "pulumi up --stack eval", "first `up`, in total",
+             "pulumi stack output kubeconfig --show-secrets", "port-forward service/qwen2vl-openai", "curl", "pulumi destroy --stack eval",
+             "qwen2vl:protect false"]
+    positions = [text.find(step) for step in steps]
+    assert -1 not in positions, [s for s, p in zip(steps, positions) if p == -1]
+    assert positions == sorted(positions), sorted(zip(positions, steps))
+
+
+# How docs/teardown.md names each kind of resource prod protects (the plan's `protect` flags).
+PROTECTED_KINDS = {"gcp:container/cluster:Cluster": "GKE cluster",
+                   "gcp:artifactregistry/repository:Repository": "Artifact Registry"}
+
+
+def test_teardown_names_everything_prod_protects(plan_of):
+    text = (REPO_ROOT / "docs" / "teardown.md").read_text()
+    for resource in (r for r in plan_of("prod").resources if r.protect):
+        if resource.type == "kubernetes:core/v1:Namespace":
+            assert f"`{resource.inputs['metadata']['name']}`" in text, resource.name
+        else:
+            assert resource.type in PROTECTED_KINDS, f"docs/teardown.md does not say how {resource.type} is protected"
+            assert PROTECTED_KINDS[resource.type] in text
+    for stack in ("eval", "staging", "local", "prod"):
+        assert f"pulumi destroy --stack {stack}" in text or f"also: staging, local" in text
