@@ -11,11 +11,12 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+import shlex
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from infra import pins
-from infra.preflight import catalog
+from infra import catalog
 from infra.preflight.kernels import QUANTIZATION_CHOICES
 
 PROJECT = "qwen2vl"
@@ -142,7 +143,7 @@ KEYS: tuple[Key, ...] = (
     Key("region", "Cloud region of the cluster (required for aws and gcp).",
         _matching(REGION), None, "us-east-1", "a region name such as us-east-1 or us-central1"),
     Key("zones", "Zones of the nodes, as a JSON list. aws: at least two (the VPC's subnets); empty = the first two "
-        "available. gcp: zones of the region; empty = those that offer gpuType (infra/preflight/gpu_zones.yaml).",
+        "available. gcp: zones of the region; empty = those that offer gpuType (infra/catalog/gpu_zones.yaml).",
         _string_list(_matching(re.compile(r"^[a-z]{2,}(-[a-z0-9]+){2,4}$"))), (), '\'["us-east-1a"]\'',
         "a JSON list of zone names"),
     Key("gcpProject", "Google Cloud project of the GKE cluster (required for gcp).",
@@ -176,9 +177,14 @@ KEYS: tuple[Key, ...] = (
         _one_of(*INSTALL_CHOICES), "auto", "existing", "one of " + ", ".join(INSTALL_CHOICES)),
     Key("kubernetesVersion", "Kubernetes minor version of the cluster; also the schema version manifests are checked against.",
         _matching(K8S_MINOR), "1.35", "1.35", "a minor version such as 1.35 (supported ones: "
-        "infra/clusters/kubernetes_versions.yaml)"),
-    Key("gpuType", "GPU model of the node pool, a name from infra/preflight/gpus.yaml.",
+        "infra/catalog/kubernetes_versions.yaml)"),
+    Key("gpuType", "GPU model of the node pool, a name from infra/catalog/gpus.yaml.",
         _one_of(*_GPU_NAMES), "A100-80GB", "L4", "one of " + ", ".join(_GPU_NAMES)),
+    Key("gpuInstanceType", "Instance (aws) or machine type (gcp) of the GPU pool, from infra/catalog/instances.yaml; "
+        "it sets gpuType. Empty = the smallest shape of gpuType whose GPU count is a multiple of tensorParallelSize. "
+        "A node of N GPUs runs N / tensorParallelSize replicas.",
+        _matching(re.compile(r"^[a-z][a-z0-9]*[.-][a-z0-9.-]+$")), None, "g6.48xlarge",
+        "an instance type such as g6.48xlarge (aws) or a2-ultragpu-8g (gcp)"),
     Key("systemInstanceType", "Instance (aws) or machine type (gcp) of the system node pool, which runs the Ray head, "
         "the KubeRay operator and the cluster add-ons; empty = the cloud's default in infra/nodepool.py.",
         _matching(re.compile(r"^[a-z][a-z0-9]*[.-][a-z0-9.-]+$")), None, "m6i.xlarge",
@@ -224,7 +230,8 @@ KEYS: tuple[Key, ...] = (
         "a relative path to a .json file"),
     Key("quantization", "vLLM quantization kernel; auto = what vLLM picks for the checkpoint and GPU.",
         _one_of(*QUANTIZATION_CHOICES), "auto", "auto", "one of " + ", ".join(QUANTIZATION_CHOICES)),
-    Key("tensorParallelSize", "GPUs per model replica (vLLM --tensor-parallel-size), all on one node.",
+    Key("tensorParallelSize", "GPUs per model replica (vLLM --tensor-parallel-size), all on one node; it divides "
+        "the GPUs of a node, which runs GPUs / tensorParallelSize replicas.",
         _int_in(1, 8), 4, "4", "an integer from 1 to 8"),
     Key("maxModelLen", "Longest sequence (prompt + output) in tokens (vLLM --max-model-len).",
         _int_in(256, 131072), 8192, "8192", "an integer from 256 to 131072"),
@@ -302,6 +309,7 @@ class StackConfig:
     nvidia_device_plugin: str
     kubernetes_version: str
     gpu_type: str
+    gpu_instance_type: str | None
     system_instance_type: str | None
     gpu_nodes_min: int
     gpu_nodes_max: int
@@ -367,7 +375,46 @@ class StackConfig:
         return labels
 
 
-def _cross_check(values: dict[str, Any], stack: str) -> None:
+def _gpu_shape_check(values: dict[str, Any], stack: str, gpu_type_set: bool) -> None:
+    """The GPU pool's shape: the named gpuInstanceType (which sets gpuType), or the smallest shape of gpuType whose
+    GPUs the TP size divides. A replica's TP group stays on one node: vLLM 0.6.3 runs it with its multiprocessing
+    executor inside the replica's pod (VLLM_WORKER_MULTIPROC_METHOD), so TP across nodes is refused."""
+    cloud, tp = values["cloud"], values["tensor_parallel_size"]
+    named = values["gpu_instance_type"]
+    if named is not None:
+        shape = catalog.instance_shape(cloud, named)
+        if shape is None:
+            known = [s.instance for s in catalog.gpu_instances(cloud)]
+            raise ConfigError("gpuInstanceType", named, f"not a {cloud} GPU shape in infra/catalog/instances.yaml; "
+                              f"known: {', '.join(known)}", stack, known[0] if known else None)
+        carried = catalog.instance_type(cloud, named).gpu
+        if gpu_type_set and carried != values["gpu_type"]:
+            raise ConfigError("gpuType", values["gpu_type"], f"gpuInstanceType {named} carries {carried} GPUs", stack,
+                              fix=f"`pulumi config set {PROJECT}:gpuType {carried} --stack {stack}` (or "
+                                  f"`pulumi config rm {PROJECT}:gpuType --stack {stack}`)")
+        values["gpu_type"] = carried
+        sizes = [shape.gpus]
+        where = f"{named} has {shape.gpus} GPUs"
+    else:
+        sizes = sorted({s.gpus for s in catalog.gpu(values["gpu_type"]).shapes_in(cloud)})
+        if not sizes:
+            offered = sorted(name for name, spec in catalog.gpu_catalog().items() if spec.shapes_in(cloud))
+            raise ConfigError("gpuType", values["gpu_type"], f"{cloud} sells no {values['gpu_type']} shape in the "
+                              f"catalog; GPUs it sells: {', '.join(offered)}", stack, offered[0] if offered else None)
+        where = f"{values['gpu_type']} shapes in {cloud} have {' or '.join(map(str, sizes))} GPUs"
+    if any(size % tp == 0 for size in sizes):
+        return
+    choices = sorted({d for size in sizes for d in range(1, size + 1) if size % d == 0})
+    if tp > max(sizes):
+        why = (f"a replica's GPUs must be on one node (tensor parallelism across nodes is not supported: vLLM runs "
+               f"the TP group inside the replica's pod), and {where}")
+    else:
+        why = f"it must divide the GPUs of a node (each node runs GPUs / TP replicas), and {where}"
+    raise ConfigError("tensorParallelSize", tp, f"{why}; choose one of {', '.join(map(str, choices))}", stack,
+                      str(max(c for c in choices if c <= tp)))
+
+
+def _cross_check(values: dict[str, Any], stack: str, gpu_type_set: bool = False) -> None:
     if values["cloud"] in ("aws", "gcp") and values["region"] is None:
         raise ConfigError("region", None, f"cloud {values['cloud']} needs a region", stack,
                           "us-east-1" if values["cloud"] == "aws" else "us-central1")
@@ -405,26 +452,11 @@ def _cross_check(values: dict[str, Any], stack: str) -> None:
         raise ConfigError("registry", None, "an existing cluster needs a registry to push the built image to "
                           "(or set image to a pushed one)", stack, "registry.example.com/ml")
     if values["cloud"] in ("aws", "gcp"):
-        gpu = catalog.gpu(values["gpu_type"])
-        tp = values["tensor_parallel_size"]
-        # One replica per node: the node's GPU count is the tensor-parallel size, nothing idles.
-        sizes = sorted({shape.gpus for spec in catalog.gpu_catalog().values() for shape in spec.shapes_in(values["cloud"])})
-        if tp not in sizes:
-            raise ConfigError(
-                "tensorParallelSize", tp,
-                f"every GPU node runs one replica on all its GPUs, and {values['cloud']} instances in the catalog "
-                f"have {' or '.join(map(str, sizes))} GPUs", stack, str(sizes[0]),
-            )
-        if not gpu.shapes_in(values["cloud"], gpus=tp):
-            alternatives = sorted(
-                name for name, spec in catalog.gpu_catalog().items() if spec.shapes_in(values["cloud"], gpus=tp)
-            )
-            raise ConfigError(
-                "gpuType", values["gpu_type"],
-                f"{values['cloud']} has no instance with exactly {tp} {values['gpu_type']} GPUs in the catalog; "
-                f"GPUs with such a shape there: {', '.join(alternatives) or 'none'}",
-                stack, alternatives[0] if alternatives else None,
-            )
+        _gpu_shape_check(values, stack, gpu_type_set)
+    elif values["gpu_instance_type"] is not None:
+        raise ConfigError("gpuInstanceType", values["gpu_instance_type"], "an existing cluster's nodes are its own; "
+                          "the stack creates no GPU pool there", stack,
+                          fix=f"`pulumi config rm {PROJECT}:gpuInstanceType --stack {stack}`")
 
 
 # Config namespaces besides the project's that a stack file may set: the providers this program uses
@@ -459,7 +491,8 @@ def parse_stack_config(raw: Mapping[str, Any], stack: str) -> StackConfig:
         hint = f"did you mean {close[0]}?" if close else "see docs/config.md for the keys"
         fix = f"`pulumi config rm {PROJECT}:{key} --stack {stack}`"
         if close:
-            fix += f" and `pulumi config set {PROJECT}:{close[0]} {KEYS_BY_NAME[close[0]].example} --stack {stack}`"
+            # The user's own value under the key they meant: the typo was the key, not the value.
+            fix += f" and `pulumi config set {PROJECT}:{close[0]} {shlex.quote(str(raw[key]))} --stack {stack}`"
         raise ConfigError(key, raw[key], f"not a config key of this project ({hint})", stack, fix=fix)
     values: dict[str, Any] = {}
     for key in KEYS:
@@ -472,7 +505,7 @@ def parse_stack_config(raw: Mapping[str, Any], stack: str) -> StackConfig:
         except (ValueError, TypeError, json.JSONDecodeError):
             raise ConfigError(key.name, text, f"expected {key.allowed}", stack, key.example) from None
     _require_keys(raw, values, stack)
-    _cross_check(values, stack)
+    _cross_check(values, stack, gpu_type_set=raw.get("gpuType") not in (None, ""))
     _check_model_revision(raw, values, stack)
     return StackConfig(stack=stack, **values)
 
@@ -488,26 +521,11 @@ def _require_keys(raw: Mapping[str, Any], values: dict[str, Any], stack: str) ->
 
 
 def _check_model_revision(raw: Mapping[str, Any], values: dict[str, Any], stack: str) -> None:
-    """The revision must be one whose config.json the preflight knows: from the catalog, or modelConfigFile.
-
-    An unknown revision would be judged on the catalog's newest config and could still fail at load
-    time, after the download and the GPU bill."""
-    if values["model_config_file"] is not None:
-        return
+    """A modelRepo changed without its modelRevision would download the default revision, a commit of the
+    pinned repository, from another one: refused here, before the download fails on the GPU node. Whether
+    a set revision can be verified is the preflight gate's question (infra/preflight_gate.py)."""
     repo, revision = values["model_repo"], values["model_revision"]
-    try:
-        model = catalog.catalog_model(repo)
-    except catalog.CatalogError:
-        return  # not in the catalog at all: the preflight asks for modelConfigFile (infra/preflight_gate.py)
-    known = [facts.revision[:7] for facts in model.revisions if facts.bad_reason is None]
-    choices = f"revisions the catalog knows for {repo}: {', '.join(known)}" if known else \
-        f"the catalog knows no revision of {repo}"
-    set_config_file = f"or set {PROJECT}:modelConfigFile to that revision's config.json"
     if raw.get("modelRevision") in (None, "") and repo.lower() != pins.MODEL_REPO.lower():
         raise ConfigError("modelRevision", None, f"modelRepo is {repo}, but the default revision {revision} is a "
-                          f"commit of {pins.MODEL_REPO}; set the commit of {repo} ({choices}), {set_config_file}",
-                          stack, known[0] if known else "<commit>")
-    if model.revision_facts(revision) is None:
-        raise ConfigError("modelRevision", revision, f"{repo}@{revision} is not in the model catalog "
-                          f"(infra/preflight/models.yaml), so the preflight cannot know its config.json; {choices}; "
-                          f"{set_config_file}", stack, known[0] if known else "<commit>")
+                          f"commit of {pins.MODEL_REPO}; set the commit of {repo} you deploy "
+                          "(scripts/lock_model.py resolves and records it)", stack, "<commit>")

@@ -9,38 +9,58 @@ from pathlib import Path
 from infra import pins
 from infra.config import PROJECT, ConfigError, StackConfig
 from infra.preflight import PreflightRequest, Verdict, run_preflight
+from infra.preflight.engine import Fix
 from infra.model_lock import LOCK_PATH, load_lock, lock_matches
 from infra.run_mode import UP_REFUSES
 from infra.placement import quantity
-from infra.preflight.catalog import CatalogError, catalog_model
+from infra.catalog import CatalogError, catalog_model, instance_shape
 from infra.preflight.memory import GIB, weights_per_gpu_bytes
 from infra.preflight.model import parse_model_config
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-# The preflight speaks vLLM's flags; the stack sets them through these keys.
-FLAG_TO_KEY = {
-    "--tensor-parallel-size": "tensorParallelSize",
-    "--max-model-len": "maxModelLen",
-    "--max-num-seqs": "maxNumSeqs",
-    "--gpu-memory-utilization": "gpuMemoryUtilization",
-    "--quantization": "quantization",
-    "--dtype": "dtype",
+# The preflight request's fields, as the stack config sets them.
+FIELD_TO_KEY = {
+    "tensor_parallel_size": "tensorParallelSize",
+    "max_model_len": "maxModelLen",
+    "max_num_seqs": "maxNumSeqs",
+    "gpu_memory_utilization": "gpuMemoryUtilization",
+    "quantization": "quantization",
+    "dtype": "dtype",
+    "gpu": "gpuType",
 }
 
 
+def stack_fix(fix: Fix, stack: str, instance_gpus: int | None = None) -> str:
+    """A preflight fix in the stack's words: each change as the `pulumi config set` that makes it. On a stack that
+    names its gpuInstanceType (with `instance_gpus` GPUs), another GPU, or a TP size that does not divide those
+    GPUs, means dropping that key too: the pool then takes a shape that fits (infra/config.py)."""
+    if not fix.changes:
+        return fix.text
+
+    def commands(field: str, value) -> str:
+        command = f"`pulumi config set {PROJECT}:{FIELD_TO_KEY[field]} {value} --stack {stack}`"
+        outgrown = instance_gpus is not None and (
+            field == "gpu" or (field == "tensor_parallel_size" and instance_gpus % value))
+        if outgrown:
+            command = f"`pulumi config rm {PROJECT}:gpuInstanceType --stack {stack}` and {command}"
+        return command
+
+    return " or ".join(" and ".join(commands(field, value) for field, value in change.items())
+                       for change in fix.changes)
+
+
 class PreflightFailed(Exception):
-    def __init__(self, verdict: Verdict, stack: str) -> None:
+    def __init__(self, verdict: Verdict, stack: str, instance_gpus: int | None = None) -> None:
         self.verdict = verdict
-        summary = verdict.summary()
-        keys = [f"{flag} is {PROJECT}:{key}" for flag, key in FLAG_TO_KEY.items() if flag in summary]
-        mapping = f" In stack config, {', '.join(keys)}." if keys else ""
-        super().__init__(
-            f"Preflight failed for stack {stack}; no resource was created.\n{summary}\n"
-            f"Change the stack config (pulumi config set {PROJECT}:<key> <value> --stack {stack}) and run again."
-            + mapping
-        )
+        head = verdict.summary().splitlines()[0]
+        lines = [head] + [
+            f"  - [{c.name}] {c.message}" + ("\n    fix: " + "; or ".join(stack_fix(f, stack, instance_gpus)
+                                                                       for f in c.fixes)
+                                             if c.fixes else "")
+            for c in verdict.failures]
+        super().__init__(f"Preflight failed for stack {stack}; no resource was created.\n" + "\n".join(lines))
 
 
 def _model_config(cfg: StackConfig) -> dict:
@@ -52,11 +72,25 @@ def _model_config(cfg: StackConfig) -> dict:
             raise ConfigError("modelConfigFile", cfg.model_config_file, f"cannot read a JSON config.json ({exc})",
                               cfg.stack, "models/my-model/config.json") from None
     try:
-        return catalog_model(cfg.model_repo).config_at(cfg.model_revision)
+        model = catalog_model(cfg.model_repo)
     except CatalogError:
         raise ConfigError("modelRepo", cfg.model_repo,
                           "not in the preflight catalog; also set modelConfigFile to the model's config.json",
                           cfg.stack, pins.MODEL_REPO) from None
+    if model.revision_facts(cfg.model_revision) is None and not lock_matches(load_lock(), cfg.model_repo,
+                                                                              cfg.model_revision):
+        # Judging an unknown revision on the catalog's newest config is how the 72B's first upload (29568)
+        # would pass: its config.json must come from the catalog, the lock (lock_model.py checked it) or a file.
+        known = [facts.revision[:7] for facts in model.revisions if facts.bad_reason is None]
+        choices = f"revisions the catalog knows: {', '.join(known)}" if known else "the catalog knows none of it"
+        raise ConfigError("modelRevision", cfg.model_revision,
+                          f"{cfg.model_repo}@{cfg.model_revision} cannot be verified: it is not in the model catalog "
+                          f"({choices}) and {LOCK_PATH.name} does not resolve it, so the preflight cannot know its "
+                          "config.json; run `python scripts/lock_model.py --repo "
+                          f"{cfg.model_repo} --revision {cfg.model_revision}` where the hub is reachable and commit "
+                          f"the lock, or set {PROJECT}:modelConfigFile to that revision's config.json", cfg.stack,
+                          pins.MODEL_REVISION if pins.MODEL_REVISION in known else (known or ["<commit>"])[-1])
+    return model.config_at(cfg.model_revision)
 
 
 def preflight_request(cfg: StackConfig) -> PreflightRequest:
@@ -81,7 +115,8 @@ def check_stack(cfg: StackConfig) -> Verdict:
     request = preflight_request(cfg)
     verdict = run_preflight(request)
     if not verdict.ok:
-        raise PreflightFailed(verdict, cfg.stack)
+        named = instance_shape(cfg.cloud, cfg.gpu_instance_type) if cfg.gpu_instance_type else None
+        raise PreflightFailed(verdict, cfg.stack, instance_gpus=named.gpus if named else None)
     check_model_volume(cfg, request.model_config)
     return verdict
 

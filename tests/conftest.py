@@ -49,3 +49,13 @@ def write_stack(tmp_path: Path, stack: str, config: dict) -> Path:
     config = {"qwen2vl:cloud": "existing", **config}
     (tmp_path / f"Pulumi.{stack}.yaml").write_text(yaml.safe_dump({"config": config}))
     return tmp_path
+
+
+def lock_resolving(monkeypatch, repo: str, commit: str, files: tuple = ()) -> None:
+    """Make the program see infra/model.lock.json resolve repo@commit, as scripts/lock_model.py writes it
+    where the hub is reachable (the committed lock is unresolved)."""
+    import infra.preflight_gate
+
+    lock = {"repo": repo, "revision": commit[:7], "resolved": True, "commit": commit, "files": list(files),
+            "checked_tensor_parallel_sizes": [1, 2, 4]}
+    monkeypatch.setattr(infra.preflight_gate, "load_lock", lambda: lock)

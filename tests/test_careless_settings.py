@@ -9,7 +9,7 @@ import pytest
 
 from infra.offline.engine import StackFileError, run_plan
 from infra.offline.report import summary
-from tests.conftest import REPO_ROOT, write_stack
+from tests.conftest import REPO_ROOT, lock_resolving, write_stack
 
 EVAL_LIKE = {"qwen2vl:registry": "registry.example.com/ml"}
 
@@ -75,13 +75,18 @@ def test_provider_settings_are_accepted(tmp_path):
 def test_revision_the_catalog_does_not_know_is_refused(tmp_path):
     error = refused(write_stack(tmp_path, "eval", {**EVAL_LIKE, "qwen2vl:modelRevision": "deadbeef"}))
     assert error.startswith("Stack config qwen2vl:modelRevision = 'deadbeef' is not valid")
-    assert "712d5a5" in error and "modelConfigFile" in error
+    assert "revisions the catalog knows: 3eb1d44, 712d5a5" in error and "modelConfigFile" in error
+    assert "pulumi config set qwen2vl:modelRevision 712d5a5 --stack eval" in error
+    assert "python scripts/lock_model.py --repo Qwen/Qwen2-VL-72B-Instruct-AWQ --revision deadbeef" in error
 
 
-def test_full_id_of_a_revision_known_by_its_short_id_is_accepted():
-    from tests.conftest import make_config
+def test_full_id_of_a_revision_known_by_its_short_id_is_accepted(tmp_path):
+    assert run_plan("eval", write_stack(tmp_path, "eval", {**EVAL_LIKE, "qwen2vl:modelRevision": "712d5a5" + "0" * 33})).ok
 
-    assert make_config(modelRevision="712d5a5" + "0" * 33).model_revision.startswith("712d5a5")
+
+def test_a_revision_the_model_lock_resolves_is_verified(tmp_path, monkeypatch):
+    lock_resolving(monkeypatch, "Qwen/Qwen2-VL-72B-Instruct-AWQ", "deadbeef" + "0" * 32)
+    assert run_plan("eval", write_stack(tmp_path, "eval", {**EVAL_LIKE, "qwen2vl:modelRevision": "deadbeef"})).ok
 
 
 def test_model_repo_changed_without_its_revision_is_refused(tmp_path):

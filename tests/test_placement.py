@@ -226,7 +226,7 @@ def test_existing_cluster_is_skipped_with_a_warning():
 
 def test_unknown_system_instance_type_is_a_config_error():
     cfg = stack_cfg("eval", systemInstanceType="m5.xlarge")
-    with pytest.raises(ConfigError, match=r"systemInstanceType = 'm5.xlarge' .* known: t3.medium"):
+    with pytest.raises(ConfigError, match=r"systemInstanceType = 'm5.xlarge' .* known: t3.small"):
         placement_report(cfg, objects_of(cfg))
 
 
@@ -378,8 +378,8 @@ def test_reservations_reproduce_measured_nodes(cloud, instance, vcpus, gib, max_
 
 
 def test_every_gpu_shape_has_machine_facts():
-    """A GPU shape added to infra/preflight/gpus.yaml without its vCPUs and memory would fail every plan."""
-    from infra.preflight.catalog import gpu_catalog
+    """A GPU shape added to infra/catalog/gpus.yaml without its vCPUs and memory would fail every plan."""
+    from infra.catalog import gpu_catalog
     for spec in gpu_catalog().values():
         for shape in spec.shapes:
             assert machine(shape.cloud, shape.instance).gpus == shape.gpus, shape

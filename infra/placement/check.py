@@ -10,14 +10,8 @@ from infra.config import PROJECT, ConfigError, StackConfig
 from infra.nodepool import GPU_TAINT, SYSTEM_POOL_NAME, gpu_pool_spec, system_pool_nodes, system_pool_spec
 from infra.placement import kuberay
 from infra.placement.charts import ReleasePods, cluster_autoscaler_pods, device_plugin_pods, kuberay_operator_pods
-from infra.placement.clouds import (
-    GPU_RESOURCE,
-    UnknownInstance,
-    allocatable,
-    cloud_facts,
-    known_instances,
-    machine,
-)
+from infra.catalog import UnknownInstance, instance_type, known_instances, on_demand_price
+from infra.placement.clouds import GPU_RESOURCE, allocatable, cloud_facts, machine
 from infra.placement.quantity import CPU, MEMORY, show
 from infra.placement.scheduler import (
     Node,
@@ -29,7 +23,6 @@ from infra.placement.scheduler import (
 )
 from infra.platform.addons import cluster_addons
 from infra.platform.chart_values import kuberay_operator_values
-from infra.preflight.catalog import gpu_catalog
 
 RWO, RWOP = "ReadWriteOnce", "ReadWriteOncePod"
 # A pod the system pool would take if it had room.
@@ -107,11 +100,12 @@ class PlacementReport:
 
 
 class PlacementFailed(Exception):
-    def __init__(self, report: PlacementReport, system_fit: str | None = None) -> None:
+    def __init__(self, report: PlacementReport, system_fit: str | None = None, too_small: str | None = None) -> None:
         self.report = report
         fixes = " ".join(_fixes(report, system_fit)).rstrip(";")
         super().__init__(
-            f"Placement failed for stack {report.stack}; no resource was created. The scheduler would leave "
+            f"Placement failed for stack {report.stack}; no resource was created. {too_small + ' ' if too_small else ''}"
+            f"The scheduler would leave "
             f"these Pending: {' | '.join(report.failures())}. Fix: {fixes}. "
             f"Run `make plan` (python scripts/plan.py --stack {report.stack}) to see every pod's pool and headroom."
         )
@@ -150,10 +144,10 @@ def _system_shape(cfg: StackConfig):
     try:
         return machine(cfg.cloud, instance)
     except UnknownInstance:
-        choices = ", ".join(known_instances(cfg.cloud))
-        raise ConfigError("systemInstanceType", instance, f"not a {cfg.cloud} machine shape the placement check "
-                          f"knows; known: {choices}", cfg.stack, "m6i.2xlarge" if cfg.cloud == "aws" else "e2-standard-8"
-                          ) from None
+        choices = ", ".join(name for name in known_instances(cfg.cloud) if not instance_type(cfg.cloud, name).gpus)
+        raise ConfigError("systemInstanceType", instance, f"not a {cfg.cloud} machine shape in "
+                          f"infra/catalog/instances.yaml; known: {choices}", cfg.stack,
+                          "m6i.2xlarge" if cfg.cloud == "aws" else "e2-standard-8") from None
 
 
 def _nodes(cfg: StackConfig) -> list[Node]:
@@ -483,20 +477,46 @@ def placement_report(cfg: StackConfig, objects: list[dict]) -> PlacementReport:
 
 
 def smallest_fitting_system_instance(cfg: StackConfig, objects: list[dict]) -> str | None:
-    """The catalog's smallest GPU-less shape of this cloud with which the whole stack places, if any."""
-    gpu_instances = {s.instance for spec in gpu_catalog().values() for s in spec.shapes}
-    candidates = sorted((machine(cfg.cloud, name) for name in known_instances(cfg.cloud) if name not in gpu_instances),
-                        key=lambda shape: (shape.vcpus, shape.memory_gib, shape.instance))
+    """The catalog's smallest GPU-less shape of this cloud with which the whole stack places, if any: fewest vCPUs,
+    then least memory, then the cheapest; never a burstable one (its CPU credits run out under a steady head)."""
+    def price(name: str) -> float:
+        published = on_demand_price(cfg.cloud, name, cfg.region)
+        return published.usd_per_hour if published else float("inf")
+
+    names = [name for name in known_instances(cfg.cloud)
+             if not instance_type(cfg.cloud, name).gpus and not instance_type(cfg.cloud, name).burstable]
+    candidates = sorted((machine(cfg.cloud, name) for name in names),
+                        key=lambda shape: (shape.vcpus, shape.memory_gib, price(shape.instance), shape.instance))
     for shape in candidates:
         if placement_report(replace(cfg, system_instance_type=shape.instance), objects).ok:
             return shape.instance
     return None
 
 
+def _too_big_for_system_node(cfg: StackConfig, report: PlacementReport) -> str | None:
+    """A pod of the system pool that would not fit even an empty system node: the shape is too small for it,
+    whatever else runs there; said as such."""
+    instance = system_pool_spec(cfg).instance
+    empty = allocatable(machine(cfg.cloud, instance), gpu_advertised=False)
+    for placement in report.pods:
+        if placement.ok or GPU_RESOURCE in placement.requests:
+            continue
+        short = [r for r in (CPU, MEMORY) if placement.requests.get(r, 0) > empty[r]]
+        if short:
+            what = "the Ray head" if placement.pod.endswith("/head") else placement.pod
+            needs = ", ".join(f"{r} {show(r, placement.requests[r])}" for r in short)
+            has = ", ".join(f"{r} {show(r, empty[r])}" for r in short)
+            return (f"{what[0].upper()}{what[1:]} does not fit a {instance} system node ({PROJECT}:systemInstanceType) even empty: it "
+                    f"requests {needs}, the node has {has} allocatable after the cloud's reservations.")
+    return None
+
+
 def check_placement(cfg: StackConfig, objects: list[dict]) -> PlacementReport:
-    """The report; raises PlacementFailed when any pod would stay Pending."""
+    """The report; raises PlacementFailed when any pod would stay Pending (first saying so when a pod cannot fit
+    the system shape at all)."""
     report = placement_report(cfg, objects)
     if not report.ok:
         system_short = bool(_SYSTEM_SHORT.search(" ".join(report.failures())))
-        raise PlacementFailed(report, smallest_fitting_system_instance(cfg, objects) if system_short else None)
+        raise PlacementFailed(report, smallest_fitting_system_instance(cfg, objects) if system_short else None,
+                              _too_big_for_system_node(cfg, report))
     return report

@@ -11,7 +11,7 @@ import importlib.util
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from infra.preflight.catalog import GpuSpec
+from infra.catalog import GpuSpec
 from infra.preflight.layers import kv_heads_per_rank
 from infra.preflight.model import ModelDims
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from infra.config import StackConfig
+from infra.nodepool import replicas_per_node
 from infra.preflight.memory import weights_per_gpu_bytes
 from infra.preflight.model import parse_model_config
 from infra.preflight_gate import preflight_request
@@ -105,7 +106,8 @@ def upgrade_plan(cfg: StackConfig, weights_bytes: float | None = None) -> Upgrad
         strategy=strategy,
         serving_nodes=floor,
         pool_max_nodes=cfg.gpu_nodes_max,
-        extra_gpus=floor * cfg.tensor_parallel_size if second_cluster else 0,
+        # The second cluster starts its Serve floor of replicas (at least one), TP GPUs each.
+        extra_gpus=max(1, cfg.gpu_nodes_min * replicas_per_node(cfg)) * cfg.tensor_parallel_size if second_cluster else 0,
         minutes=round(ready_seconds(cfg, size, new_node=second_cluster) / 60),
     )
 
