@@ -82,7 +82,7 @@ def _model_config(cfg: StackConfig) -> dict:
         # Judging an unknown revision on the catalog's newest config is how the 72B's first upload (29568)
         # would pass: its config.json must come from the catalog, the lock (lock_model.py checked it) or a file.
         known = [facts.revision[:7] for facts in model.revisions if facts.bad_reason is None]
-        choices = f"revisions the catalog knows: {', '.join(known)}" if known else "the catalog knows none of it"
+        choices = f"revisions the catalog knows: {', '.join(known)}" if known else "the catalog knows no revision of it"
         raise ConfigError("modelRevision", cfg.model_revision,
                           f"{cfg.model_repo}@{cfg.model_revision} cannot be verified: it is not in the model catalog "
                           f"({choices}) and {LOCK_PATH.name} does not resolve it, so the preflight cannot know its "
