@@ -81,7 +81,8 @@ def test_revision_the_catalog_does_not_know_is_refused(tmp_path):
 
 
 def test_full_id_of_a_revision_known_by_its_short_id_is_accepted(tmp_path):
-    assert run_plan("eval", write_stack(tmp_path, "eval", {**EVAL_LIKE, "qwen2vl:modelRevision": "712d5a5" + "0" * 33})).ok
+    full_id = "712d5a5" + "0" * 33
+    assert run_plan("eval", write_stack(tmp_path, "eval", {**EVAL_LIKE, "qwen2vl:modelRevision": full_id})).ok
 
 
 def test_a_revision_the_model_lock_resolves_is_verified(tmp_path, monkeypatch):

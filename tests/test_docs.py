@@ -69,7 +69,8 @@ def test_readme_walks_from_clone_to_an_endpoint_and_back():
     text = README.read_text()
     steps = ["make plan", "Docker with buildx", "linux/amd64", "gcpProject", "pulumi login", "PULUMI_CONFIG_PASSPHRASE",
              "scripts/lock_model.py", "pulumi up --stack eval", "first `up`, in total",
-             "pulumi stack output kubeconfig --show-secrets", "port-forward service/qwen2vl-openai", "curl", "pulumi destroy --stack eval",
+             "pulumi stack output kubeconfig --show-secrets", "port-forward service/qwen2vl-openai", "curl",
+             "pulumi destroy --stack eval",
              "qwen2vl:protect false"]
     positions = [text.find(step) for step in steps]
     assert -1 not in positions, [s for s, p in zip(steps, positions) if p == -1]

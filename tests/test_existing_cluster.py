@@ -53,7 +53,8 @@ def existing(**raw):
 
 
 def test_a_compatible_operator_and_the_gpu_operator_are_used_not_installed():
-    fake = FakeCluster(crds=RAY_CRDS + GPU_OPERATOR["crds"], deployments=[kuberay_operator(pins.KUBERAY_OPERATOR_CHART_VERSION)],
+    fake = FakeCluster(crds=RAY_CRDS + GPU_OPERATOR["crds"],
+                       deployments=[kuberay_operator(pins.KUBERAY_OPERATOR_CHART_VERSION)],
                        daemonsets=GPU_OPERATOR["daemonsets"])
     choice = survey.platform_choice(existing(), online=True, kubectl=fake)
     assert not choice.install_kuberay and not choice.install_device_plugin
@@ -148,7 +149,8 @@ def plan_against(monkeypatch, tmp_path, fake, **config):
 
 
 def test_program_uses_the_clusters_operator_and_admits_it(monkeypatch, tmp_path):
-    fake = FakeCluster(crds=RAY_CRDS + GPU_OPERATOR["crds"], deployments=[kuberay_operator(pins.KUBERAY_OPERATOR_CHART_VERSION)],
+    fake = FakeCluster(crds=RAY_CRDS + GPU_OPERATOR["crds"],
+                       deployments=[kuberay_operator(pins.KUBERAY_OPERATOR_CHART_VERSION)],
                        daemonsets=GPU_OPERATOR["daemonsets"])
     result = plan_against(monkeypatch, tmp_path, fake)
     assert result.ok, result.error

@@ -181,8 +181,8 @@ def _kuberay(cfg: StackConfig, found: ClusterSurvey | None) -> tuple[bool, str, 
         raise ConfigError("kuberayOperator", mode, f"{where} runs {operator}, and this stack's RayService is "
                           f"written and checked for KubeRay {'.'.join(pinned.split('.')[:2])}.x; change that "
                           f"operator to {pinned}, or deploy to a cluster without one", cfg.stack,
-                          fix=f"`helm upgrade <its release> {pins.KUBERAY_OPERATOR_CHART} --repo {pins.KUBERAY_HELM_REPO} "
-                              f"--version {pinned} -n {operator.namespace}`")
+                          fix=f"`helm upgrade <its release> {pins.KUBERAY_OPERATOR_CHART} "
+                              f"--repo {pins.KUBERAY_HELM_REPO} --version {pinned} -n {operator.namespace}`")
     return False, operator.namespace, operator.version or pinned, [
         f"{where} runs {operator}: the stack uses it and installs no KubeRay operator"]
 

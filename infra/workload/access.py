@@ -50,7 +50,8 @@ def access_commands(spec: WorkloadSpec) -> dict[str, str]:
     return {
         KUBECONFIG: kubeconfig,
         # Leave it running in its own terminal; the Service's port is the head's serve port.
-        PORT_FORWARD: f"kubectl -n {spec.namespace} port-forward service/{spec.endpoint_service} {SERVE_PORT}:{SERVE_PORT}",
+        PORT_FORWARD: (f"kubectl -n {spec.namespace} port-forward service/{spec.endpoint_service} "
+                       f"{SERVE_PORT}:{SERVE_PORT}"),
         API_KEY: f"export {API_KEY_ENV}=\"$(pulumi stack output {outputs.API_KEY} --show-secrets {stack})\"",
         CURL: (f"curl -sS {base}/v1/chat/completions -H \"Authorization: Bearer ${API_KEY_ENV}\" "
                f"-H 'Content-Type: application/json' -d '{chat}'"),
