@@ -9,8 +9,10 @@ from infra.config import ConfigError
 from infra.config_reader import load_stack_config, read_secrets
 from infra.cost import BudgetExceeded, check_budget
 from infra.credentials import endpoint_api_key
+from infra.evaluation.reaping import ttl_notice
 from infra.platform.device_plugin import NvidiaDevicePlugin
-from infra.platform.kuberay import KubeRayOperator
+from infra.platform.kuberay import KubeRayOperator, existing_kuberay_crds
+from infra.platform.monitoring import monitoring, monitoring_summary
 from infra.platform.survey import offline_note, platform_choice
 from infra.placement import PlacementFailed, check_placement
 from infra.preflight_gate import ModelLockRequired, PreflightFailed, check_stack, model_lock
@@ -38,6 +40,8 @@ if lock_warning:
     pulumi.log.warn(lock_warning)
 if placement.skipped:
     pulumi.log.warn(placement.skipped)
+if ttl_notice(cfg):
+    pulumi.log.warn(ttl_notice(cfg))
 if offline_plan() and offline_note(cfg):
     pulumi.log.warn(offline_note(cfg))
 for note in platform.notes:
@@ -51,10 +55,15 @@ after_pool = list(cluster.ready)
 if platform.install_device_plugin:
     device_plugin = NvidiaDevicePlugin("nvidia-device-plugin", cluster.provider, cluster.placement, after_pool)
     after_pool.append(device_plugin)
-after_operator = after_pool
+# The monitors (the operator's ServiceMonitor, the workload's PodMonitor and rules) need the Prometheus
+# operator's CRDs first.
+monitoring_ready = monitoring(cfg, cluster.provider, list(cluster.ready))
 if platform.install_kuberay:
-    operator = KubeRayOperator("kuberay", cluster.provider, after_pool, protect=cfg.protect)
+    operator = KubeRayOperator("kuberay", cluster.provider, [*after_pool, *monitoring_ready], protect=cfg.protect,
+                               monitoring_release=cfg.monitoring_release)
     after_operator = [operator]
+else:
+    after_operator = [*monitoring_ready, *existing_kuberay_crds(cluster.provider, after_pool)]
 
 image_ref = pulumi.Output.from_input(cfg.image) if cfg.image else ServingImage(
     "serving-image", cfg, spec.model_dir, secrets.hub_token, cluster.cloud_provider, cluster.cloud_apis).ref
@@ -70,10 +79,13 @@ pulumi.export(outputs.CAPACITY, stack_figures(cfg))
 pulumi.export(outputs.PLACEMENT, placement.as_dict())
 pulumi.export(outputs.CLUSTER_NAME, cluster.name)
 pulumi.export(outputs.GPU_POOL, cluster.gpu_pool_name)
+if cluster.zones is not None:
+    pulumi.export(outputs.CLUSTER_ZONES, cluster.zones)
 if cluster.kubeconfig is not None:
     pulumi.export(outputs.KUBECONFIG, cluster.kubeconfig)
 pulumi.export(outputs.OPERATOR_VERSION, platform.kuberay_version)
 pulumi.export(outputs.PLATFORM, platform.as_dict())
+pulumi.export(outputs.MONITORING, monitoring_summary(cfg))
 pulumi.export(outputs.NAMESPACE, cfg.namespace)
 pulumi.export(outputs.ENDPOINT, workload.endpoint)
 pulumi.export(outputs.ACCESS, access_commands(spec))

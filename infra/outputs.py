@@ -7,6 +7,8 @@ CAPACITY = "capacity"
 CLUSTER_NAME = "clusterName"
 KUBECONFIG = "kubeconfig"
 GPU_POOL = "gpuPool"
+# The zones the cluster was placed in, and why (infra/nodepool.py eks_zone_choice, gke_zone_choice).
+CLUSTER_ZONES = "clusterZones"
 OPERATOR_VERSION = "kuberayOperatorVersion"
 # What the stack installed on the cluster, and what it found there and used instead (infra/platform/survey.py).
 PLATFORM = "platform"
@@ -19,3 +21,4 @@ MODEL = "model"
 IMAGE = "image"
 API_KEY = "apiKey"
 SMOKE_REPORT = "smokeReport"
+MONITORING = "monitoring"

@@ -69,8 +69,9 @@ def smoke_service_account(spec: WorkloadSpec) -> dict:
 
 
 def smoke_role(spec: WorkloadSpec) -> dict:
-    """The smoke Job may read which cluster serves (its RayService, that cluster, the endpoint Service)
-    and write its report ConfigMap, and nothing else. RayCluster names are random (a suffix per cluster,
+    """The smoke Job may read which cluster serves (its RayService, that cluster, the endpoint Service),
+    list the namespace's pods and events (why a GPU worker stays Pending), and write its report ConfigMap,
+    and nothing else. RayCluster names are random (a suffix per cluster,
     utils/util.go:320-322), so that rule cannot name them."""
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
@@ -83,6 +84,8 @@ def smoke_role(spec: WorkloadSpec) -> dict:
             {"apiGroups": ["ray.io"], "resources": ["rayservices"], "resourceNames": [spec.name], "verbs": ["get"]},
             {"apiGroups": ["ray.io"], "resources": ["rayclusters"], "verbs": ["get"]},
             {"apiGroups": [""], "resources": ["services"], "resourceNames": [spec.endpoint_service], "verbs": ["get"]},
+            # Why a worker stays Pending, as the node autoscaler records it (qwen2vl_serve/scale_up_watch.py).
+            {"apiGroups": [""], "resources": ["pods", "events"], "verbs": ["list"]},
         ],
     }
 
@@ -98,21 +101,30 @@ def smoke_role_binding(spec: WorkloadSpec) -> dict:
     }
 
 
+ACTIVE_CLUSTER_CONTAINER = "active-cluster"
+# The image the active cluster must run, as an environment variable of the check's container (never an
+# argument): kustomize's `images:` override rewrites only image fields, so the kustomization carries a
+# replacement that copies this container's own (rewritten) image field into the variable
+# (infra/workload/manifests.py); Pulumi substitutes the pushed image in both (component.py).
+EXPECTED_IMAGE_ENV = "QWEN2VL_EXPECTED_IMAGE"
+
+
 def active_cluster_check(spec: WorkloadSpec, mounts: list[dict]) -> dict:
     """Init container: the endpoint must serve from a cluster running this deploy's image before the
     smoke checks may count (qwen2vl_serve.active_cluster)."""
     resources = {"cpu": "100m", "memory": "128Mi"}
     return {
-        "name": "active-cluster",
+        "name": ACTIVE_CLUSTER_CONTAINER,
         "image": spec.image,
         "imagePullPolicy": image_pull_policy(spec.image),
         "command": [
             "python", "-m", "qwen2vl_serve.active_cluster",
             "--rayservice", f"{spec.namespace}/{spec.name}",
             "--service", spec.endpoint_service,
-            "--image", spec.image,
+            "--image-env", EXPECTED_IMAGE_ENV,
             "--wait", str(wait_for_active_seconds(spec)),
         ],
+        "env": [{"name": EXPECTED_IMAGE_ENV, "value": spec.image}],
         "resources": {"requests": dict(resources), "limits": dict(resources)},
         "securityContext": container_security_context(),
         "volumeMounts": mounts,

@@ -15,17 +15,22 @@ image. This check passes only when, through the Kubernetes API:
 - and that verdict comes from a look at least SETTLE_SECONDS after the gate first saw the new
   generation observed (see SETTLE_SECONDS).
 
-    python -m qwen2vl_serve.active_cluster --rayservice NS/NAME --service NAME --image REF --wait SECONDS
+    python -m qwen2vl_serve.active_cluster --rayservice NS/NAME --service NAME (--image REF | --image-env VAR) --wait SECONDS
+
+The manifests pass the image in an environment variable (--image-env): kustomize's image override rewrites
+it through a replacement, never an argument.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 import urllib.error
 from dataclasses import dataclass
 
+from qwen2vl_serve import scale_up_watch
 from qwen2vl_serve.kube_client import KubeApi
 
 CLUSTER_LABEL = "ray.io/cluster"
@@ -93,9 +98,10 @@ def observe(api: KubeApi, namespace: str, rayservice: str, service: str, image: 
 
 def wait_active(api: KubeApi, namespace: str, rayservice: str, service: str, image: str, seconds: float,
                 poll_s: float = 10.0, clock=time.monotonic, pause=time.sleep,
-                settle_s: float = SETTLE_SECONDS) -> Observation:
-    """Observes until the check passes or `seconds` run out; the result names what was last seen. A pass
-    counts only `settle_s` after the first look at which the new generation was observed."""
+                settle_s: float = SETTLE_SECONDS, give_up=None) -> Observation:
+    """Observes until the check passes or `seconds` run out, or `give_up` names a reason to stop (a GPU node
+    the autoscaler cannot add: scale_up_watch.py); the result names what was last seen. A pass counts only
+    `settle_s` after the first look at which the new generation was observed."""
     deadline = clock() + seconds
     observed_since = None
     while True:
@@ -111,6 +117,8 @@ def wait_active(api: KubeApi, namespace: str, rayservice: str, service: str, ima
                                f"submitted the config (waiting {settle_s:.0f} s)", True)
         if seen.ok or now >= deadline:
             return seen
+        if give_up and (reason := give_up()):
+            return Observation(False, reason)
         pause(poll_s)
 
 
@@ -118,7 +126,9 @@ def main(argv: list[str] | None = None, api: KubeApi | None = None, printer=prin
     parser = argparse.ArgumentParser(description="Wait until the endpoint serves from the deployed image.")
     parser.add_argument("--rayservice", required=True, help="NAMESPACE/NAME of the RayService")
     parser.add_argument("--service", required=True, help="the endpoint Service (RayService spec.serveService)")
-    parser.add_argument("--image", required=True, help="the image this deploy runs")
+    image = parser.add_mutually_exclusive_group(required=True)
+    image.add_argument("--image", help="the image this deploy runs")
+    image.add_argument("--image-env", help="the environment variable that holds the image this deploy runs")
     parser.add_argument("--wait", type=float, required=True, help="seconds to wait at most")
     parser.add_argument("--poll", type=float, default=10.0)
     args = parser.parse_args(argv)
@@ -126,7 +136,13 @@ def main(argv: list[str] | None = None, api: KubeApi | None = None, printer=prin
     if not namespace or not name:
         printer(f"error: --rayservice must be NAMESPACE/NAME, got {args.rayservice!r}")
         return 2
-    seen = wait_active(api or KubeApi.from_files(), namespace, name, args.service, args.image, args.wait, args.poll)
+    expected = args.image or os.environ.get(args.image_env, "")
+    if not expected:
+        printer(f"error: the environment variable {args.image_env} (--image-env) is not set")
+        return 2
+    api = api or KubeApi.from_files()
+    seen = wait_active(api, namespace, name, args.service, expected, args.wait, args.poll,
+                       give_up=scale_up_watch.watcher(api, namespace))
     if not seen.ok:
         printer(f"active cluster check failed after {args.wait:.0f} s: {seen.reason}")
         return 1
