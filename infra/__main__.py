@@ -11,7 +11,7 @@ from infra.cost import BudgetExceeded, check_budget
 from infra.credentials import endpoint_api_key
 from infra.evaluation.reaping import ttl_notice
 from infra.platform.device_plugin import NvidiaDevicePlugin
-from infra.platform.kuberay import KubeRayOperator
+from infra.platform.kuberay import KubeRayOperator, existing_kuberay_crds
 from infra.platform.monitoring import monitoring, monitoring_summary
 from infra.platform.survey import offline_note, platform_choice
 from infra.placement import PlacementFailed, check_placement
@@ -58,11 +58,12 @@ if platform.install_device_plugin:
 # The monitors (the operator's ServiceMonitor, the workload's PodMonitor and rules) need the Prometheus
 # operator's CRDs first.
 monitoring_ready = monitoring(cfg, cluster.provider, list(cluster.ready))
-after_operator = [*after_pool, *monitoring_ready]
 if platform.install_kuberay:
-    operator = KubeRayOperator("kuberay", cluster.provider, after_operator, protect=cfg.protect,
+    operator = KubeRayOperator("kuberay", cluster.provider, [*after_pool, *monitoring_ready], protect=cfg.protect,
                                monitoring_release=cfg.monitoring_release)
     after_operator = [operator]
+else:
+    after_operator = [*monitoring_ready, *existing_kuberay_crds(cluster.provider, after_pool)]
 
 image_ref = pulumi.Output.from_input(cfg.image) if cfg.image else ServingImage(
     "serving-image", cfg, spec.model_dir, secrets.hub_token, cluster.cloud_provider, cluster.cloud_apis).ref

@@ -425,11 +425,6 @@ class StackConfig:
         return self.prometheus_operator and self.cloud in ("aws", "gcp")
 
     @property
-    def production(self) -> bool:
-        """A stack people depend on: named prod, or protecting its resources from deletion."""
-        return self.stack == "prod" or self.protect
-
-    @property
     def gpu(self) -> catalog.GpuSpec:
         return catalog.gpu(self.gpu_type)
 
@@ -556,26 +551,6 @@ def _cross_check(values: dict[str, Any], stack: str, gpu_type_set: bool = False)
                           fix=f"`pulumi config rm {PROJECT}:gpuInstanceType --stack {stack}`")
 
 
-def _check_ingress(values: dict[str, Any], stack: str) -> None:
-    """An Ingress only where the stack can make it work: a class whose load balancer it configures."""
-    host, cloud = values["ingress_host"], values["cloud"]
-    if host is None:
-        for key, attr in (("ingressClass", "ingress_class"), ("ingressTlsSecret", "ingress_tls_secret")):
-            if values[attr] is not None:
-                raise ConfigError(key, values[attr], "it configures the Ingress of ingressHost, which is not set", stack,
-                                  fix=f"`pulumi config rm {PROJECT}:{key} --stack {stack}`")
-        return
-    remove = f"`pulumi config rm {PROJECT}:ingressHost --stack {stack}` (then reach the endpoint with kubectl port-forward)"
-    if cloud == "aws":
-        raise ConfigError("ingressHost", host, "the stack installs no ingress controller on EKS (no AWS Load Balancer "
-                          "Controller), so the Ingress would get no load balancer, health check or TLS; expose the "
-                          "endpoint through your own controller, admitted with allowedNamespaces", stack, fix=remove)
-    if cloud == "existing" and values["ingress_class"] is None:
-        raise ConfigError("ingressClass", None, "an Ingress on an existing cluster needs its class named, and only gce "
-                          "(GKE's built-in controller) is one whose health check and address ranges the stack sets up; "
-                          "on another cluster, leave ingressHost empty", stack, "gce")
-
-
 # Config namespaces besides the project's that a stack file may set: the providers this program uses
 # (their own settings, such as kubernetes:enableServerSideApply) and Pulumi's own (pulumi:tags).
 PROVIDER_NAMESPACES = ("aws", "gcp", "kubernetes", "docker-build", "random", "pulumi")
@@ -597,6 +572,26 @@ def check_namespaces(config: Mapping[str, Any], stack: str) -> None:
         if ours:
             fix += f" and `pulumi config set {PROJECT}:{name} <value> --stack {stack}`"
         raise ConfigError(name, config[full_key], hint, stack, fix=fix, namespace=namespace)
+
+
+def _check_ingress(values: dict[str, Any], stack: str) -> None:
+    """An Ingress only where the stack can make it work: a class whose load balancer it configures."""
+    host, cloud = values["ingress_host"], values["cloud"]
+    if host is None:
+        for key, attr in (("ingressClass", "ingress_class"), ("ingressTlsSecret", "ingress_tls_secret")):
+            if values[attr] is not None:
+                raise ConfigError(key, values[attr], "it configures the Ingress of ingressHost, which is not set", stack,
+                                  fix=f"`pulumi config rm {PROJECT}:{key} --stack {stack}`")
+        return
+    remove = f"`pulumi config rm {PROJECT}:ingressHost --stack {stack}` (then reach the endpoint with kubectl port-forward)"
+    if cloud == "aws":
+        raise ConfigError("ingressHost", host, "the stack installs no ingress controller on EKS (no AWS Load Balancer "
+                          "Controller), so the Ingress would get no load balancer, health check or TLS; expose the "
+                          "endpoint through your own controller, admitted with allowedNamespaces", stack, fix=remove)
+    if cloud == "existing" and values["ingress_class"] is None:
+        raise ConfigError("ingressClass", None, "an Ingress on an existing cluster needs its class named, and only gce "
+                          "(GKE's built-in controller) is one whose health check and address ranges the stack sets up; "
+                          "on another cluster, leave ingressHost empty", stack, "gce")
 
 
 def parse_stack_config(raw: Mapping[str, Any], stack: str) -> StackConfig:

@@ -157,6 +157,10 @@ def test_program_uses_the_clusters_operator_and_admits_it(monkeypatch, tmp_path)
     types = {r.type for r in result.resources}
     assert "qwen2vl:platform:KubeRayOperator" not in types and "qwen2vl:platform:NvidiaDevicePlugin" not in types
     assert KUBERAY not in types
+    # The cluster's CRDs are read (up stops if one is missing), never applied or deleted by this stack.
+    crds = [r for r in result.resources if r.type == "kubernetes:apiextensions.k8s.io/v1:CustomResourceDefinition"]
+    assert crds and all(r.read for r in crds)
+    assert "existing-crd-rayservices.ray.io" in {r.name for r in crds}
     assert result.outputs[outputs.PLATFORM]["kuberayNamespace"] == "ray-system"
     policies = [r.inputs for r in result.resources if r.type == "kubernetes:networking.k8s.io/v1:NetworkPolicy"]
     assert "ray-system" in str(policies) and "kuberay-system" not in str(policies)

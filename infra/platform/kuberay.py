@@ -60,3 +60,14 @@ class KubeRayOperator(pulumi.ComponentResource):
         self.namespace = OPERATOR_NAMESPACE
         self.version = pins.KUBERAY_OPERATOR_CHART_VERSION
         self.register_outputs({"namespace": OPERATOR_NAMESPACE, "version": self.version})
+
+
+def existing_kuberay_crds(provider: k8s.Provider, after: Sequence[pulumi.Resource]) -> list[pulumi.Resource]:
+    """The ray.io CRDs of a KubeRay operator the cluster already runs (infra/platform/survey.py): read, not
+    applied, so `up` stops if one is missing and the workload waits for them as for the stack's own."""
+    return [
+        k8s.apiextensions.v1.CustomResourceDefinition.get(
+            f"existing-crd-{crd['metadata']['name']}", crd["metadata"]["name"],
+            opts=pulumi.ResourceOptions(provider=provider, depends_on=list(after)))
+        for crd in kuberay_crds(pins.KUBERAY_OPERATOR_CHART_VERSION)
+    ]
