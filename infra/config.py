@@ -32,7 +32,10 @@ IMAGE_REF = re.compile(r"^[a-z0-9][a-z0-9._/:-]*(@sha256:[0-9a-f]{64})?$")
 HOSTNAME = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?\.)+[a-z]{2,}$")
 TAG_VALUE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$")
 SECRET_KEYS = ("apiKey", "hubToken")
+LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?)?$")
 REDIS_ADDRESS = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?:[0-9]{1,5}$")
+# Ingress classes whose load balancer the stack configures (infra/workload/network.py).
+INGRESS_CLASSES = ("gce",)
 # Where a GPU worker keeps its model copy (infra/workload/storage.py).
 MODEL_STORAGE_CHOICES = ("ephemeral", "readWriteMany", "image")
 
@@ -123,6 +126,15 @@ def _string_list(item: Callable[[str], Any]) -> Callable[[str], tuple]:
         return tuple(item(v) for v in value)
 
     return parse
+
+
+def _label_map(raw: str) -> tuple[tuple[str, str], ...]:
+    """A JSON object of Kubernetes labels, kept sorted so the config stays hashable."""
+    value = json.loads(raw)
+    if not isinstance(value, dict) or not value or not all(
+            isinstance(k, str) and isinstance(v, str) and LABEL_VALUE.match(v) for k, v in value.items()):
+        raise ValueError
+    return tuple(sorted(value.items()))
 
 
 def _cidr(raw: str) -> str:
@@ -248,7 +260,8 @@ KEYS: tuple[Key, ...] = (
         "a registry host and path such as registry.example.com/ml"),
     Key("modelStorage", "Where each GPU worker keeps its model copy: ephemeral = a volume of its own, created with "
         "the pod and deleted with it, filled at start (docs/operations.md); readWriteMany = one shared volume of a "
-        "ReadWriteMany storageClass; image = baked into the image at build time (needs the model lock).",
+        "ReadWriteMany storageClass (existing clusters only: the clusters this stack creates have none); image = "
+        "baked into the image at build time (needs the model lock).",
         _one_of(*MODEL_STORAGE_CHOICES), "ephemeral", "image", "one of " + ", ".join(MODEL_STORAGE_CHOICES)),
     Key("modelCacheSize", "Size of the model volume (each worker's own, or the shared one).",
         _matching(QUANTITY), "200Gi", "200Gi", "a Kubernetes quantity such as 200Gi"),
@@ -261,17 +274,38 @@ KEYS: tuple[Key, ...] = (
     Key("gcsRedisPasswordSecret", "Secret in the workload namespace whose key `password` holds the Redis password "
         "(with gcsRedisAddress); empty = Redis without a password.",
         _matching(DNS_LABEL), None, "qwen2vl-redis", "a Secret name (DNS label)"),
+    Key("gcsRedisPodLabels", "Labels of the Redis pods when gcsRedisAddress is a Service in this cluster, as a JSON "
+        "object equal to (or a part of) that Service's selector: the egress policy then admits those pods, which "
+        "a CIDR rule cannot on GKE (docs/pod.md). Empty = Redis outside the cluster (Memorystore, ElastiCache).",
+        _label_map, None, '\'{"app.kubernetes.io/name": "redis"}\'', "a JSON object of label names and values"),
     Key("allowedCidrs", "CIDRs allowed to reach the endpoint, as a JSON list (NetworkPolicy).",
         _string_list(_cidr), (), '\'["10.0.0.0/8"]\'', "a JSON list of CIDRs such as 10.0.0.0/8"),
     Key("allowedNamespaces", "Namespaces allowed to reach the endpoint, as a JSON list (NetworkPolicy).",
         _string_list(_matching(DNS_LABEL)), (), '\'["apps"]\'', "a JSON list of namespace names"),
-    Key("monitoringNamespace", "Namespace of the Prometheus that scrapes the pods' metrics ports; the NetworkPolicy "
-        "admits those ports from it alone (docs/pod.md).",
+    Key("monitoringNamespace", "Namespace of the Prometheus that scrapes the pods' metrics ports (where the stack "
+        "installs kube-prometheus-stack, with prometheusOperator on aws and gcp); the NetworkPolicy admits those ports "
+        "from it alone (docs/pod.md).",
         _matching(DNS_LABEL), "monitoring", "monitoring", "a namespace name (a DNS label)"),
-    Key("ingressHost", "Host name of an Ingress for the endpoint; empty = no Ingress.",
+    Key("ingressHost", "Host name of an HTTPS Ingress for the endpoint (GKE's load balancer: gcp, or existing with "
+        "ingressClass gce); empty = no Ingress, reach the endpoint with kubectl port-forward (docs/operations.md).",
         _matching(HOSTNAME), None, "qwen2vl.example.com", "a DNS host name"),
-    Key("prometheusOperator", "Create ServiceMonitors (the Prometheus operator CRDs must be installed).",
+    Key("ingressClass", "Class of the Ingress (with ingressHost); empty = gce on gcp. Only gce, GKE's built-in "
+        "external Application Load Balancer, for which the stack sets the health check (the open GET /health), the "
+        "backend timeout and the NetworkPolicy for the load balancer's address ranges.",
+        _one_of(*INGRESS_CLASSES), None, "gce", "one of " + ", ".join(INGRESS_CLASSES)),
+    Key("ingressTlsSecret", "A kubernetes.io/tls Secret in the workload namespace holding ingressHost's certificate; "
+        "empty = a Google-managed certificate for ingressHost (issued once the host's DNS points at the load "
+        "balancer).",
+        _matching(DNS_LABEL), None, "qwen2vl-tls", "a Secret name (DNS label)"),
+    Key("prometheusOperator", "Monitoring: the pods' PodMonitor, the alert rules (PrometheusRule), the KubeRay "
+        "operator's ServiceMonitor and the Grafana dashboard. On aws and gcp the stack installs kube-prometheus-stack "
+        "(pinned) into monitoringNamespace; on existing, `up` checks that the Prometheus operator's CRDs exist "
+        "(install kube-prometheus-stack first, or leave this false) (docs/operations.md).",
         _bool, False, "true", "true or false"),
+    Key("prometheusRelease", "Helm release name of the kube-prometheus-stack whose Prometheus picks up the monitors "
+        "and rules: they carry the label release=<this>, which its default selectors match. On aws and gcp the "
+        "stack installs the chart under this name.",
+        _matching(DNS_LABEL), "kube-prometheus-stack", "kube-prometheus-stack", "a Helm release name (a DNS label)"),
     Key("ttftP95AlertSeconds", "Alert when the p95 time to first token stays above this many seconds for 10 minutes.",
         _float_in(0.0, 600.0, low_open=True), 5.0, "5", "a positive number of seconds"),
 )
@@ -335,11 +369,15 @@ class StackConfig:
     storage_class: str | None
     gcs_redis_address: str | None
     gcs_redis_password_secret: str | None
+    gcs_redis_pod_labels: tuple[tuple[str, str], ...] | None
     allowed_cidrs: tuple[str, ...]
     allowed_namespaces: tuple[str, ...]
     monitoring_namespace: str
     ingress_host: str | None
+    ingress_class: str | None
+    ingress_tls_secret: str | None
     prometheus_operator: bool
+    prometheus_release: str
     ttft_p95_alert_seconds: float
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -347,6 +385,23 @@ class StackConfig:
     def bake_model(self) -> bool:
         """The image carries the locked model files (modelStorage image)."""
         return self.model_storage == "image"
+
+    @property
+    def ingress_class_name(self) -> str | None:
+        """The Ingress's class: the configured one, else GKE's external load balancer on gcp."""
+        if self.ingress_host is None:
+            return None
+        return self.ingress_class or "gce"
+
+    @property
+    def monitoring_release(self) -> str | None:
+        """The kube-prometheus-stack release whose Prometheus selects our monitors, when monitoring is on."""
+        return self.prometheus_release if self.prometheus_operator else None
+
+    @property
+    def installs_monitoring(self) -> bool:
+        """The stack installs kube-prometheus-stack: monitoring is on and the stack made the cluster."""
+        return self.prometheus_operator and self.cloud in ("aws", "gcp")
 
     @property
     def gpu(self) -> catalog.GpuSpec:
@@ -359,6 +414,18 @@ class StackConfig:
         if self.ttl_hours is not None:
             labels["ttl-hours"] = str(self.ttl_hours)
         return labels
+
+
+def redis_in_cluster(address: str) -> bool:
+    """A Service name (`redis`, `redis.ns`, `redis.ns.svc[.cluster.local]`) rather than a host outside."""
+    host = address.rsplit(":", 1)[0]
+    return "." not in host or host.endswith((".svc", ".svc.cluster.local")) or host.count(".") == 1
+
+
+def redis_namespace(address: str, default: str) -> str:
+    """The namespace of an in-cluster Redis Service: its name's second label, else the workload's."""
+    parts = address.rsplit(":", 1)[0].split(".")
+    return parts[1] if len(parts) > 1 else default
 
 
 def _gpu_shape_check(values: dict[str, Any], stack: str, gpu_type_set: bool) -> None:
@@ -415,11 +482,28 @@ def _cross_check(values: dict[str, Any], stack: str, gpu_type_set: bool = False)
                           "it is the password of the Redis at gcsRedisAddress, which is not set", stack,
                           fix=f"`pulumi config set {PROJECT}:gcsRedisAddress {KEYS_BY_NAME['gcsRedisAddress'].example} "
                               f"--stack {stack}`")
+    redis = values["gcs_redis_address"]
+    if redis is not None and redis_in_cluster(redis) and values["gcs_redis_pod_labels"] is None:
+        raise ConfigError("gcsRedisPodLabels", None, f"gcsRedisAddress {redis} is a Service in the cluster, and the "
+                          "egress policy can admit in-cluster pods only by their labels (a CIDR rule never matches "
+                          "them on GKE)", stack, KEYS_BY_NAME["gcsRedisPodLabels"].example)
+    if values["gcs_redis_pod_labels"] is not None and redis is None:
+        raise ConfigError("gcsRedisPodLabels", dict(values["gcs_redis_pod_labels"]),
+                          "it selects the Redis at gcsRedisAddress, which is not set", stack,
+                          fix=f"`pulumi config set {PROJECT}:gcsRedisAddress {KEYS_BY_NAME['gcsRedisAddress'].example} "
+                              f"--stack {stack}`")
+    if values["model_storage"] == "readWriteMany" and values["cloud"] in ("aws", "gcp"):
+        # The clusters this stack creates get no ReadWriteMany driver (infra/platform/addons.py installs the
+        # EBS CSI driver only; GKE's Filestore CSI driver is an add-on the cluster does not enable), so the
+        # claim would never bind; the placement check would refuse it later with the same verdict.
+        raise ConfigError("modelStorage", "readWriteMany", f"the {values['cloud']} cluster this stack creates has no "
+                          "ReadWriteMany storage (no Filestore or EFS driver); readWriteMany is for an existing "
+                          "cluster that offers such a class", stack, "ephemeral")
     if values["model_storage"] == "readWriteMany" and values["storage_class"] is None:
         # The cluster default class (gp2/gp3, pd-balanced) offers only ReadWriteOnce: the claim would never bind.
         raise ConfigError("modelStorage", "readWriteMany", "it needs storageClass set to a class that offers "
                           "ReadWriteMany (Filestore on GKE, EFS on EKS)", stack,
-                          fix=f"`pulumi config set {PROJECT}:storageClass standard-rwx --stack {stack}`")
+                          fix=f"`pulumi config set {PROJECT}:storageClass <a ReadWriteMany class of the cluster> --stack {stack}`")
     if values["max_model_len"] < values["max_num_seqs"]:
         raise ConfigError("maxModelLen", values["max_model_len"],
                           f"must be at least maxNumSeqs ({values['max_num_seqs']})", stack, "8192")
@@ -431,12 +515,33 @@ def _cross_check(values: dict[str, Any], stack: str, gpu_type_set: bool = False)
     if values["cloud"] == "existing" and values["image"] is None and values["registry"] is None:
         raise ConfigError("registry", None, "an existing cluster needs a registry to push the built image to "
                           "(or set image to a pushed one)", stack, "registry.example.com/ml")
+    _check_ingress(values, stack)
     if values["cloud"] in ("aws", "gcp"):
         _gpu_shape_check(values, stack, gpu_type_set)
     elif values["gpu_instance_type"] is not None:
         raise ConfigError("gpuInstanceType", values["gpu_instance_type"], "an existing cluster's nodes are its own; "
                           "the stack creates no GPU pool there", stack,
                           fix=f"`pulumi config rm {PROJECT}:gpuInstanceType --stack {stack}`")
+
+
+def _check_ingress(values: dict[str, Any], stack: str) -> None:
+    """An Ingress only where the stack can make it work: a class whose load balancer it configures."""
+    host, cloud = values["ingress_host"], values["cloud"]
+    if host is None:
+        for key, attr in (("ingressClass", "ingress_class"), ("ingressTlsSecret", "ingress_tls_secret")):
+            if values[attr] is not None:
+                raise ConfigError(key, values[attr], "it configures the Ingress of ingressHost, which is not set", stack,
+                                  fix=f"`pulumi config rm {PROJECT}:{key} --stack {stack}`")
+        return
+    remove = f"`pulumi config rm {PROJECT}:ingressHost --stack {stack}` (then reach the endpoint with kubectl port-forward)"
+    if cloud == "aws":
+        raise ConfigError("ingressHost", host, "the stack installs no ingress controller on EKS (no AWS Load Balancer "
+                          "Controller), so the Ingress would get no load balancer, health check or TLS; expose the "
+                          "endpoint through your own controller, admitted with allowedNamespaces", stack, fix=remove)
+    if cloud == "existing" and values["ingress_class"] is None:
+        raise ConfigError("ingressClass", None, "an Ingress on an existing cluster needs its class named, and only gce "
+                          "(GKE's built-in controller) is one whose health check and address ranges the stack sets up; "
+                          "on another cluster, leave ingressHost empty", stack, "gce")
 
 
 def parse_stack_config(raw: Mapping[str, Any], stack: str) -> StackConfig:

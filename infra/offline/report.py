@@ -109,6 +109,11 @@ def zone_verdicts(result: PlanResult) -> list[Verdict]:
     return [Verdict("zones", None, f"{', '.join(choice['zones'])}{ids}" + (f"; {passed}" if passed else ""))]
 
 
+def monitoring_verdicts(result: PlanResult) -> list[Verdict]:
+    monitoring = result.outputs.get(output_names.MONITORING)
+    return [Verdict("monitoring", None, monitoring)] if monitoring else []
+
+
 def warning_verdicts(result: PlanResult) -> list[Verdict]:
     return [Verdict("warning", None, _first_sentence(warning)) for warning in result.warnings]
 
@@ -124,7 +129,7 @@ def plan_verdicts(result: PlanResult) -> list[Verdict]:
 # the PlanResult and returns Verdict lines (an empty list when it has nothing to say).
 SUMMARY_SECTIONS: list[Callable[[PlanResult], list[Verdict]]] = [
     preflight_verdicts, placement_verdicts, cost_verdicts, capacity_verdicts, zone_verdicts, upgrade_verdicts,
-    warning_verdicts, plan_verdicts,
+    monitoring_verdicts, warning_verdicts, plan_verdicts,
 ]
 
 
@@ -210,6 +215,11 @@ def print_placement(console: Console, placement: dict) -> None:
         else:
             state = "[red]" + escape("; ".join(upgrade["reasons"])) + "[/red]"
         console.print(f"  upgrade {escape(upgrade['strategy'])}: {state}")
+    for row in placement.get("preemption") or []:
+        first = ", ".join(row["evicted_first"]) or "nothing"
+        room = ", ".join(f"{name} {value}" for name, value in row["room_before_eviction"].items())
+        console.print(f"  preemption {escape(row['pod'])} (priority {row['priority']}) on {escape(row['node'])}: "
+                      f"evicted first {escape(first)}; a higher-priority pod may take {escape(room)} before it")
 
 
 def _tree(result: PlanResult, show_inputs: bool) -> Tree:
