@@ -93,7 +93,8 @@ def test_gke_has_no_separate_device_plugin_or_autoscaler_but_eks_has_both(plan_o
     def releases(stack):
         return {r.name for r in plan_of(stack).resources if r.type == "kubernetes:helm.sh/v3:Release"}
 
-    assert releases("staging") == {"kuberay-operator"}
+    # staging turns monitoring on on a cluster it creates, so it installs the monitoring stack too.
+    assert releases("staging") == {"kuberay-operator", "kube-prometheus-stack"}
     assert releases("local") == {"kuberay-operator", "nvidia-device-plugin"}
     assert releases("eval") == {"kuberay-operator", "nvidia-device-plugin", "cluster-autoscaler"}
 
