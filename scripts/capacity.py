@@ -28,7 +28,7 @@ from rich.table import Table  # noqa: E402
 from infra import pins  # noqa: E402
 from infra.capacity.performance import Load  # noqa: E402
 from infra.capacity.planner import Constraints, Goals, plan_for_model  # noqa: E402
-from infra.catalog import CatalogError, model_catalog  # noqa: E402
+from infra.catalog import CatalogError, catalog_model, model_catalog  # noqa: E402
 from infra.config import PROJECT  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -52,6 +52,9 @@ def stack_config(chosen: dict, model: str, budget: float | None) -> dict:
         config[f"{PROJECT}:gcpProject"] = "my-gpu-project"
     if model != pins.MODEL_REPO:
         config[f"{PROJECT}:modelRepo"] = model
+        known = [r.revision for r in catalog_model(model).revisions if r.bad_reason is None]
+        if known:
+            config[f"{PROJECT}:modelRevision"] = known[-1]
     if budget is not None:
         config[f"{PROJECT}:maxHourlyUsd"] = format(budget, "g")
     return {"config": config}
@@ -124,6 +127,10 @@ def main(argv: list[str] | None = None) -> int:
                           f"output tokens; predictions +/-{chosen['predicted']['error_band']:.0%} (docs/capacity.md).")
             if args.write_stack:
                 console.print(f"Wrote Pulumi.{args.write_stack}.yaml; check it with `make plan STACK={args.write_stack}`.")
+                if args.model != pins.MODEL_REPO and not any(
+                        r.bad_reason is None for r in catalog_model(args.model).revisions):
+                    console.print(f"The catalog knows no revision of {args.model}: set {PROJECT}:modelRevision to the "
+                                  "commit you deploy (scripts/lock_model.py resolves and records it).")
         else:
             console.print("No shape meets the goals within the constraints; relax a goal, the budget or --max-nodes.")
     return 0 if chosen else 1
