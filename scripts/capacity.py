@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -70,9 +69,9 @@ def _table(result: dict, show_all: bool) -> Table:
         p = option["predicted"]
         table.add_row(option["gpu"], option["instance_type"], str(option["tp"]), str(option["replicas_per_node"]),
                       str(option["nodes"]), f"{option['usd_per_hour']:.2f}",
-                      "-" if math.isinf(option["usd_per_million_output_tokens"]) else
+                      "-" if option["usd_per_million_output_tokens"] is None else
                       f"{option['usd_per_million_output_tokens']:.2f}",
-                      f"{p['output_tokens_per_s']:g}", "-" if math.isinf(p["ttft_p95_s"]) else f"{p['ttft_p95_s']:.2f}",
+                      f"{p['output_tokens_per_s']:g}", "-" if p["ttft_p95_s"] is None else f"{p['ttft_p95_s']:.2f}",
                       f"{p['tokens_per_s_per_request']:.0f}",
                       "yes" if option["meets_goals"] else "no: " + "; ".join(option["why_not"]))
     return table
