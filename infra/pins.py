@@ -45,7 +45,28 @@ MODEL_REVISION = "712d5a5"
 
 SERVED_MODEL_NAME = "qwen2vl"
 
-# The image's Python dependencies besides vLLM and Ray, where the resolver must not take the newest:
-# vLLM 0.6.3.post1 runs Qwen2-VL with transformers 4.45-4.46 (5.x changed the processor API), and
-# numpy 2 breaks its compiled extensions.
-IMAGE_CONSTRAINTS = ("transformers==4.46.1", "numpy<2")
+# The image lock belongs to its engine's era: the resolver sees only files uploaded before this instant
+# (uv's --exclude-newer), the day after the later of the two engine pins reached the package index
+# (vllm-0.6.3.post1 wheel 2024-10-17T18:04Z, ray-2.38.0 cp311 wheels 2024-10-23T19:28Z, upload times of
+# PyPI's simple API). Resolved against today's index instead, the lock took web and data packages years
+# newer than the engine (fastapi 0.165, pyarrow 26, openai 3.x), and the Serve app did not come up on Ray 2.38.
+IMAGE_LOCK_EXCLUDE_NEWER = "2024-10-24T00:00:00Z"
+# Packages the resolver may take from after the cut-off, each with its own later cut-off and the reason.
+IMAGE_LOCK_LATE_PACKAGES = {
+    # The release this project checked Qwen2-VL's processor against (smart_resize, image token counts);
+    # uploaded 2024-10-29, six days after Ray 2.38.0. vLLM 0.6.3.post1 asks for transformers>=4.45.2.
+    "transformers": "2024-10-30T00:00:00Z",
+    # outlines 0.0.46 (a vLLM 0.6.3.post1 dependency) needs it; its only file on the index today is a
+    # re-upload of 2025-09-25 (the 2024 upload was deleted), and it is pure data.
+    "pyairports": "2025-09-26T00:00:00Z",
+}
+
+# Bounds the resolver must keep besides vLLM and Ray, where a package's metadata does not state what it
+# needs at run time:
+# - transformers: vLLM 0.6.3.post1 runs Qwen2-VL with 4.45-4.46 (5.x changed the processor API);
+# - numpy<2: vLLM 0.6.3.post1's compiled extensions and torch 2.4.0 are built against NumPy 1.x;
+# - pyarrow<18: Ray 2.38's serializer imports pyarrow in every Serve process; pyarrow's metadata names no
+#   NumPy bound, yet later majors are built for NumPy 2 and some refuse NumPy 1.x at import (26.0.1:
+#   "pyarrow requires NumPy 2.0 or newer", so the Serve controller never started). 17.x is the era's
+#   release and loads beside numpy 1.26 (tests/test_image_env.py imports it).
+IMAGE_CONSTRAINTS = ("transformers==4.46.1", "numpy<2", "pyarrow<18")

@@ -1,7 +1,8 @@
 """A small OpenAI-compatible server on 127.0.0.1 that answers well or injects one fault at a time.
 
 Answering well means answering right: it works out the sum a text chat asks for, and decodes the PNG an
-image chat sends to name its dominant colour, so the smoke client's answer checks meet a real judge."""
+image chat sends to name the colour of the quarter asked about, so the smoke client's answer checks meet a
+real judge."""
 
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ FAULTS = ("none", "http_500", "wrong_model", "empty_content", "hang", "malformed
           "wrong_answer", "flaky_503", "drop_after_request")
 # Reference colours for naming a pixel (the nearest one wins).
 NAMED_COLOURS = {"red": (255, 0, 0), "green": (0, 160, 0), "blue": (0, 0, 255), "yellow": (255, 230, 0),
-                 "white": (255, 255, 255)}
+                 "white": (255, 255, 255), "black": (0, 0, 0)}
 SUM_QUESTION = re.compile(r"What is (\d+) \+ (\d+)\?")
+QUARTER_QUESTION = re.compile(r"the (top|bottom)-(left|right) quarter")
 
 
 def decode_png(data_url: str) -> tuple[int, int, list[bytes]]:
@@ -35,24 +37,29 @@ def decode_png(data_url: str) -> tuple[int, int, list[bytes]]:
     return width, height, [pixels[y * stride + 1:(y + 1) * stride] for y in range(height)]
 
 
-def dominant_colour(data_url: str) -> str:
-    """The name of the colour most pixels of a data-URL PNG are nearest to."""
-    _, _, rows = decode_png(data_url)
-    counts = collections.Counter()
-    for row in rows:
-        for i in range(0, len(row), 3):
-            pixel = row[i:i + 3]
-            counts[min(NAMED_COLOURS, key=lambda n: sum((a - b) ** 2 for a, b in zip(pixel, NAMED_COLOURS[n])))] += 1
-    return counts.most_common(1)[0][0]
+def colour_at(data_url: str, x_share: float, y_share: float) -> str:
+    """The name of the colour nearest to a data-URL PNG's pixel at (x_share, y_share) of its width and height."""
+    width, height, rows = decode_png(data_url)
+    x, y = int(x_share * width), int(y_share * height)
+    pixel = rows[y][3 * x:3 * x + 3]
+    return min(NAMED_COLOURS, key=lambda n: sum((a - b) ** 2 for a, b in zip(pixel, NAMED_COLOURS[n])))
+
+
+def quarter_colour(data_url: str, quarter: str) -> str:
+    """The colour of a quarter (top-left, ...) of a data-URL PNG, read at the quarter's centre."""
+    vertical, horizontal = quarter.split("-")
+    return colour_at(data_url, 0.25 if horizontal == "left" else 0.75, 0.25 if vertical == "top" else 0.75)
 
 
 def right_answer(content) -> str:
     """What a good model answers to the smoke client's questions."""
     if isinstance(content, list):
+        question = " ".join(part.get("text", "") for part in content if part["type"] == "text")
         for part in content:
             if part["type"] == "image_url":
-                return dominant_colour(part["image_url"]["url"]).capitalize() + "."
-        content = " ".join(part.get("text", "") for part in content)
+                asked = QUARTER_QUESTION.search(question)
+                return quarter_colour(part["image_url"]["url"], f"{asked.group(1)}-{asked.group(2)}").capitalize() + "."
+        content = question
     asked = SUM_QUESTION.search(content)
     if asked:
         return str(int(asked.group(1)) + int(asked.group(2)))

@@ -253,7 +253,18 @@ def test_timeout_cancels_the_update_and_waits_for_it_before_destroying(backend, 
     assert not any((backend.state / "locks").iterdir())
 
 
-def test_ctrl_c_cancels_the_update_and_waits_for_it_before_destroying(backend, tmp_path):
+@pytest.fixture
+def terminal_ctrl_c():
+    """Ctrl-C raises KeyboardInterrupt, as in a terminal. A process started with SIGINT ignored (a shell's
+    background job, a CI runner) keeps ignoring it, and Python then installs no KeyboardInterrupt handler
+    (the signal module's docs: only "if the parent process has not changed it"): the test's own Ctrl-C did
+    nothing there, the held update ran out its deadline and the run ended 'failed'."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_cancels_the_update_and_waits_for_it_before_destroying(backend, tmp_path, terminal_ctrl_c):
     def press_ctrl_c_once_the_update_runs(line):
         if line.startswith("Updating ("):
             os.kill(os.getpid(), signal.SIGINT)  # what the terminal's Ctrl-C sends this process

@@ -7,10 +7,13 @@ import subprocess
 import sys
 
 import pytest
+from packaging.requirements import Requirement
 
+from infra import pins
 from infra.image_build import DOCKERFILE
 from infra.workload.spec import BAKED_MODEL_PATH
-from scripts.lock import parse_lock
+from scripts import lock_image
+from scripts.lock import normalise, parse_lock
 from tests.conftest import REPO_ROOT
 
 IMAGE_DIR = REPO_ROOT / "images" / "vllm"
@@ -72,3 +75,36 @@ def test_sdist_only_package_builds_from_the_hashed_build_tools_alone(tmp_path):
     assert isolated.returncode != 0 and "setuptools" in isolated.stderr, isolated.stderr
     built = pip(venv, "install", "--no-build-isolation", *offline)
     assert built.returncode == 0, built.stderr
+
+
+def test_image_lock_keeps_the_bounds_metadata_does_not_state():
+    """pyarrow 26 beside numpy 1.26 stopped Ray 2.38's Serve controller at import; the bounds in
+    pins.IMAGE_CONSTRAINTS hold in the lock."""
+    locked = {pin.name: pin.version for pin in parse_lock(LOCK.read_text())}
+    for constraint in pins.IMAGE_CONSTRAINTS:
+        requirement = Requirement(constraint)
+        version = locked.get(normalise(requirement.name))
+        assert version is not None and requirement.specifier.contains(version, prereleases=True), \
+            f"{requirement.name} {version} is locked, pins.IMAGE_CONSTRAINTS asks {requirement.specifier}"
+
+
+def test_image_lock_records_the_era_it_was_resolved_for():
+    first_line = LOCK.read_text().splitlines()[0]
+    assert first_line == lock_image.header().strip()
+    assert f"--exclude-newer {pins.IMAGE_LOCK_EXCLUDE_NEWER}" in first_line
+    for name, cutoff in pins.IMAGE_LOCK_LATE_PACKAGES.items():
+        assert f"--exclude-newer-package {name}={cutoff}" in first_line
+        assert cutoff > pins.IMAGE_LOCK_EXCLUDE_NEWER  # an exception only ever widens the cut-off
+
+
+@pytest.mark.download
+def test_image_lock_is_what_the_resolver_gives_for_the_engines_era(tmp_path):
+    """The era rule itself: resolved again with only what the index held at the cut-off (uv filters every
+    file by its upload time, the late packages by theirs), the same versions and hashes come out. A lock
+    holding anything uploaded after the cut-off cannot be reproduced this way."""
+    uv = REPO_ROOT / ".cache" / "bootstrap" / "bin" / "uv"
+    if not uv.exists():
+        pytest.fail(f"{uv} is missing: `make install` installs it")
+    fresh = tmp_path / "requirements.lock"
+    lock_image.compile_lock(str(uv), lock_image.requirements(), fresh, lock_image.era_options())
+    assert parse_lock(fresh.read_text()) == parse_lock(LOCK.read_text())

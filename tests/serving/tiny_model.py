@@ -66,7 +66,13 @@ def build(target: Path, hidden: int = 256, layers: int = 2) -> Path:
     with torch.no_grad():
         model.get_input_embeddings().weight[blank] = 0
     model.save_pretrained(target, safe_serialization=True)
-    generation = {"eos_token_id": config.eos_token_id, "pad_token_id": config.pad_token_id, "max_new_tokens": 64}
+    # top_k 1: vLLM takes the checkpoint's generation config as the default sampling parameters (a request
+    # that names no top_k gets it), so every request is greedy whatever its temperature, and greedy never
+    # picks the zero-logit tokens above, EOS among them: each answer is max_tokens of visible text, by
+    # construction. With sampling (the smoke burst asks temperature 0.7) one request of many could draw
+    # EOS first and stream nothing.
+    generation = {"eos_token_id": config.eos_token_id, "pad_token_id": config.pad_token_id, "max_new_tokens": 64,
+                  "top_k": 1}
     (target / "generation_config.json").write_text(json.dumps(generation))
     return target
 

@@ -1,7 +1,7 @@
 """vLLM's OpenAI-compatible server as a child process: its command line, start, readiness and stop.
 
-Only flags that exist in the pinned vLLM release and in today's CPU build are used (the tests parse
-this command with the installed vLLM's own argument parser).
+The command line is the pinned release's (the tests parse it with the argument definitions of the pinned
+vLLM wheel; docs/testing.md).
 
 Process lifecycle: vLLM runs under qwen2vl_serve.group_leader, in a process group of its own; stop()
 ends every member of that group, and the leader ends it by itself when the replica is gone.
@@ -13,8 +13,8 @@ memory for the error a failed start raises. Nothing is written to a file.
 from __future__ import annotations
 
 import collections
-import importlib.util
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import IO, Any, Callable, Mapping
 
 from qwen2vl_serve.group_leader import end_group, group_members
+from qwen2vl_serve.limits import DEFAULT_MAX_IMAGE_MEGAPIXELS, DEFAULT_MAX_REQUEST_MIB, MEGAPIXEL, MIB
 
 TAIL_LINES = 200  # vLLM's last lines kept for ServerStartError (each cut to TAIL_LINE_CHARS)
 TAIL_LINE_CHARS = 2000
@@ -54,6 +55,10 @@ class ServerArgs:
     metrics_port: int | None = None
     # Seconds to wait for /health: a 72B download and load can take most of an hour.
     ready_timeout_s: float = 3600.0
+    # The ingress's limits (request_guard.GuardLimits); the stack sets them from maxRequestMib and
+    # maxImageMegapixels.
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_MIB * MIB
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_MEGAPIXELS * MEGAPIXEL
     extra_env: Mapping[str, str] = field(default_factory=dict)
     # Further vLLM flags, for flags that exist only in some vLLM releases (not used by the RayService).
     extra_args: tuple[str, ...] = ()
@@ -74,39 +79,31 @@ def quantization_flag(value: str | None) -> str | None:
     return None if value in (None, "none") else value
 
 
-def vllm_logs_requests_by_default(package_dir: Path | None = None) -> bool:
-    """Whether the installed vLLM logs every request unless told --disable-log-requests: 0.6.3 does
-    (vllm/engine/arg_utils.py:1105 `disable_log_requests: bool = False`, the flag at :1112); later releases
-    turned it around (0.32: `enable_log_requests: bool = False`) and dropped the old flag, which they
-    refuse. Read from the installed source, without importing vLLM (that loads torch)."""
-    if package_dir is None:
-        spec = importlib.util.find_spec("vllm")
-        if spec is None or not spec.submodule_search_locations:
-            return True
-        package_dir = Path(next(iter(spec.submodule_search_locations)))
-    try:
-        return "--disable-log-requests" in (package_dir / "engine" / "arg_utils.py").read_text()
-    except OSError:
-        return True
+# The one substitution the tests make in the image's code path (docs/testing.md): a command run in place of
+# `python -m vllm.entrypoints.openai.api_server`, given the same arguments. Unset in the image; the tests set
+# it to vLLM's CPU build, which stands in for the pinned CUDA engine.
+ENGINE_STANDIN_ENV = "QWEN2VL_ENGINE_STANDIN"
 
 
-def command(args: ServerArgs, port: int, host: str = "127.0.0.1", disable_request_log: bool = True) -> list[str]:
-    """The vLLM OpenAI server command line for these args (no secret on it: the key goes by env).
-    `disable_request_log`: pass --disable-log-requests (the pinned release needs it; see
-    vllm_logs_requests_by_default)."""
+def engine_program() -> list[str]:
+    standin = os.environ.get(ENGINE_STANDIN_ENV)
+    return shlex.split(standin) if standin else [sys.executable, "-m", "vllm.entrypoints.openai.api_server"]
+
+
+def command(args: ServerArgs, port: int, host: str = "127.0.0.1") -> list[str]:
+    """The pinned vLLM's OpenAI server command line for these args (no secret on it: the key goes by env)."""
     cmd = [
-        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+        *engine_program(),
         "--model", args.model,
         "--served-model-name", args.served_model_name,
         "--tensor-parallel-size", str(args.tensor_parallel_size),
         "--dtype", args.dtype,
         "--host", host,
         "--port", str(port),
-    ]
-    if disable_request_log:
         # Prompts are user data: without this vLLM 0.6.3 logs every prompt and its token ids in full
-        # (vllm/engine/arg_utils.py:1105; entrypoints/openai/api_server.py:477-480; entrypoints/logger.py).
-        cmd.append("--disable-log-requests")
+        # (vllm/engine/arg_utils.py:1105,1112; entrypoints/openai/api_server.py:477-480; entrypoints/logger.py).
+        "--disable-log-requests",
+    ]
     optional = {
         "--max-model-len": args.max_model_len,
         "--max-num-seqs": args.max_num_seqs,
@@ -175,7 +172,7 @@ class VllmProcess:
         # By file, so the leader starts whatever the child's PYTHONPATH is.
         leader = [sys.executable, str(Path(__file__).with_name("group_leader.py")), "--parent", str(os.getpid()), "--"]
         self.process = subprocess.Popen(
-            leader + (self.program or command(self.args, self.port, disable_request_log=vllm_logs_requests_by_default())),
+            leader + (self.program or command(self.args, self.port)),
             env=child_environment(self.args),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

@@ -2,10 +2,16 @@
 in the smoke Job, and from scripts/smoke.py).
 
 Checks: the model list names the served model; a text chat asks a sum chosen per run and must get it
-back; an image chat sends a PNG drawn here (a data URL) whose dominant colour, chosen per run, is red,
-green, blue or yellow, and the answer must name it; a burst of `concurrency` streamed requests all
-complete, with time to first token, inter-token latency and tokens per second. Every failure names its
-check, what was expected and what the server answered.
+back; an image chat sends one 1600 x 1200 PNG drawn here (a data URL) whose four quarters each get a colour
+drawn per run from six, and asks for each quarter's colour in a request of its own: every answer must name
+that colour and no other of the six; a burst of `concurrency` streamed requests all complete, with time
+to first token, inter-token latency and tokens per second. Every failure names its check, what was
+expected and what the server answered.
+
+The image check cannot pass by chance: the colours are drawn independently and uniformly, so a model that
+cannot see answers each question right with probability 1/6 whatever it answers, and passes with
+(1/6)^4 = 1/1296, about 0.08 % (tests/test_smoke.py simulates it). The image is larger than the ingress
+lets through, so the check also exercises its resize (to 1131 x 849 pixels, 1200 image tokens).
 
 `--no-answer-check` still sends every request and requires content, but does not judge the answers: it
 exists only for the random-weight model of the local tests, whose answers are noise by construction.
@@ -39,7 +45,10 @@ from qwen2vl_serve.kube_client import SERVICE_ACCOUNT, KubeApi
 CHECKS = ("models", "text_chat", "image_chat", "burst")
 # Answers that say "not now" (rate limit, gateway without a backend); a 500 is an answer, not retried.
 RETRYABLE_STATUS = {429, 502, 503, 504}
-COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 40, 220), "yellow": (230, 210, 40)}
+COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 40, 220), "yellow": (230, 210, 40),
+           "black": (0, 0, 0), "white": (255, 255, 255)}
+QUARTERS = ("top-left", "top-right", "bottom-left", "bottom-right")
+IMAGE_SIZE = (1600, 1200)
 
 
 class SmokeFailure(Exception):
@@ -83,22 +92,26 @@ class SmokeReport:
         return asdict(self)
 
 
-def png_data_url(colour: str, width: int = 64, height: int = 64) -> str:
-    """A real PNG filled with `colour` (one of COLOURS) and crossed by a thin white diagonal, encoded here:
-    no imaging library needed."""
-    fill = bytes(COLOURS[colour])
-    rows = []
-    for y in range(height):
-        row = bytearray([0])  # filter type: none
-        for x in range(width):
-            row += bytes((255, 255, 255)) if abs(x - y) < 2 else fill
-        rows.append(bytes(row))
+def png_data_url(quarter_colours: dict[str, str], width: int = IMAGE_SIZE[0], height: int = IMAGE_SIZE[1]) -> str:
+    """A real PNG whose quarters (QUARTERS) are filled with the given COLOURS, encoded here: no imaging
+    library needed."""
+    half_w, half_h = width // 2, height // 2
+
+    def row(left: str, right: str) -> bytes:
+        # Filter type none, then the pixels.
+        return b"\0" + bytes(COLOURS[left]) * half_w + bytes(COLOURS[right]) * (width - half_w)
+
+    top = row(quarter_colours["top-left"], quarter_colours["top-right"])
+    bottom = row(quarter_colours["bottom-left"], quarter_colours["bottom-right"])
+    packer = zlib.compressobj(1)  # uniform rows: the fastest level compresses them as well as any
+    pixels = b"".join([packer.compress(top) for _ in range(half_h)]
+                      + [packer.compress(bottom) for _ in range(height - half_h)] + [packer.flush()])
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
     png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-    png += chunk(b"IDAT", zlib.compress(b"".join(rows))) + chunk(b"IEND", b"")
+    png += chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
     return "data:image/png;base64," + base64.b64encode(png).decode()
 
 
@@ -289,12 +302,24 @@ class Smoke:
         return self._judged("text_chat", _content("text_chat", answer), str(a + b))
 
     def check_image_chat(self) -> str:
-        colour = self.rng.choice(sorted(COLOURS))
-        content = [{"type": "text", "text": "Which colour fills most of this image: red, green, blue or yellow? "
-                                            "Answer with one word."},
-                   {"type": "image_url", "image_url": {"url": png_data_url(colour)}}]
-        answer = self.client.json("image_chat", "POST", "/v1/chat/completions", self._chat(content, temperature=0))
-        return self._judged("image_chat", _content("image_chat", answer), colour)
+        colours = {quarter: self.rng.choice(sorted(COLOURS)) for quarter in QUARTERS}
+        image = {"type": "image_url", "image_url": {"url": png_data_url(colours)}}
+        options = ", ".join(sorted(COLOURS))
+        judged = []
+        for quarter in QUARTERS:
+            question = (f"What colour is the {quarter} quarter of this image? Answer with one word, one of: "
+                        f"{options}.")
+            answer = self.client.json("image_chat", "POST", "/v1/chat/completions",
+                                      self._chat([{"type": "text", "text": question}, image], temperature=0))
+            content = _content("image_chat", answer)
+            named = [colour for colour in COLOURS if names(content, colour)]
+            if self.check_answers and named != [colours[quarter]]:
+                raise SmokeFailure("image_chat", f"expected an answer naming {colours[quarter]!r} (and no other "
+                                                 f"colour) for the {quarter} quarter, got {content.strip()[:200]!r}")
+            judged.append(f"{quarter} {colours[quarter]}")
+        if not self.check_answers:
+            return f"{len(QUARTERS)} answers; answer not checked (--no-answer-check), expected {', '.join(judged)!r}"
+        return f"answered {', '.join(judged)}"
 
     def streamed_request(self, index: int) -> StreamTiming:
         body = self._chat(f"Request {index}: list three parts of a computer.", stream=True,
