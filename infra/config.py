@@ -32,6 +32,7 @@ IMAGE_REF = re.compile(r"^[a-z0-9][a-z0-9._/:-]*(@sha256:[0-9a-f]{64})?$")
 HOSTNAME = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?\.)+[a-z]{2,}$")
 TAG_VALUE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$")
 SECRET_KEYS = ("apiKey", "hubToken")
+LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?)?$")
 REDIS_ADDRESS = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?:[0-9]{1,5}$")
 # Where a GPU worker keeps its model copy (infra/workload/storage.py).
 MODEL_STORAGE_CHOICES = ("ephemeral", "readWriteMany", "image")
@@ -123,6 +124,15 @@ def _string_list(item: Callable[[str], Any]) -> Callable[[str], tuple]:
         return tuple(item(v) for v in value)
 
     return parse
+
+
+def _label_map(raw: str) -> tuple[tuple[str, str], ...]:
+    """A JSON object of Kubernetes labels, kept sorted so the config stays hashable."""
+    value = json.loads(raw)
+    if not isinstance(value, dict) or not value or not all(
+            isinstance(k, str) and isinstance(v, str) and LABEL_VALUE.match(v) for k, v in value.items()):
+        raise ValueError
+    return tuple(sorted(value.items()))
 
 
 def _cidr(raw: str) -> str:
@@ -248,7 +258,8 @@ KEYS: tuple[Key, ...] = (
         "a registry host and path such as registry.example.com/ml"),
     Key("modelStorage", "Where each GPU worker keeps its model copy: ephemeral = a volume of its own, created with "
         "the pod and deleted with it, filled at start (docs/operations.md); readWriteMany = one shared volume of a "
-        "ReadWriteMany storageClass; image = baked into the image at build time (needs the model lock).",
+        "ReadWriteMany storageClass (existing clusters only: the clusters this stack creates have none); image = "
+        "baked into the image at build time (needs the model lock).",
         _one_of(*MODEL_STORAGE_CHOICES), "ephemeral", "image", "one of " + ", ".join(MODEL_STORAGE_CHOICES)),
     Key("modelCacheSize", "Size of the model volume (each worker's own, or the shared one).",
         _matching(QUANTITY), "200Gi", "200Gi", "a Kubernetes quantity such as 200Gi"),
@@ -261,6 +272,10 @@ KEYS: tuple[Key, ...] = (
     Key("gcsRedisPasswordSecret", "Secret in the workload namespace whose key `password` holds the Redis password "
         "(with gcsRedisAddress); empty = Redis without a password.",
         _matching(DNS_LABEL), None, "qwen2vl-redis", "a Secret name (DNS label)"),
+    Key("gcsRedisPodLabels", "Labels of the Redis pods when gcsRedisAddress is a Service in this cluster, as a JSON "
+        "object equal to (or a part of) that Service's selector: the egress policy then admits those pods, which "
+        "a CIDR rule cannot on GKE (docs/pod.md). Empty = Redis outside the cluster (Memorystore, ElastiCache).",
+        _label_map, None, '\'{"app.kubernetes.io/name": "redis"}\'', "a JSON object of label names and values"),
     Key("allowedCidrs", "CIDRs allowed to reach the endpoint, as a JSON list (NetworkPolicy).",
         _string_list(_cidr), (), '\'["10.0.0.0/8"]\'', "a JSON list of CIDRs such as 10.0.0.0/8"),
     Key("allowedNamespaces", "Namespaces allowed to reach the endpoint, as a JSON list (NetworkPolicy).",
@@ -335,6 +350,7 @@ class StackConfig:
     storage_class: str | None
     gcs_redis_address: str | None
     gcs_redis_password_secret: str | None
+    gcs_redis_pod_labels: tuple[tuple[str, str], ...] | None
     allowed_cidrs: tuple[str, ...]
     allowed_namespaces: tuple[str, ...]
     monitoring_namespace: str
@@ -359,6 +375,18 @@ class StackConfig:
         if self.ttl_hours is not None:
             labels["ttl-hours"] = str(self.ttl_hours)
         return labels
+
+
+def redis_in_cluster(address: str) -> bool:
+    """A Service name (`redis`, `redis.ns`, `redis.ns.svc[.cluster.local]`) rather than a host outside."""
+    host = address.rsplit(":", 1)[0]
+    return "." not in host or host.endswith((".svc", ".svc.cluster.local")) or host.count(".") == 1
+
+
+def redis_namespace(address: str, default: str) -> str:
+    """The namespace of an in-cluster Redis Service: its name's second label, else the workload's."""
+    parts = address.rsplit(":", 1)[0].split(".")
+    return parts[1] if len(parts) > 1 else default
 
 
 def _gpu_shape_check(values: dict[str, Any], stack: str, gpu_type_set: bool) -> None:
@@ -415,11 +443,28 @@ def _cross_check(values: dict[str, Any], stack: str, gpu_type_set: bool = False)
                           "it is the password of the Redis at gcsRedisAddress, which is not set", stack,
                           fix=f"`pulumi config set {PROJECT}:gcsRedisAddress {KEYS_BY_NAME['gcsRedisAddress'].example} "
                               f"--stack {stack}`")
+    redis = values["gcs_redis_address"]
+    if redis is not None and redis_in_cluster(redis) and values["gcs_redis_pod_labels"] is None:
+        raise ConfigError("gcsRedisPodLabels", None, f"gcsRedisAddress {redis} is a Service in the cluster, and the "
+                          "egress policy can admit in-cluster pods only by their labels (a CIDR rule never matches "
+                          "them on GKE)", stack, KEYS_BY_NAME["gcsRedisPodLabels"].example)
+    if values["gcs_redis_pod_labels"] is not None and redis is None:
+        raise ConfigError("gcsRedisPodLabels", dict(values["gcs_redis_pod_labels"]),
+                          "it selects the Redis at gcsRedisAddress, which is not set", stack,
+                          fix=f"`pulumi config set {PROJECT}:gcsRedisAddress {KEYS_BY_NAME['gcsRedisAddress'].example} "
+                              f"--stack {stack}`")
+    if values["model_storage"] == "readWriteMany" and values["cloud"] in ("aws", "gcp"):
+        # The clusters this stack creates get no ReadWriteMany driver (infra/platform/addons.py installs the
+        # EBS CSI driver only; GKE's Filestore CSI driver is an add-on the cluster does not enable), so the
+        # claim would never bind; the placement check would refuse it later with the same verdict.
+        raise ConfigError("modelStorage", "readWriteMany", f"the {values['cloud']} cluster this stack creates has no "
+                          "ReadWriteMany storage (no Filestore or EFS driver); readWriteMany is for an existing "
+                          "cluster that offers such a class", stack, "ephemeral")
     if values["model_storage"] == "readWriteMany" and values["storage_class"] is None:
         # The cluster default class (gp2/gp3, pd-balanced) offers only ReadWriteOnce: the claim would never bind.
         raise ConfigError("modelStorage", "readWriteMany", "it needs storageClass set to a class that offers "
                           "ReadWriteMany (Filestore on GKE, EFS on EKS)", stack,
-                          fix=f"`pulumi config set {PROJECT}:storageClass standard-rwx --stack {stack}`")
+                          fix=f"`pulumi config set {PROJECT}:storageClass <a ReadWriteMany class of the cluster> --stack {stack}`")
     if values["max_model_len"] < values["max_num_seqs"]:
         raise ConfigError("maxModelLen", values["max_model_len"],
                           f"must be at least maxNumSeqs ({values['max_num_seqs']})", stack, "8192")

@@ -199,6 +199,11 @@ def print_placement(console: Console, placement: dict) -> None:
         else:
             state = "[red]" + escape("; ".join(upgrade["reasons"])) + "[/red]"
         console.print(f"  upgrade {escape(upgrade['strategy'])}: {state}")
+    for row in placement.get("preemption") or []:
+        first = ", ".join(row["evicted_first"]) or "nothing"
+        room = ", ".join(f"{name} {value}" for name, value in row["room_before_eviction"].items())
+        console.print(f"  preemption {escape(row['pod'])} (priority {row['priority']}) on {escape(row['node'])}: "
+                      f"evicted first {escape(first)}; a higher-priority pod may take {escape(room)} before it")
 
 
 def _tree(result: PlanResult, show_inputs: bool) -> Tree:

@@ -28,6 +28,7 @@ from infra.workload.head_recovery import gcs_fault_tolerance
 from infra.workload.storage import MODEL_VOLUME, model_volume
 from infra.workload.upgrade import IMAGE_CHANGE_ANNOTATION, image_change_cost, upgrade_strategy
 from infra.nodepool import GPU_RESOURCE, GPU_TAINT, worker_share
+from infra.workload.priority import priority_class_name
 from infra.workload.spec import (
     DASHBOARD_PORT,
     MODEL_CACHE_PATH,
@@ -92,6 +93,7 @@ def _head_group(spec: WorkloadSpec) -> dict:
             "spec": {
                 "securityContext": pod_security_context(),
                 "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
+                "priorityClassName": priority_class_name(spec),
                 "automountServiceAccountToken": False,
                 "containers": [
                     {
@@ -146,6 +148,7 @@ def _worker_group(spec: WorkloadSpec) -> dict:
             "spec": {
                 "securityContext": pod_security_context(),
                 "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
+                "priorityClassName": priority_class_name(spec),
                 "automountServiceAccountToken": False,
                 "nodeSelector": dict(spec.placement.node_selector),
                 "tolerations": [{**{k: GPU_TAINT[k] for k in ("key", "effect")}, "operator": "Exists"}],

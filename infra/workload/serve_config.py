@@ -8,6 +8,7 @@ from infra.config import StackConfig
 from infra.nodepool import replicas_per_node, worker_share
 from infra.preflight.ingress_limits import LIMITS
 from infra.workload.pods import API_KEY_FILE
+from infra.workload.upgrade import serve_max_replicas
 from infra.workload.spec import MODEL_CACHE_PATH, VLLM_METRICS_PORT, WorkloadSpec
 
 SERVE_IMPORT_PATH = "qwen2vl_serve.app:build_app"
@@ -70,13 +71,14 @@ def autoscaling_config(spec: WorkloadSpec) -> dict:
     (ray/serve/autoscaling_policy.py:104-110); otherwise a decision must hold upscale_delay_s /
     downscale_delay_s (:122-150, defaults ray/serve/config.py:70-72)."""
     cfg = spec.cfg
-    fewest, most = worker_bounds(cfg)
+    fewest, _ = worker_bounds(cfg)
     return {
         "min_replicas": fewest,
         # A new cluster (first deploy, NewCluster upgrade) starts one replica even on a scale-to-zero
         # stack, so KubeRay switches traffic to a warm cluster and the smoke test does not wait twice.
         "initial_replicas": max(1, fewest),
-        "max_replicas": most,
+        # Room for an upgrade's second cluster under NewCluster (upgrade.serve_max_replicas).
+        "max_replicas": serve_max_replicas(cfg),
         "target_ongoing_requests": cfg.max_num_seqs,
         "upscale_delay_s": UPSCALE_DELAY_S,
         "downscale_delay_s": DOWNSCALE_DELAY_S,
