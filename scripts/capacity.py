@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from rich.table import Table  # noqa: E402
 from infra import pins  # noqa: E402
 from infra.capacity.performance import Load  # noqa: E402
 from infra.capacity.planner import Constraints, Goals, plan_for_model  # noqa: E402
-from infra.catalog import CatalogError, model_catalog  # noqa: E402
+from infra.catalog import CatalogError, catalog_model, model_catalog  # noqa: E402
 from infra.config import PROJECT  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -52,6 +51,9 @@ def stack_config(chosen: dict, model: str, budget: float | None) -> dict:
         config[f"{PROJECT}:gcpProject"] = "my-gpu-project"
     if model != pins.MODEL_REPO:
         config[f"{PROJECT}:modelRepo"] = model
+        known = [r.revision for r in catalog_model(model).revisions if r.bad_reason is None]
+        if known:
+            config[f"{PROJECT}:modelRevision"] = known[-1]
     if budget is not None:
         config[f"{PROJECT}:maxHourlyUsd"] = format(budget, "g")
     return {"config": config}
@@ -67,9 +69,9 @@ def _table(result: dict, show_all: bool) -> Table:
         p = option["predicted"]
         table.add_row(option["gpu"], option["instance_type"], str(option["tp"]), str(option["replicas_per_node"]),
                       str(option["nodes"]), f"{option['usd_per_hour']:.2f}",
-                      "-" if math.isinf(option["usd_per_million_output_tokens"]) else
+                      "-" if option["usd_per_million_output_tokens"] is None else
                       f"{option['usd_per_million_output_tokens']:.2f}",
-                      f"{p['output_tokens_per_s']:g}", "-" if math.isinf(p["ttft_p95_s"]) else f"{p['ttft_p95_s']:.2f}",
+                      f"{p['output_tokens_per_s']:g}", "-" if p["ttft_p95_s"] is None else f"{p['ttft_p95_s']:.2f}",
                       f"{p['tokens_per_s_per_request']:.0f}",
                       "yes" if option["meets_goals"] else "no: " + "; ".join(option["why_not"]))
     return table
@@ -124,6 +126,10 @@ def main(argv: list[str] | None = None) -> int:
                           f"output tokens; predictions +/-{chosen['predicted']['error_band']:.0%} (docs/capacity.md).")
             if args.write_stack:
                 console.print(f"Wrote Pulumi.{args.write_stack}.yaml; check it with `make plan STACK={args.write_stack}`.")
+                if args.model != pins.MODEL_REPO and not any(
+                        r.bad_reason is None for r in catalog_model(args.model).revisions):
+                    console.print(f"The catalog knows no revision of {args.model}: set {PROJECT}:modelRevision to the "
+                                  "commit you deploy (scripts/lock_model.py resolves and records it).")
         else:
             console.print("No shape meets the goals within the constraints; relax a goal, the budget or --max-nodes.")
     return 0 if chosen else 1

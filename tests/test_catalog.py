@@ -44,9 +44,9 @@ def test_every_gpu_shape_names_a_catalog_gpu():
 
 @pytest.mark.parametrize(("cloud", "family", "counts"), [
     ("aws", "g4dn.", {1, 4, 8}), ("aws", "g5.", {1, 4, 8}), ("aws", "g6.", {1, 4, 8}), ("aws", "g6e.", {1, 4, 8}),
-    ("aws", "p4d.", {8}), ("aws", "p4de.", {8}), ("aws", "p5.", {1, 8}), ("aws", "p5e.", {8}),
+    ("aws", "p4d.", {8}), ("aws", "p4de.", {8}), ("aws", "p5.", {1, 8}), ("aws", "p5e.", {8}), ("aws", "p5en.", {8}),
     ("gcp", "g2-", {1, 2, 4, 8}), ("gcp", "a2-highgpu-", {1, 2, 4, 8}), ("gcp", "a2-ultragpu-", {1, 2, 4, 8}),
-    ("gcp", "a3-highgpu-", {1, 2, 4, 8}),
+    ("gcp", "a3-highgpu-", {1, 2, 4, 8}), ("gcp", "a3-megagpu-", {8}), ("gcp", "a3-ultragpu-", {8}),
 ])
 def test_gpu_families_have_every_size_the_cloud_sells(cloud, family, counts):
     assert {s.gpus for s in catalog.gpu_instances(cloud) if s.instance.startswith(family)} == counts

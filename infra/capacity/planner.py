@@ -132,11 +132,12 @@ def _option(cloud: str, region: str, shape: catalog.InstanceShape, tp: int, dims
         autoscaling={"min_nodes": 1, "max_nodes": nodes},
         max_model_len=max_model_len, max_num_seqs=limit,
         usd_per_hour=usd,
-        usd_per_million_output_tokens=round(usd / (output_per_s * 3600) * 1e6, 4) if output_per_s else math.inf,
+        # None (JSON null) where the shape cannot carry the load: no tokens to divide by, no latency to quote.
+        usd_per_million_output_tokens=round(usd / (output_per_s * 3600) * 1e6, 4) if output_per_s else None,
         predicted={
             "output_tokens_per_s": round(output_per_s, 3),
             "capacity_requests_per_s": round(_capacity_rps(replica, load, limit) * nodes * per_node, 4),
-            "ttft_p95_s": round(state.ttft_p95_s, 4) if math.isfinite(state.ttft_p95_s) else math.inf,
+            "ttft_p95_s": round(state.ttft_p95_s, 4) if math.isfinite(state.ttft_p95_s) else None,
             "tokens_per_s_per_request": round(state.tokens_per_s_per_request, 3),
             "single_stream_tokens_per_s": round(replica.single_stream_tokens_per_s(load), 3),
             "batch_per_replica": round(state.batch, 2),
