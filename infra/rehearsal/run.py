@@ -459,7 +459,7 @@ class Rehearsal:
         deadline = time.monotonic() + self.budget.serve_running
         while True:
             status, text = network.call(_request, head_ip, kuberay.DEFAULT_DASHBOARD_PORT, "GET",
-                                        kuberay.SERVE_APPLICATIONS_PATH)
+                                        kuberay.SERVE_APPLICATIONS_PATH, None, kuberay.DASHBOARD_CLIENT_HEADERS)
             apps = json.loads(text).get("applications", {}) if status == 200 else {}
             self.report.serve_status = {name: {"status": app.get("status"), "message": app.get("message", "")[-3000:],
                                                "deployments": {d: s.get("status") for d, s in
