@@ -105,7 +105,7 @@ plan: install
 test: install-test install-serving install-image-env
 	$(PY) scripts/test_groups.py
 
-test-fast: install-test
+test-fast: install-test install-image-env
 	$(PY) -m pytest -m "not server and not download"
 
 # Timing figures (throughput against vLLM's own benchmark): on demand, never a test. Writes

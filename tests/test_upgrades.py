@@ -288,21 +288,21 @@ def test_only_the_autoscaler_sidecar_gets_an_api_token():
 
 
 def test_serve_config_is_accepted_by_ray_serve():
-    """The real Ray Serve schema of the serving virtualenv parses every stack's serveConfigV2."""
+    """The image's own Ray Serve schema (the image environment's) parses every stack's serveConfigV2."""
     import subprocess
 
-    from tests.test_serve_app import SERVING_PYTHON, serving_env
+    from tests.test_serve_app import IMAGE_PYTHON, image_env
 
     configs = [rayservice_of(rendered(stack))["spec"]["serveConfigV2"] for stack in STACKS]
     code = ("import sys, json, yaml; from ray.serve.schema import ServeDeploySchema;"
             "[ServeDeploySchema.parse_obj(yaml.safe_load(c)) for c in json.loads(sys.stdin.read())]; print('ok')")
-    proc = subprocess.run([str(SERVING_PYTHON), "-c", code], input=json.dumps(configs), env=serving_env(),
+    proc = subprocess.run([str(IMAGE_PYTHON), "-c", code], input=json.dumps(configs), env=image_env(),
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]
     broken = yaml.safe_load(configs[0])
     broken["applications"][0]["deployments"][0]["num_replicas"] = 1
-    proc = subprocess.run([str(SERVING_PYTHON), "-c", code], input=json.dumps([yaml.safe_dump(broken)]),
-                          env=serving_env(), capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([str(IMAGE_PYTHON), "-c", code], input=json.dumps([yaml.safe_dump(broken)]),
+                          env=image_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0 and "num_replicas" in proc.stderr
 
 
