@@ -3,6 +3,7 @@
 import pulumi
 
 from infra import outputs
+from infra.capacity.planner import stack_figures
 from infra.clusters import create_cluster
 from infra.config import ConfigError
 from infra.config_reader import load_stack_config, read_secrets
@@ -55,6 +56,7 @@ workload = ServingWorkload(
 
 pulumi.export(outputs.PREFLIGHT, verdict.as_dict())
 pulumi.export(outputs.HOURLY_COST_USD, cost.as_dict())
+pulumi.export(outputs.CAPACITY, stack_figures(cfg))
 pulumi.export(outputs.PLACEMENT, placement.as_dict())
 pulumi.export(outputs.CLUSTER_NAME, cluster.name)
 pulumi.export(outputs.GPU_POOL, cluster.gpu_pool_name)

@@ -11,11 +11,12 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+import shlex
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from infra import pins
-from infra.preflight import catalog
+from infra import catalog
 from infra.preflight.ingress_limits import LIMITS
 from infra.preflight.kernels import QUANTIZATION_CHOICES
 
@@ -31,6 +32,7 @@ IMAGE_REF = re.compile(r"^[a-z0-9][a-z0-9._/:-]*(@sha256:[0-9a-f]{64})?$")
 HOSTNAME = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?\.)+[a-z]{2,}$")
 TAG_VALUE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$")
 SECRET_KEYS = ("apiKey", "hubToken")
+LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?)?$")
 REDIS_ADDRESS = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?:[0-9]{1,5}$")
 # Where a GPU worker keeps its model copy (infra/workload/storage.py).
 MODEL_STORAGE_CHOICES = ("ephemeral", "readWriteMany", "image")
@@ -124,6 +126,15 @@ def _string_list(item: Callable[[str], Any]) -> Callable[[str], tuple]:
     return parse
 
 
+def _label_map(raw: str) -> tuple[tuple[str, str], ...]:
+    """A JSON object of Kubernetes labels, kept sorted so the config stays hashable."""
+    value = json.loads(raw)
+    if not isinstance(value, dict) or not value or not all(
+            isinstance(k, str) and isinstance(v, str) and LABEL_VALUE.match(v) for k, v in value.items()):
+        raise ValueError
+    return tuple(sorted(value.items()))
+
+
 def _cidr(raw: str) -> str:
     return str(ipaddress.ip_network(raw, strict=True))
 
@@ -137,7 +148,7 @@ KEYS: tuple[Key, ...] = (
     Key("region", "Cloud region of the cluster (required for aws and gcp).",
         _matching(REGION), None, "us-east-1", "a region name such as us-east-1 or us-central1"),
     Key("zones", "Zones of the nodes, as a JSON list. aws: at least two (the VPC's subnets); empty = the first two "
-        "available. gcp: zones of the region; empty = those that offer gpuType (infra/preflight/gpu_zones.yaml).",
+        "available. gcp: zones of the region; empty = those that offer gpuType (infra/catalog/gpu_zones.yaml).",
         _string_list(_matching(re.compile(r"^[a-z]{2,}(-[a-z0-9]+){2,4}$"))), (), '\'["us-east-1a"]\'',
         "a JSON list of zone names"),
     Key("gcpProject", "Google Cloud project of the GKE cluster (required for gcp).",
@@ -163,9 +174,14 @@ KEYS: tuple[Key, ...] = (
         _matching(re.compile(r"^[A-Za-z0-9_.@:/-]{1,253}$")), None, "kind-qwen2vl", "a kubeconfig context name"),
     Key("kubernetesVersion", "Kubernetes minor version of the cluster; also the schema version manifests are checked against.",
         _matching(K8S_MINOR), "1.35", "1.35", "a minor version such as 1.35 (supported ones: "
-        "infra/clusters/kubernetes_versions.yaml)"),
-    Key("gpuType", "GPU model of the node pool, a name from infra/preflight/gpus.yaml.",
+        "infra/catalog/kubernetes_versions.yaml)"),
+    Key("gpuType", "GPU model of the node pool, a name from infra/catalog/gpus.yaml.",
         _one_of(*_GPU_NAMES), "A100-80GB", "L4", "one of " + ", ".join(_GPU_NAMES)),
+    Key("gpuInstanceType", "Instance (aws) or machine type (gcp) of the GPU pool, from infra/catalog/instances.yaml; "
+        "it sets gpuType. Empty = the smallest shape of gpuType whose GPU count is a multiple of tensorParallelSize. "
+        "A node of N GPUs runs N / tensorParallelSize replicas.",
+        _matching(re.compile(r"^[a-z][a-z0-9]*[.-][a-z0-9.-]+$")), None, "g6.48xlarge",
+        "an instance type such as g6.48xlarge (aws) or a2-ultragpu-8g (gcp)"),
     Key("systemInstanceType", "Instance (aws) or machine type (gcp) of the system node pool, which runs the Ray head, "
         "the KubeRay operator and the cluster add-ons; empty = the cloud's default in infra/nodepool.py.",
         _matching(re.compile(r"^[a-z][a-z0-9]*[.-][a-z0-9.-]+$")), None, "m6i.xlarge",
@@ -207,7 +223,8 @@ KEYS: tuple[Key, ...] = (
         "a relative path to a .json file"),
     Key("quantization", "vLLM quantization kernel; auto = what vLLM picks for the checkpoint and GPU.",
         _one_of(*QUANTIZATION_CHOICES), "auto", "auto", "one of " + ", ".join(QUANTIZATION_CHOICES)),
-    Key("tensorParallelSize", "GPUs per model replica (vLLM --tensor-parallel-size), all on one node.",
+    Key("tensorParallelSize", "GPUs per model replica (vLLM --tensor-parallel-size), all on one node; it divides "
+        "the GPUs of a node, which runs GPUs / tensorParallelSize replicas.",
         _int_in(1, 8), 4, "4", "an integer from 1 to 8"),
     Key("maxModelLen", "Longest sequence (prompt + output) in tokens (vLLM --max-model-len).",
         _int_in(256, 131072), 8192, "8192", "an integer from 256 to 131072"),
@@ -241,7 +258,8 @@ KEYS: tuple[Key, ...] = (
         "a registry host and path such as registry.example.com/ml"),
     Key("modelStorage", "Where each GPU worker keeps its model copy: ephemeral = a volume of its own, created with "
         "the pod and deleted with it, filled at start (docs/operations.md); readWriteMany = one shared volume of a "
-        "ReadWriteMany storageClass; image = baked into the image at build time (needs the model lock).",
+        "ReadWriteMany storageClass (existing clusters only: the clusters this stack creates have none); image = "
+        "baked into the image at build time (needs the model lock).",
         _one_of(*MODEL_STORAGE_CHOICES), "ephemeral", "image", "one of " + ", ".join(MODEL_STORAGE_CHOICES)),
     Key("modelCacheSize", "Size of the model volume (each worker's own, or the shared one).",
         _matching(QUANTITY), "200Gi", "200Gi", "a Kubernetes quantity such as 200Gi"),
@@ -254,6 +272,10 @@ KEYS: tuple[Key, ...] = (
     Key("gcsRedisPasswordSecret", "Secret in the workload namespace whose key `password` holds the Redis password "
         "(with gcsRedisAddress); empty = Redis without a password.",
         _matching(DNS_LABEL), None, "qwen2vl-redis", "a Secret name (DNS label)"),
+    Key("gcsRedisPodLabels", "Labels of the Redis pods when gcsRedisAddress is a Service in this cluster, as a JSON "
+        "object equal to (or a part of) that Service's selector: the egress policy then admits those pods, which "
+        "a CIDR rule cannot on GKE (docs/pod.md). Empty = Redis outside the cluster (Memorystore, ElastiCache).",
+        _label_map, None, '\'{"app.kubernetes.io/name": "redis"}\'', "a JSON object of label names and values"),
     Key("allowedCidrs", "CIDRs allowed to reach the endpoint, as a JSON list (NetworkPolicy).",
         _string_list(_cidr), (), '\'["10.0.0.0/8"]\'', "a JSON list of CIDRs such as 10.0.0.0/8"),
     Key("allowedNamespaces", "Namespaces allowed to reach the endpoint, as a JSON list (NetworkPolicy).",
@@ -292,6 +314,7 @@ class StackConfig:
     kube_context: str | None
     kubernetes_version: str
     gpu_type: str
+    gpu_instance_type: str | None
     system_instance_type: str | None
     gpu_nodes_min: int
     gpu_nodes_max: int
@@ -327,6 +350,7 @@ class StackConfig:
     storage_class: str | None
     gcs_redis_address: str | None
     gcs_redis_password_secret: str | None
+    gcs_redis_pod_labels: tuple[tuple[str, str], ...] | None
     allowed_cidrs: tuple[str, ...]
     allowed_namespaces: tuple[str, ...]
     monitoring_namespace: str
@@ -353,7 +377,58 @@ class StackConfig:
         return labels
 
 
-def _cross_check(values: dict[str, Any], stack: str) -> None:
+def redis_in_cluster(address: str) -> bool:
+    """A Service name (`redis`, `redis.ns`, `redis.ns.svc[.cluster.local]`) rather than a host outside."""
+    host = address.rsplit(":", 1)[0]
+    return "." not in host or host.endswith((".svc", ".svc.cluster.local")) or host.count(".") == 1
+
+
+def redis_namespace(address: str, default: str) -> str:
+    """The namespace of an in-cluster Redis Service: its name's second label, else the workload's."""
+    parts = address.rsplit(":", 1)[0].split(".")
+    return parts[1] if len(parts) > 1 else default
+
+
+def _gpu_shape_check(values: dict[str, Any], stack: str, gpu_type_set: bool) -> None:
+    """The GPU pool's shape: the named gpuInstanceType (which sets gpuType), or the smallest shape of gpuType whose
+    GPUs the TP size divides. A replica's TP group stays on one node: vLLM 0.6.3 runs it with its multiprocessing
+    executor inside the replica's pod (VLLM_WORKER_MULTIPROC_METHOD), so TP across nodes is refused."""
+    cloud, tp = values["cloud"], values["tensor_parallel_size"]
+    named = values["gpu_instance_type"]
+    if named is not None:
+        shape = catalog.instance_shape(cloud, named)
+        if shape is None:
+            known = [s.instance for s in catalog.gpu_instances(cloud)]
+            raise ConfigError("gpuInstanceType", named, f"not a {cloud} GPU shape in infra/catalog/instances.yaml; "
+                              f"known: {', '.join(known)}", stack, known[0] if known else None)
+        carried = catalog.instance_type(cloud, named).gpu
+        if gpu_type_set and carried != values["gpu_type"]:
+            raise ConfigError("gpuType", values["gpu_type"], f"gpuInstanceType {named} carries {carried} GPUs", stack,
+                              fix=f"`pulumi config set {PROJECT}:gpuType {carried} --stack {stack}` (or "
+                                  f"`pulumi config rm {PROJECT}:gpuType --stack {stack}`)")
+        values["gpu_type"] = carried
+        sizes = [shape.gpus]
+        where = f"{named} has {shape.gpus} GPUs"
+    else:
+        sizes = sorted({s.gpus for s in catalog.gpu(values["gpu_type"]).shapes_in(cloud)})
+        if not sizes:
+            offered = sorted(name for name, spec in catalog.gpu_catalog().items() if spec.shapes_in(cloud))
+            raise ConfigError("gpuType", values["gpu_type"], f"{cloud} sells no {values['gpu_type']} shape in the "
+                              f"catalog; GPUs it sells: {', '.join(offered)}", stack, offered[0] if offered else None)
+        where = f"{values['gpu_type']} shapes in {cloud} have {' or '.join(map(str, sizes))} GPUs"
+    if any(size % tp == 0 for size in sizes):
+        return
+    choices = sorted({d for size in sizes for d in range(1, size + 1) if size % d == 0})
+    if tp > max(sizes):
+        why = (f"a replica's GPUs must be on one node (tensor parallelism across nodes is not supported: vLLM runs "
+               f"the TP group inside the replica's pod), and {where}")
+    else:
+        why = f"it must divide the GPUs of a node (each node runs GPUs / TP replicas), and {where}"
+    raise ConfigError("tensorParallelSize", tp, f"{why}; choose one of {', '.join(map(str, choices))}", stack,
+                      str(max(c for c in choices if c <= tp)))
+
+
+def _cross_check(values: dict[str, Any], stack: str, gpu_type_set: bool = False) -> None:
     if values["cloud"] in ("aws", "gcp") and values["region"] is None:
         raise ConfigError("region", None, f"cloud {values['cloud']} needs a region", stack,
                           "us-east-1" if values["cloud"] == "aws" else "us-central1")
@@ -368,11 +443,28 @@ def _cross_check(values: dict[str, Any], stack: str) -> None:
                           "it is the password of the Redis at gcsRedisAddress, which is not set", stack,
                           fix=f"`pulumi config set {PROJECT}:gcsRedisAddress {KEYS_BY_NAME['gcsRedisAddress'].example} "
                               f"--stack {stack}`")
+    redis = values["gcs_redis_address"]
+    if redis is not None and redis_in_cluster(redis) and values["gcs_redis_pod_labels"] is None:
+        raise ConfigError("gcsRedisPodLabels", None, f"gcsRedisAddress {redis} is a Service in the cluster, and the "
+                          "egress policy can admit in-cluster pods only by their labels (a CIDR rule never matches "
+                          "them on GKE)", stack, KEYS_BY_NAME["gcsRedisPodLabels"].example)
+    if values["gcs_redis_pod_labels"] is not None and redis is None:
+        raise ConfigError("gcsRedisPodLabels", dict(values["gcs_redis_pod_labels"]),
+                          "it selects the Redis at gcsRedisAddress, which is not set", stack,
+                          fix=f"`pulumi config set {PROJECT}:gcsRedisAddress {KEYS_BY_NAME['gcsRedisAddress'].example} "
+                              f"--stack {stack}`")
+    if values["model_storage"] == "readWriteMany" and values["cloud"] in ("aws", "gcp"):
+        # The clusters this stack creates get no ReadWriteMany driver (infra/platform/addons.py installs the
+        # EBS CSI driver only; GKE's Filestore CSI driver is an add-on the cluster does not enable), so the
+        # claim would never bind; the placement check would refuse it later with the same verdict.
+        raise ConfigError("modelStorage", "readWriteMany", f"the {values['cloud']} cluster this stack creates has no "
+                          "ReadWriteMany storage (no Filestore or EFS driver); readWriteMany is for an existing "
+                          "cluster that offers such a class", stack, "ephemeral")
     if values["model_storage"] == "readWriteMany" and values["storage_class"] is None:
         # The cluster default class (gp2/gp3, pd-balanced) offers only ReadWriteOnce: the claim would never bind.
         raise ConfigError("modelStorage", "readWriteMany", "it needs storageClass set to a class that offers "
                           "ReadWriteMany (Filestore on GKE, EFS on EKS)", stack,
-                          fix=f"`pulumi config set {PROJECT}:storageClass standard-rwx --stack {stack}`")
+                          fix=f"`pulumi config set {PROJECT}:storageClass <a ReadWriteMany class of the cluster> --stack {stack}`")
     if values["max_model_len"] < values["max_num_seqs"]:
         raise ConfigError("maxModelLen", values["max_model_len"],
                           f"must be at least maxNumSeqs ({values['max_num_seqs']})", stack, "8192")
@@ -385,26 +477,11 @@ def _cross_check(values: dict[str, Any], stack: str) -> None:
         raise ConfigError("registry", None, "an existing cluster needs a registry to push the built image to "
                           "(or set image to a pushed one)", stack, "registry.example.com/ml")
     if values["cloud"] in ("aws", "gcp"):
-        gpu = catalog.gpu(values["gpu_type"])
-        tp = values["tensor_parallel_size"]
-        # One replica per node: the node's GPU count is the tensor-parallel size, nothing idles.
-        sizes = sorted({shape.gpus for spec in catalog.gpu_catalog().values() for shape in spec.shapes_in(values["cloud"])})
-        if tp not in sizes:
-            raise ConfigError(
-                "tensorParallelSize", tp,
-                f"every GPU node runs one replica on all its GPUs, and {values['cloud']} instances in the catalog "
-                f"have {' or '.join(map(str, sizes))} GPUs", stack, str(sizes[0]),
-            )
-        if not gpu.shapes_in(values["cloud"], gpus=tp):
-            alternatives = sorted(
-                name for name, spec in catalog.gpu_catalog().items() if spec.shapes_in(values["cloud"], gpus=tp)
-            )
-            raise ConfigError(
-                "gpuType", values["gpu_type"],
-                f"{values['cloud']} has no instance with exactly {tp} {values['gpu_type']} GPUs in the catalog; "
-                f"GPUs with such a shape there: {', '.join(alternatives) or 'none'}",
-                stack, alternatives[0] if alternatives else None,
-            )
+        _gpu_shape_check(values, stack, gpu_type_set)
+    elif values["gpu_instance_type"] is not None:
+        raise ConfigError("gpuInstanceType", values["gpu_instance_type"], "an existing cluster's nodes are its own; "
+                          "the stack creates no GPU pool there", stack,
+                          fix=f"`pulumi config rm {PROJECT}:gpuInstanceType --stack {stack}`")
 
 
 def parse_stack_config(raw: Mapping[str, Any], stack: str) -> StackConfig:
@@ -416,7 +493,8 @@ def parse_stack_config(raw: Mapping[str, Any], stack: str) -> StackConfig:
         hint = f"did you mean {close[0]}?" if close else "see docs/config.md for the keys"
         fix = f"`pulumi config rm {PROJECT}:{key} --stack {stack}`"
         if close:
-            fix += f" and `pulumi config set {PROJECT}:{close[0]} {KEYS_BY_NAME[close[0]].example} --stack {stack}`"
+            # The user's own value under the key they meant: the typo was the key, not the value.
+            fix += f" and `pulumi config set {PROJECT}:{close[0]} {shlex.quote(str(raw[key]))} --stack {stack}`"
         raise ConfigError(key, raw[key], f"not a config key of this project ({hint})", stack, fix=fix)
     values: dict[str, Any] = {}
     for key in KEYS:
@@ -428,5 +506,5 @@ def parse_stack_config(raw: Mapping[str, Any], stack: str) -> StackConfig:
             values[_attr(key.name)] = key.parse(str(text))
         except (ValueError, TypeError, json.JSONDecodeError):
             raise ConfigError(key.name, text, f"expected {key.allowed}", stack, key.example) from None
-    _cross_check(values, stack)
+    _cross_check(values, stack, gpu_type_set=raw.get("gpuType") not in (None, ""))
     return StackConfig(stack=stack, **values)

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 
 from infra.nodepool import gpu_pool_initial_nodes_per_zone, gpu_pool_zones, node_shape
 from infra.config import PROJECT, StackConfig
-from infra.preflight.catalog import prices_as_of
+from infra.catalog import on_demand_price
 
 # A regional GKE cluster's node pools span three zones of the region unless node_locations says otherwise
 # (our pools always set it; the policy pack counts a pool without it this way):
@@ -69,12 +69,13 @@ def max_gpu_nodes(cfg: StackConfig) -> int:
 
 def estimate_cost(cfg: StackConfig) -> CostEstimate:
     shape = node_shape(cfg)
+    published = on_demand_price(cfg.cloud, shape.instance, cfg.region) if shape is not None else None
     if cfg.hourly_price_usd is not None:
         price, source = cfg.hourly_price_usd, "hourlyPriceUsd from stack config"
-    elif shape is not None and shape.usd_per_hour is not None:
-        price, source = shape.usd_per_hour, f"catalog on-demand price as of {prices_as_of()}"
+    elif published is not None:
+        price, source = published.usd_per_hour, f"catalog {published.describe(cfg.region)}"
     else:
-        price, source = None, "no price known: set hourlyPriceUsd"
+        price, source = None, "no published on-demand price in the catalog: set hourlyPriceUsd"
     nodes = max_gpu_nodes(cfg)
     per_hour = None if price is None else round(price * nodes, 2)
     ttl_usd = None if per_hour is None or cfg.ttl_hours is None else round(per_hour * cfg.ttl_hours, 2)

@@ -6,13 +6,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from functools import lru_cache
-from pathlib import Path
-
-import yaml
 
 from infra.config import ConfigError, StackConfig
-from infra.preflight.catalog import InstanceShape
+from infra.catalog import InstanceShape, catalog_path, instance_shape, instance_type, node_shape_for
+from infra.catalog.gpu_zones import gpu_zones, gpu_zones_read_on
 
 GPU_RESOURCE = "nvidia.com/gpu"
 # The node pool's taint and the workload's toleration are this one definition.
@@ -24,7 +21,6 @@ GPU_TYPE_LABEL = "qwen2vl.io/gpu-type"
 # feature.node.kubernetes.io/cpu-model.vendor_id=NVIDIA, nvidia.com/gpu.present=true). Only NFD/GFD set
 # them, and the chart leaves those off (gfd.enabled: false); so every GPU pool carries the third itself.
 GPU_PRESENT_LABEL = "nvidia.com/gpu.present"
-GPU_ZONE_CATALOG = Path(__file__).parent / "preflight" / "gpu_zones.yaml"
 POOL_NAME = "gpu"
 SYSTEM_POOL_NAME = "system"
 # The system pool's default shape per cloud (config key systemInstanceType overrides it).
@@ -73,11 +69,51 @@ class GpuPoolSpec:
 
 
 def node_shape(cfg: StackConfig) -> InstanceShape | None:
-    """The catalog's instance with exactly tensorParallelSize GPUs of gpuType in the stack's cloud."""
+    """The GPU pool's shape: gpuInstanceType, else the catalog's smallest shape of gpuType whose GPU count is a
+    multiple of tensorParallelSize (infra/config.py refuses a stack that has neither)."""
     if cfg.cloud == "existing":
         return None
-    shapes = cfg.gpu.shapes_in(cfg.cloud, gpus=cfg.tensor_parallel_size)
-    return shapes[0] if shapes else None
+    if cfg.gpu_instance_type:
+        return instance_shape(cfg.cloud, cfg.gpu_instance_type)
+    return node_shape_for(cfg.gpu_type, cfg.cloud, cfg.tensor_parallel_size)
+
+
+# A GPU worker's CPU and memory: a share of its node, at most these (what a 4-GPU node's one worker always
+# had), leaving a quarter of the node to the kubelet's reservations and the DaemonSets.
+WORKER_CPU_MAX = 16
+WORKER_MEMORY_GIB_MAX = 128
+WORKER_NODE_SHARE = 0.75
+
+
+@dataclass(frozen=True)
+class WorkerShare:
+    """What each GPU worker pod (one model replica) requests on its node."""
+
+    gpus: int
+    cpu: int
+    memory_gib: int
+
+
+def worker_share(cfg: StackConfig) -> WorkerShare:
+    """One worker per replica: TP GPUs, and an even share of the node's CPU and memory. On an existing cluster
+    (node shapes unknown) the caps."""
+    shape = node_shape(cfg)
+    if shape is None:
+        return WorkerShare(cfg.tensor_parallel_size, WORKER_CPU_MAX, WORKER_MEMORY_GIB_MAX)
+    node = instance_type(cfg.cloud, shape.instance)
+    replicas = replicas_per_node(cfg)
+    return WorkerShare(
+        gpus=cfg.tensor_parallel_size,
+        cpu=max(1, min(WORKER_CPU_MAX, int(node.vcpus * WORKER_NODE_SHARE) // replicas)),
+        memory_gib=max(1, min(WORKER_MEMORY_GIB_MAX, int(node.memory_gib * WORKER_NODE_SHARE) // replicas)),
+    )
+
+
+def replicas_per_node(cfg: StackConfig) -> int:
+    """Model replicas on one GPU node: its GPUs over the TP size (one on an existing cluster, whose node shapes
+    the stack does not know)."""
+    shape = node_shape(cfg)
+    return shape.gpus // cfg.tensor_parallel_size if shape else 1
 
 
 def gpu_pool_spec(cfg: StackConfig) -> GpuPoolSpec:
@@ -125,14 +161,9 @@ def system_pool_spec(cfg: StackConfig) -> SystemPoolSpec:
     return SystemPoolSpec(name=SYSTEM_POOL_NAME, instance=instance, min_nodes=1, max_nodes=2, tags=cfg.labels)
 
 
-@lru_cache(maxsize=1)
-def _zone_catalog() -> dict:
-    return yaml.safe_load(GPU_ZONE_CATALOG.read_text())
-
-
 def gpu_pool_zones(cfg: StackConfig) -> tuple[str, ...]:
     """The zones the GPU pool places nodes in. gcp: `zones`, else the zones of the region that offer the
-    pool's accelerator (infra/preflight/gpu_zones.yaml); aws: `zones` (empty = the subnets' zones);
+    pool's accelerator (infra/catalog/gpu_zones.yaml); aws: `zones` (empty = the subnets' zones);
     existing: none. The GKE pool and the budget (infra/cost.py) both read this."""
     if cfg.cloud != "gcp":
         return tuple(cfg.zones)
@@ -145,11 +176,11 @@ def gpu_pool_zones(cfg: StackConfig) -> tuple[str, ...]:
         return tuple(cfg.zones)
     shape = node_shape(cfg)
     accelerator = shape.accelerator if shape else None
-    zones = _zone_catalog()["gcp"].get(accelerator, {}).get(region)
+    zones = gpu_zones("gcp", accelerator, region)
     if not zones:
         raise ConfigError(
             "zones", None,
-            f"the zone catalog (infra/preflight/gpu_zones.yaml, read {_zone_catalog()['read_on']}) lists no zone of "
+            f"the zone catalog ({catalog_path('gpu_zones')}, read {gpu_zones_read_on()}) lists no zone of "
             f"{region} offering {accelerator}; list the zones that do (gcloud compute accelerator-types list "
             f"--filter=\"name={accelerator} AND zone~{region}\")", cfg.stack, f'\'["{region}-a"]\'')
     return tuple(zones)

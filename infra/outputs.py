@@ -3,6 +3,7 @@
 PREFLIGHT = "preflight"
 PLACEMENT = "placement"
 HOURLY_COST_USD = "hourlyCostUsd"
+CAPACITY = "capacity"
 CLUSTER_NAME = "clusterName"
 KUBECONFIG = "kubeconfig"
 GPU_POOL = "gpuPool"

@@ -8,34 +8,54 @@ from pathlib import Path
 from infra import pins
 from infra.config import PROJECT, ConfigError, StackConfig
 from infra.preflight import PreflightRequest, Verdict, run_preflight
+from infra.preflight.engine import Fix
 from infra.model_lock import LOCK_PATH, load_lock, lock_matches
-from infra.preflight.catalog import CatalogError, catalog_model
+from infra.catalog import CatalogError, catalog_model, instance_shape
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-# The preflight speaks vLLM's flags; the stack sets them through these keys.
-FLAG_TO_KEY = {
-    "--tensor-parallel-size": "tensorParallelSize",
-    "--max-model-len": "maxModelLen",
-    "--max-num-seqs": "maxNumSeqs",
-    "--gpu-memory-utilization": "gpuMemoryUtilization",
-    "--quantization": "quantization",
-    "--dtype": "dtype",
+# The preflight request's fields, as the stack config sets them.
+FIELD_TO_KEY = {
+    "tensor_parallel_size": "tensorParallelSize",
+    "max_model_len": "maxModelLen",
+    "max_num_seqs": "maxNumSeqs",
+    "gpu_memory_utilization": "gpuMemoryUtilization",
+    "quantization": "quantization",
+    "dtype": "dtype",
+    "gpu": "gpuType",
 }
 
 
+def stack_fix(fix: Fix, stack: str, instance_gpus: int | None = None) -> str:
+    """A preflight fix in the stack's words: each change as the `pulumi config set` that makes it. On a stack that
+    names its gpuInstanceType (with `instance_gpus` GPUs), another GPU, or a TP size that does not divide those
+    GPUs, means dropping that key too: the pool then takes a shape that fits (infra/config.py)."""
+    if not fix.changes:
+        return fix.text
+
+    def commands(field: str, value) -> str:
+        command = f"`pulumi config set {PROJECT}:{FIELD_TO_KEY[field]} {value} --stack {stack}`"
+        outgrown = instance_gpus is not None and (
+            field == "gpu" or (field == "tensor_parallel_size" and instance_gpus % value))
+        if outgrown:
+            command = f"`pulumi config rm {PROJECT}:gpuInstanceType --stack {stack}` and {command}"
+        return command
+
+    return " or ".join(" and ".join(commands(field, value) for field, value in change.items())
+                       for change in fix.changes)
+
+
 class PreflightFailed(Exception):
-    def __init__(self, verdict: Verdict, stack: str) -> None:
+    def __init__(self, verdict: Verdict, stack: str, instance_gpus: int | None = None) -> None:
         self.verdict = verdict
-        summary = verdict.summary()
-        keys = [f"{flag} is {PROJECT}:{key}" for flag, key in FLAG_TO_KEY.items() if flag in summary]
-        mapping = f" In stack config, {', '.join(keys)}." if keys else ""
-        super().__init__(
-            f"Preflight failed for stack {stack}; no resource was created.\n{summary}\n"
-            f"Change the stack config (pulumi config set {PROJECT}:<key> <value> --stack {stack}) and run again."
-            + mapping
-        )
+        head = verdict.summary().splitlines()[0]
+        lines = [head] + [
+            f"  - [{c.name}] {c.message}" + ("\n    fix: " + "; or ".join(stack_fix(f, stack, instance_gpus)
+                                                                       for f in c.fixes)
+                                             if c.fixes else "")
+            for c in verdict.failures]
+        super().__init__(f"Preflight failed for stack {stack}; no resource was created.\n" + "\n".join(lines))
 
 
 def _model_config(cfg: StackConfig) -> dict:
@@ -74,7 +94,8 @@ def check_stack(cfg: StackConfig) -> Verdict:
     """The verdict for this stack; raises PreflightFailed when vLLM would not serve it."""
     verdict = run_preflight(preflight_request(cfg))
     if not verdict.ok:
-        raise PreflightFailed(verdict, cfg.stack)
+        named = instance_shape(cfg.cloud, cfg.gpu_instance_type) if cfg.gpu_instance_type else None
+        raise PreflightFailed(verdict, cfg.stack, instance_gpus=named.gpus if named else None)
     return verdict
 
 

@@ -28,7 +28,7 @@ from infra.preflight import (  # noqa: E402
     catalog_request,
     run_preflight,
 )
-from infra.preflight.catalog import gpu_catalog, model_catalog  # noqa: E402
+from infra.catalog import gpu_catalog, model_catalog  # noqa: E402
 from infra.preflight.kernels import QUANTIZATION_CHOICES  # noqa: E402
 from infra.preflight.memory import MEMORY_LABELS  # noqa: E402
 

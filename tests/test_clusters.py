@@ -72,7 +72,7 @@ def test_eks_with_existing_subnets_makes_no_vpc(tmp_path):
 @pytest.mark.parametrize("gpu, machine, accelerator, zones", [
     ("A100-80GB", "a2-ultragpu-4g", "nvidia-a100-80gb", None),
     ("A100-40GB", "a2-highgpu-4g", "nvidia-tesla-a100", None),
-    # The zone catalog does not list L4 zones yet (infra/preflight/gpu_zones.yaml): the stack names them.
+    # The zone catalog does not list L4 zones yet (infra/catalog/gpu_zones.yaml): the stack names them.
     ("L4", "g2-standard-48", "nvidia-l4", '["us-central1-a", "us-central1-b"]'),
 ])
 def test_gke_gpu_pool_follows_the_gpu(tmp_path, gpu, machine, accelerator, zones):
@@ -154,11 +154,11 @@ def test_existing_cluster_uses_the_configured_context(plan_of):
     assert output_names.KUBECONFIG not in plan_of("local").outputs
 
 
-def test_gpu_without_a_four_gpu_shape_is_a_config_error(tmp_path):
+def test_gpu_the_cloud_does_not_sell_is_a_config_error(tmp_path):
     write_stack(tmp_path, "variant", {"qwen2vl:cloud": "gcp", "qwen2vl:gcpProject": "my-gpu-project",
                                       "qwen2vl:region": "us-central1", "qwen2vl:gpuType": "L40S"})
     result = run_plan("variant", tmp_path)
     assert not result.ok
-    assert "gcp has no instance with exactly 4 L40S GPUs" in result.error
+    assert "qwen2vl:gpuType = 'L40S'" in result.error and "gcp sells no L40S shape" in result.error
     assert "A100-80GB" in result.error and "L4" in result.error
     assert [r.type for r in result.resources] == ["pulumi:pulumi:Stack"]

@@ -78,9 +78,53 @@ def test_cross_key_rules():
         make_config(cloud="aws")
     with pytest.raises(ConfigError, match="gpuNodesMin"):
         make_config(gpuNodesMin=3, gpuNodesMax=2)
-    with pytest.raises(ConfigError, match="no instance with exactly 4 A100-80GB GPUs") as info:
-        make_config(cloud="aws", region="us-east-1", gpuType="A100-80GB")
-    assert "L4" in str(info.value) and "L40S" in str(info.value)
+    with pytest.raises(ConfigError, match="aws sells no A800-80GB shape") as info:
+        make_config(cloud="aws", region="us-east-1", gpuType="A800-80GB")
+    assert "qwen2vl:gpuType" in str(info.value) and "L4" in str(info.value) and "L40S" in str(info.value)
+
+
+def test_did_you_mean_keeps_the_users_value():
+    with pytest.raises(ConfigError) as info:
+        parse_stack_config({"gpuTpye": "A10G"}, "eval")
+    assert "pulumi config set qwen2vl:gpuType A10G --stack eval" in str(info.value)
+    with pytest.raises(ConfigError) as info:
+        parse_stack_config({"maxModelLength": "4096"}, "eval")
+    assert "pulumi config set qwen2vl:maxModelLen 4096 --stack eval" in str(info.value)
+
+
+AWS = {"cloud": "aws", "region": "us-east-1"}
+
+
+def test_a_node_runs_gpus_over_tp_replicas_and_the_shape_follows_the_tp_size():
+    from infra.nodepool import node_shape, replicas_per_node
+    cfg = make_config(**AWS, gpuType="L4", tensorParallelSize=1)
+    assert node_shape(cfg).instance == "g6.xlarge" and replicas_per_node(cfg) == 1
+    cfg = make_config(**AWS, gpuType="L4", tensorParallelSize=4)
+    assert node_shape(cfg).instance == "g6.12xlarge" and replicas_per_node(cfg) == 1
+    cfg = make_config(**AWS, gpuInstanceType="g6.48xlarge", tensorParallelSize=4)
+    assert cfg.gpu_type == "L4" and replicas_per_node(cfg) == 2
+    cfg = make_config(**AWS, gpuInstanceType="g6.12xlarge", tensorParallelSize=1)
+    assert replicas_per_node(cfg) == 4
+
+
+def test_gpu_instance_type_names_the_shape_and_must_agree_with_gpu_type():
+    with pytest.raises(ConfigError, match="qwen2vl:gpuType") as info:
+        make_config(**AWS, gpuType="A10G", gpuInstanceType="g6.48xlarge")
+    assert "carries L4 GPUs" in str(info.value)
+    with pytest.raises(ConfigError, match="qwen2vl:gpuInstanceType") as info:
+        make_config(**AWS, gpuInstanceType="g9.huge")
+    assert "g6.48xlarge" in str(info.value)
+    with pytest.raises(ConfigError, match="qwen2vl:gpuInstanceType"):
+        make_config(**AWS, gpuInstanceType="m6i.xlarge")
+
+
+def test_tp_across_nodes_is_refused_naming_tensor_parallel_size():
+    with pytest.raises(ConfigError, match="qwen2vl:tensorParallelSize") as info:
+        make_config(**AWS, gpuInstanceType="g6.12xlarge", tensorParallelSize=8)
+    assert "across nodes is not supported" in str(info.value) and "g6.12xlarge has 4 GPUs" in str(info.value)
+    with pytest.raises(ConfigError, match="qwen2vl:tensorParallelSize") as info:
+        make_config(**AWS, gpuType="L4", tensorParallelSize=3)
+    assert "must divide the GPUs of a node" in str(info.value) and "1, 2, 4, 8" in str(info.value)
 
 
 def test_lists_parse_from_json():

@@ -17,7 +17,7 @@ EXEMPT_PREFIXES = ("docs/", "manifests/", "README.md", "requirements/", "tests/u
 # The preflight's model catalog records facts about several repositories, the pinned one among them.
 # infra/placement/charts.yaml records the chart version its facts were read from; infra/placement/charts.py
 # refuses to run when that differs from the pin, so a chart bump forces a re-read of its defaults.
-EXEMPT_VALUES = {("infra/preflight/models.yaml", pins.MODEL_REPO)} | {
+EXEMPT_VALUES = {("infra/catalog/models.yaml", pins.MODEL_REPO), ("infra/catalog/performance.yaml", pins.MODEL_REPO)} | {
     ("infra/placement/charts.yaml", version) for version in (
         pins.NVIDIA_DEVICE_PLUGIN_CHART_VERSION, pins.KUBERAY_OPERATOR_CHART_VERSION, pins.CLUSTER_AUTOSCALER_CHART_VERSION)}
 # The model lock records the pin it resolves; test_model_lock_is_for_the_pinned_model keeps them equal.

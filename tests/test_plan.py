@@ -125,6 +125,26 @@ def test_preflight_failure_stops_before_any_resource(tmp_path):
     assert plan_document(result)["preflight"]["ok"] is False
 
 
+def test_preflight_fixes_are_the_settings_the_user_changes(tmp_path):
+    write_stack(tmp_path, "eval", {"qwen2vl:maxModelLen": "40000", "qwen2vl:gpuType": "A100-80GB",
+                                   "qwen2vl:registry": "registry.example.com/ml"})
+    result = run_plan("eval", tmp_path)
+    assert not result.ok
+    assert "`pulumi config set qwen2vl:maxModelLen 32768 --stack eval`" in result.error
+    assert "--max-model-len" not in result.error
+
+
+def test_a_gpu_fix_on_a_stack_that_names_its_instance_drops_the_instance(tmp_path):
+    write_stack(tmp_path, "eval", {"qwen2vl:cloud": "aws", "qwen2vl:region": "us-east-1",
+                                   "qwen2vl:gpuInstanceType": "g6.xlarge", "qwen2vl:tensorParallelSize": "1"})
+    result = run_plan("eval", tmp_path)
+    assert not result.ok and "CUDA out of memory while loading weights" in result.error
+    assert "`pulumi config rm qwen2vl:gpuInstanceType --stack eval` and `pulumi config set qwen2vl:gpuType" in result.error
+    # TP 4 outgrows the named 1-GPU instance as well.
+    assert ("`pulumi config rm qwen2vl:gpuInstanceType --stack eval` and `pulumi config set qwen2vl:tensorParallelSize 4"
+            in result.error)
+
+
 def test_strict_mocks_reject_unknown_calls():
     mocks = StrictMocks()
     with pytest.raises(UnmockedCall, match="aws:ec2/getAmi:getAmi"):

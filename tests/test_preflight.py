@@ -182,8 +182,56 @@ def test_v100_runs_no_awq_kernel():
     v = verdict(M7, 2, gpu="V100")
     assert "gpu_capability" in failed(v)
     assert "Minimum capability: 75. Current capability: 70." in check(v, "gpu_capability").message
-    fix = check(v, "gpu_capability").fix
-    assert "T4" in fix and "g4dn.12xlarge" in fix  # the cheapest catalog shape that runs it
+    fix = check(v, "gpu_capability")
+    # The cheapest catalog shape with whole TP-2 replicas whose GPU runs AWQ: 2 x L4.
+    assert "--gpu L4 (cheapest shape gcp g2-standard-24, 2 GPUs" in fix.fix
+    assert [dict(c) for f in fix.fixes for c in f.changes] == [{"gpu": "L4"}]
+
+
+# -- every fix the preflight offers passes the preflight itself when applied ------------------------
+FIX_GRID = [(model, tp, gpu) for model in ("M72", "M72_FIRST", "M7", "M2") for tp in (1, 2, 4, 8)
+            for gpu in ("L4", "T4", "V100", "A100-80GB")]
+
+
+@pytest.mark.parametrize(("model", "tp", "gpu"), FIX_GRID)
+def test_every_offered_change_passes_the_preflight(model, tp, gpu):
+    config = globals()[model]
+    v = verdict(config, tp, gpu=gpu)
+    for failing in (c for c in v.checks if not c.ok):
+        for fix in failing.fixes:
+            for change in fix.changes:
+                settings = {"tensor_parallel_size": tp, "gpu": gpu, **change}
+                assert verdict(config, settings.pop("tensor_parallel_size"), **settings).ok, (failing.name, change)
+
+
+def test_72b_first_upload_on_l4_does_not_offer_tp_1_which_runs_out_of_memory():
+    fix = check(verdict(M72_FIRST, 4, gpu="L4"), "shape.text.mlp.down_proj").fix
+    assert "--tensor-parallel-size 1" not in fix and "padded to 29696" in fix
+
+
+def test_72b_tp2_on_l4_is_offered_tp4_before_another_gpu():
+    fix = check(verdict(M72, 2, gpu="L4"), "memory.kv_cache").fix
+    assert "--tensor-parallel-size 4" in fix
+
+
+@pytest.mark.parametrize(("model_tp_gpu", "name"), [((M72, 1, "L4"), "memory.weights")])
+def test_a_gpu_offered_for_memory_has_more_memory(model_tp_gpu, name):
+    from infra.catalog import gpu as gpu_spec
+    config, tp, gpu = model_tp_gpu
+    changes = [c for f in check(verdict(config, tp, gpu=gpu), name).fixes for c in f.changes if "gpu" in c]
+    assert changes and all(gpu_spec(c["gpu"]).memory_gib > gpu_spec(gpu).memory_gib for c in changes)
+    assert "a GPU with more memory: --gpu" in check(verdict(config, tp, gpu=gpu), name).fix
+
+
+def test_concurrency_fix_never_calls_a_smaller_gpu_larger():
+    from infra.catalog import gpu as gpu_spec
+    for gpu, tp in (("A100-80GB", 4), ("H100-80GB", 8)):
+        v = verdict(M72, tp, gpu=gpu, max_model_len=32768, max_num_seqs=256)
+        for c in v.checks:
+            for f in c.fixes:
+                for change in f.changes:
+                    if "gpu" in change:
+                        assert gpu_spec(change["gpu"]).memory_gib > gpu_spec(gpu).memory_gib, (gpu, change)
 
 
 def test_bfloat16_needs_ampere():
@@ -315,7 +363,7 @@ def test_cli_json_contract_and_exit_codes(tmp_path):
     assert all(set(c) >= {"name", "ok", "message", "fix"} for c in doc["checks"])
 
     config = tmp_path / "config.json"
-    from infra.preflight.catalog import catalog_model
+    from infra.catalog import catalog_model
     config.write_text(json.dumps(catalog_model(M72).config))
     good = run_cli("--model-config", str(config), "--quantization", "awq_marlin", "--tp", "4", "--gpu", "A100-80GB",
                    "--max-model-len", "8192", "--max-num-seqs", "16")
@@ -329,7 +377,7 @@ def test_cli_json_contract_and_exit_codes(tmp_path):
 
 
 def test_awq_vision_tower_without_modules_to_not_convert_fails_from_0_6_4():
-    from infra.preflight.catalog import catalog_model
+    from infra.catalog import catalog_model
 
     config = catalog_model(M72).config_at(None)
     config["quantization_config"] = {**config["quantization_config"], "modules_to_not_convert": None}

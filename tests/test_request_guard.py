@@ -141,10 +141,14 @@ async def _chunks(parts, taken):
 
 def read(parts, content_length):
     taken = []
+    # A loop of its own, not asyncio.run, which leaves the thread without a current loop for later tests.
+    loop = asyncio.new_event_loop()
     try:
-        return asyncio.run(read_body(_chunks(parts, taken), content_length, LIMITS)), len(taken)
+        return loop.run_until_complete(read_body(_chunks(parts, taken), content_length, LIMITS)), len(taken)
     except RequestRefused as refused:
         return refused, len(taken)
+    finally:
+        loop.close()
 
 
 def test_a_body_over_the_limit_is_a_413_by_content_length_before_reading():

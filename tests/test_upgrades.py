@@ -15,14 +15,15 @@ import pytest
 import yaml
 
 from infra.config import ConfigError
-from infra.nodepool import gpu_pool_spec
+from infra.nodepool import gpu_pool_spec, replicas_per_node
 from infra.offline.engine import read_stack_config
 from infra.workload.autoscaling import NODE_BOUNDS_ANNOTATION, SERVICE_ACCOUNT_DIR
 from infra.workload.component import CLUSTER_CONFIG_PATH, rayservice_options
 from infra.workload.manifests import render_manifests, workload_spec
 from infra.workload.objects import workload_objects
-from infra.workload.smoke_job import ACTIVE_DEADLINE_SECONDS, WAIT_FOR_ACTIVE_SECONDS, WAIT_FOR_READY_SECONDS
-from infra.workload.upgrade import NEW_CLUSTER, RECREATE, upgrade_plan
+from infra.workload.smoke_job import WAIT_FOR_READY_SECONDS, active_deadline_seconds, wait_for_active_seconds
+from infra.workload.upgrade import NEW_CLUSTER, RECREATE, serve_max_replicas, upgrade_plan
+from infra.workload import upgrade
 from tests.conftest import REPO_ROOT, STACKS, make_config
 from tests.test_workload import rayservice_schema as load_rayservice_schema
 
@@ -163,12 +164,39 @@ def test_upgrade_strategy_of_pool_sizes(low, high, strategy):
 
 def test_the_plan_states_what_an_image_change_costs():
     prod, eval_ = upgrade_plan(read_stack_config("prod")), upgrade_plan(read_stack_config("eval"))
-    assert prod.zero_downtime and prod.extra_gpus == 4 and prod.minutes > 0
-    assert "zero-downtime" in prod.statement() and "4 more GPUs" in prod.statement()
+    assert prod.zero_downtime and prod.extra_gpus == prod.serving_nodes * 4 and prod.minutes > 0
+    assert "zero-downtime" in prod.statement() and f"{prod.extra_gpus} more GPUs" in prod.statement()
     assert not eval_.zero_downtime and eval_.extra_gpus == 0
     assert f"downtime of about {eval_.minutes} minutes" in eval_.statement()
     # NewCluster needs a new node; recreating reuses the node the old worker leaves.
     assert prod.minutes > upgrade_plan(read_stack_config("staging")).minutes
+
+
+def test_prod_serves_two_replicas_at_rest_and_the_plan_prices_it():
+    """A node event on a one-replica prod is an outage of a cold start; two at rest keep serving. The
+    plan says what that costs, and the upgrade headroom still holds at Serve's maximum."""
+    cfg = read_stack_config("prod")
+    scaling = serve_deployment(rayservice_of(rendered("prod")))["autoscaling_config"]
+    assert scaling["min_replicas"] >= 2 and scaling["initial_replicas"] >= 2
+    plan = upgrade_plan(cfg)
+    assert plan.zero_downtime and plan.serve_max // replicas_per_node(cfg) + plan.serving_nodes <= plan.pool_max_nodes
+    price = plan.node_usd_per_hour
+    assert f"${plan.rest_nodes * price:.2f}/h, ${(plan.rest_nodes - 1) * price:.2f}/h of it for surviving " \
+           "a node event" in plan.statement()
+
+
+def test_serving_pods_run_at_their_own_priority_class():
+    """Above pods without a class, below the system-critical classes, never preempting others."""
+    from infra.workload.priority import SERVING_PRIORITY
+
+    objects = rendered("prod")
+    (priority_class,) = kind(objects, "PriorityClass")
+    kubernetes_validate.validate(priority_class, f"{read_stack_config('prod').kubernetes_version}.0", strict=True)
+    assert priority_class["value"] == SERVING_PRIORITY and 0 < SERVING_PRIORITY <= 1_000_000_000
+    assert priority_class["preemptionPolicy"] == "Never" and priority_class["globalDefault"] is False
+    for group in groups(rayservice_of(objects)):
+        assert group["template"]["spec"]["priorityClassName"] == priority_class["metadata"]["name"]
+    jsonschema.validate(rayservice_of(objects), rayservice_schema())
 
 
 def test_recreate_stacks_replace_the_rayservice_deleting_it_first():
@@ -232,6 +260,16 @@ def test_no_read_write_once_volume_is_shared(stack, storage):
     jsonschema.validate(rayservice_of(objects), rayservice_schema())
 
 
+@pytest.mark.parametrize("cloud", ["aws", "gcp"])
+def test_read_write_many_is_refused_where_the_stack_creates_the_cluster(cloud):
+    """Neither cloud's cluster, as this stack creates it, has a ReadWriteMany driver: the claim would stay
+    Pending, and the class the old message suggested (standard-rwx) does not exist there."""
+    cloud_keys = {"aws": {"cloud": "aws", "region": "us-east-1"},
+                  "gcp": {"cloud": "gcp", "region": "us-central1", "gcpProject": "my-gpu-project"}}[cloud]
+    with pytest.raises(ConfigError, match=f"modelStorage = 'readWriteMany'.*{cloud} cluster.*no ReadWriteMany"):
+        make_config(**cloud_keys, modelStorage="readWriteMany", storageClass="standard-rwx")
+
+
 def test_read_write_many_without_a_class_is_refused_before_anything_is_built():
     with pytest.raises(ConfigError, match="qwen2vl:modelStorage = 'readWriteMany'.*storageClass.*ReadWriteMany"):
         make_config(modelStorage="readWriteMany")
@@ -250,9 +288,14 @@ def test_autoscaling_bounds_equal_the_node_bounds(stack):
     worker = cluster["workerGroupSpecs"][0]
     deployment = serve_deployment(rayservice)
     scaling = deployment["autoscaling_config"]
-    pool = gpu_pool_spec(cfg)
-    assert (scaling["min_replicas"], scaling["max_replicas"]) == (pool.min_nodes, pool.max_nodes)
-    assert (worker["minReplicas"], worker["maxReplicas"]) == (pool.min_nodes, pool.max_nodes)
+    pool, per_node = gpu_pool_spec(cfg), replicas_per_node(cfg)
+    assert (scaling["min_replicas"], scaling["max_replicas"]) == (pool.min_nodes * per_node, serve_max_replicas(cfg))
+    assert (worker["minReplicas"], worker["maxReplicas"]) == (pool.min_nodes * per_node, pool.max_nodes * per_node)
+    # Under NewCluster an upgrade's second cluster (at its floor) fits beside the active one at Serve's maximum.
+    if rayservice["spec"]["upgradeStrategy"]["type"] == NEW_CLUSTER:
+        assert -(-scaling["max_replicas"] // per_node) + max(1, pool.min_nodes) <= pool.max_nodes
+    else:
+        assert scaling["max_replicas"] == pool.max_nodes * per_node
     # Ray refuses a fixed num_replicas next to autoscaling_config (ray/serve/schema.py:398-417).
     assert "num_replicas" not in deployment
     assert scaling["target_ongoing_requests"] == cfg.max_num_seqs <= deployment["max_ongoing_requests"]
@@ -311,6 +354,7 @@ def test_serve_config_is_accepted_by_ray_serve():
 
 def test_gcs_fault_tolerance_with_an_external_redis():
     objects = workload_objects(workload_spec(make_config(gcsRedisAddress="redis.qwen2vl.svc:6379",
+                                                         gcsRedisPodLabels='{"app.kubernetes.io/name": "redis"}',
                                                          gcsRedisPasswordSecret="qwen2vl-redis")))
     rayservice = rayservice_of(objects)
     options = rayservice["spec"]["rayClusterConfig"]["gcsFaultToleranceOptions"]
@@ -344,12 +388,17 @@ def test_a_disruption_budget_only_where_it_cannot_block_a_drain(low, budget):
 
 @pytest.mark.parametrize("stack", STACKS)
 def test_smoke_job_waits_long_enough_for_a_new_cluster(stack):
-    plan = upgrade_plan(read_stack_config(stack))
-    assert WAIT_FOR_ACTIVE_SECONDS >= 2 * plan.minutes * 60
-    assert ACTIVE_DEADLINE_SECONDS > WAIT_FOR_ACTIVE_SECONDS + WAIT_FOR_READY_SECONDS
+    """The gate's budget is the one cold-start estimate (a new node, image, model, load) with a margin: a
+    new cluster and a Serve config change on a stack at zero replicas both cost that."""
+    cfg = read_stack_config(stack)
+    spec = workload_spec(cfg)
+    cold_start_s = upgrade.ready_seconds(cfg, upgrade.model_bytes(cfg), new_node=True)
+    assert wait_for_active_seconds(spec) >= 2 * cold_start_s
+    assert active_deadline_seconds(spec) > wait_for_active_seconds(spec) + WAIT_FOR_READY_SECONDS
     job = kind(rendered(stack), "Job")[0]
+    assert job["spec"]["activeDeadlineSeconds"] == active_deadline_seconds(spec)
     check = job["spec"]["template"]["spec"]["initContainers"][0]["command"]
-    assert check[check.index("--wait") + 1] == str(WAIT_FOR_ACTIVE_SECONDS)
+    assert check[check.index("--wait") + 1] == str(wait_for_active_seconds(spec))
     # The expected image is the Job's own, which Pulumi replaces by the pushed digest like the cluster's.
     assert check[check.index("--image") + 1] == job["spec"]["template"]["spec"]["containers"][0]["image"]
 
@@ -390,11 +439,15 @@ class FakeKubeApi:
         self.httpd.shutdown()
         self.httpd.server_close()
 
-    def serve(self, active, pending, images, selected, observed=2):
+    def serve(self, active, pending, images, selected, observed=2, app="RUNNING", deployment="HEALTHY"):
+        """KubeRay's view: the clusters, the Service's selector, and the active cluster's Serve app status
+        as KubeRay 1.4.2 copies it (apis/ray/v1/rayservice_types.go AppStatus)."""
         ns = "/apis/ray.io/v1/namespaces/qwen2vl"
+        apps = {"qwen2vl": {"status": app, "serveDeploymentStatuses": {"VLLMServer": {"status": deployment}}}}
         self.state = {
             f"{ns}/rayservices/qwen2vl": {"metadata": {"generation": 2}, "status": {
-                "observedGeneration": observed, "activeServiceStatus": {"rayClusterName": active},
+                "observedGeneration": observed,
+                "activeServiceStatus": {"rayClusterName": active, "applicationStatuses": apps if active else {}},
                 "pendingServiceStatus": {"rayClusterName": pending}}},
             "/api/v1/namespaces/qwen2vl/services/qwen2vl-openai": {"spec": {"selector": {
                 "ray.io/cluster": selected, "ray.io/serve": "true"}}},
@@ -425,6 +478,11 @@ def check(api, wait=0.0, clock=None):
     (dict(active="", pending="c-new", images={}, selected=None), "no active cluster yet"),
     (dict(active="c-new", pending="", images={"c-new": "img@new"}, selected="c-new", observed=1),
      "not yet observed generation 2"),
+    # A serveConfigV2 change: same image and cluster, the new config still rolling out (from zero: a cold start).
+    (dict(active="c-new", pending="", images={"c-new": "img@new"}, selected="c-new", app="DEPLOYING"),
+     "Serve application qwen2vl is DEPLOYING"),
+    (dict(active="c-new", pending="", images={"c-new": "img@new"}, selected="c-new", deployment="UPSCALING"),
+     "not at its target replicas yet: VLLMServer UPSCALING"),
 ])
 def test_active_cluster_check_fails_naming_what_it_saw(state, words):
     with FakeKubeApi() as api:
@@ -445,7 +503,7 @@ def test_active_cluster_check_passes_once_the_new_cluster_serves_and_the_role_al
                 api.serve(active="c-new", pending="", images={"c-new": "img@new"}, selected="c-new")
             return float(tick)
 
-        code, reason = check(api, wait=50, clock=clock)
+        code, reason = check(api, wait=100, clock=clock)
         paths = list(api.paths)
     assert code == 0 and "selects the active cluster c-new, which runs img@new" in reason
     role = kind(rendered("eval"), "Role")[0]
@@ -455,6 +513,41 @@ def test_active_cluster_check_passes_once_the_new_cluster_serves_and_the_role_al
         resource, name = parts[-2], parts[-1]
         assert any(group in rule["apiGroups"] and resource in rule["resources"] and "get" in rule["verbs"]
                    and name in rule.get("resourceNames", [name]) for rule in role["rules"]), path
+
+
+def test_a_cluster_level_change_without_new_server_args_is_smoke_tested():
+    """A change KubeRay rolls out (here the model volume's class, in the worker template) renames the
+    smoke Job, so `pulumi up` waits for it and proves the result; the old name covered only the image and
+    the vLLM args."""
+    from infra.workload.smoke_job import smoke_job_name
+
+    before, after = workload_spec(make_config()), workload_spec(make_config(storageClass="gp3"))
+    assert before.image == after.image
+    assert smoke_job_name(before) != smoke_job_name(after)
+    assert smoke_job_name(before) == smoke_job_name(workload_spec(make_config()))
+
+
+def test_a_serve_config_change_passes_only_once_the_new_config_serves():
+    """A serveConfigV2-only change on a stack at zero replicas: same image, same cluster. KubeRay's first
+    status for the new generation is read before it submits the config (still RUNNING, the old config),
+    then the app deploys through a cold start; the gate passes only after that."""
+    with FakeKubeApi() as api:
+        same = dict(active="c-1", pending="", images={"c-1": "img@new"}, selected="c-1")
+        api.serve(**same)  # observed generation 2, old config still RUNNING
+        ticks, passed_at = iter(range(10_000)), []
+
+        def clock():
+            tick = next(ticks)
+            if tick == 5:
+                api.serve(**same, app="DEPLOYING", deployment="UPDATING")  # KubeRay's next read
+            if tick == 1200:
+                api.serve(**same)  # the new replica serves, about 20 minutes later
+            passed_at.append(tick)
+            return float(tick)
+
+        code, reason = check(api, wait=4800, clock=clock)
+    assert code == 0 and "serves the current config" in reason
+    assert passed_at[-1] >= 1200
 
 
 @pytest.mark.parametrize("stack", ["eval", "prod"])

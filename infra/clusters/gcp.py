@@ -89,7 +89,7 @@ class GkeCluster(pulumi.ComponentResource):
             name,
             location=cfg.region,
             node_locations=zones,
-            # A minor the REGULAR channel offers (checked against infra/clusters/kubernetes_versions.yaml);
+            # A minor the REGULAR channel offers (checked against infra/catalog/kubernetes_versions.yaml);
             # the channel picks the patch and upgrades within its support window.
             min_master_version=cfg.kubernetes_version,
             remove_default_node_pool=True,

@@ -1,51 +1,18 @@
-"""Which Kubernetes minor a new cluster may use, from the dated support table beside this module.
+"""Which Kubernetes minor a new cluster may use, from the dated support table (infra/catalog/kubernetes_versions.yaml).
 
 Pure (no Pulumi import): `today` is a parameter so the rule can be checked for any day."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import date
-from functools import lru_cache
-from pathlib import Path
 
-import yaml
-
+from infra.catalog import catalog_path
+from infra.catalog.kubernetes_versions import support_table, table_read_on
 from infra.config import ConfigError, StackConfig
 
-TABLE = Path(__file__).with_name("kubernetes_versions.yaml")
 # A cluster this close to the end of its version's support is about to be upgraded by its cloud (or
 # left unsupported): say so on every plan and update, while there is time to plan the upgrade.
 WARN_DAYS = 60
-
-
-@dataclass(frozen=True)
-class VersionSupport:
-    cloud: str
-    version: str
-    standard_until: date
-    extended_until: date | None
-
-
-@lru_cache(maxsize=1)
-def _table() -> dict:
-    return yaml.safe_load(TABLE.read_text())
-
-
-def support_table(cloud: str) -> dict[str, VersionSupport]:
-    entries = _table()["clouds"].get(cloud, {}).get("versions", {})
-    return {
-        version: VersionSupport(
-            cloud=cloud, version=version,
-            standard_until=date.fromisoformat(dates["standard_until"]),
-            extended_until=date.fromisoformat(dates["extended_until"]) if dates["extended_until"] else None,
-        )
-        for version, dates in entries.items()
-    }
-
-
-def table_read_on() -> str:
-    return str(_table()["read_on"])
 
 
 def supported_versions(cloud: str, today: date) -> list[str]:
@@ -62,7 +29,7 @@ def check_kubernetes_version(cfg: StackConfig, today: date) -> str | None:
         return None
     table = support_table(cfg.cloud)
     choices = supported_versions(cfg.cloud, today)
-    source = f"support table read {table_read_on()} (infra/clusters/kubernetes_versions.yaml)"
+    source = f"support table read {table_read_on()} ({catalog_path('kubernetes_versions')})"
     support = table.get(cfg.kubernetes_version)
     if support is None:
         raise ConfigError("kubernetesVersion", cfg.kubernetes_version,

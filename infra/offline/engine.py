@@ -7,6 +7,8 @@ recorded as the engine receives them, with secret values replaced by "[secret]".
 
 from __future__ import annotations
 
+import asyncio
+
 import json
 import logging
 import os
@@ -275,6 +277,9 @@ def run_plan(stack: str, stack_dir: Path = REPO_ROOT, secret_values: dict[str, s
     monitor = RecordingMonitor(mocks)
     # Each plan gets its own root stack resource, as each `pulumi preview` does.
     settings.set_root_resource(None)
+    # The SDK creates futures on the thread's current event loop; an `asyncio.run` earlier in the process
+    # (a caller's, or a test's) leaves none, so each plan starts on a loop of its own.
+    asyncio.set_event_loop(asyncio.new_event_loop())
     warnings = WarningCollector()
     pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=preview, monitor=monitor,
                              logger=warnings.logger)

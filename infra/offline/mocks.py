@@ -92,6 +92,7 @@ KUBERNETES_TYPES = (
     "kubernetes:storage.k8s.io/v1:StorageClass",
     "kubernetes:networking.k8s.io/v1:Ingress",
     "kubernetes:policy/v1:PodDisruptionBudget",
+    "kubernetes:scheduling.k8s.io/v1:PriorityClass",
     "kubernetes:ray.io/v1:RayService",
     "kubernetes:monitoring.coreos.com/v1:PrometheusRule",
     "kubernetes:monitoring.coreos.com/v1:PodMonitor",

@@ -12,10 +12,13 @@ from rich.table import Table
 from rich.tree import Tree
 
 from infra import outputs as output_names
+from infra.capacity.planner import describe_figures
 from infra.cost import describe_cost
 from infra.workload.upgrade import IMAGE_CHANGE_ANNOTATION
 from infra.offline.engine import PlanResult
+from infra.config import PROJECT
 from infra.preflight.memory import MEMORY_LABELS
+from infra.preflight_gate import FIELD_TO_KEY
 
 
 def preflight_of(result: PlanResult) -> dict | None:
@@ -85,6 +88,11 @@ def cost_verdicts(result: PlanResult) -> list[Verdict]:
     return [Verdict("cost", None, describe_cost(cost))] if cost else []
 
 
+def capacity_verdicts(result: PlanResult) -> list[Verdict]:
+    figures = result.outputs.get(output_names.CAPACITY)
+    return [Verdict("capacity", None, describe_figures(figures))] if figures else []
+
+
 def upgrade_verdicts(result: PlanResult) -> list[Verdict]:
     """What an image change costs on this stack, as the RayService states it (infra/workload/upgrade.py)."""
     return [Verdict("upgrade", None, r.inputs["metadata"]["annotations"][IMAGE_CHANGE_ANNOTATION])
@@ -105,7 +113,7 @@ def plan_verdicts(result: PlanResult) -> list[Verdict]:
 # The summary's sections, in order. A new check joins the summary by adding its function here: it takes
 # the PlanResult and returns Verdict lines (an empty list when it has nothing to say).
 SUMMARY_SECTIONS: list[Callable[[PlanResult], list[Verdict]]] = [
-    preflight_verdicts, placement_verdicts, cost_verdicts, upgrade_verdicts, warning_verdicts, plan_verdicts,
+    preflight_verdicts, placement_verdicts, cost_verdicts, capacity_verdicts, upgrade_verdicts, warning_verdicts, plan_verdicts,
 ]
 
 
@@ -146,7 +154,12 @@ def print_preflight(console: Console, preflight: dict, max_num_seqs: int | None 
         if not check["ok"]:
             colour = "yellow" if check["severity"] == "warning" else "red"
             console.print(f"  [{colour}]{check['severity']}[/{colour}] {check['name']}: {escape(check['message'])}")
-            if check["fix"]:
+            if check.get("changes"):
+                # The stack's own words: the settings that make the check pass (each alone).
+                settings = " or ".join(" and ".join(f"pulumi config set {PROJECT}:{FIELD_TO_KEY[k]} {v}" for k, v in change.items())
+                                       for change in check["changes"])
+                console.print(f"    fix: {escape(settings)}")
+            elif check["fix"]:
                 console.print(f"    fix: {escape(check['fix'])}")
     if preflight.get("memory"):
         console.print(_memory_table(preflight["memory"]))
@@ -186,6 +199,11 @@ def print_placement(console: Console, placement: dict) -> None:
         else:
             state = "[red]" + escape("; ".join(upgrade["reasons"])) + "[/red]"
         console.print(f"  upgrade {escape(upgrade['strategy'])}: {state}")
+    for row in placement.get("preemption") or []:
+        first = ", ".join(row["evicted_first"]) or "nothing"
+        room = ", ".join(f"{name} {value}" for name, value in row["room_before_eviction"].items())
+        console.print(f"  preemption {escape(row['pod'])} (priority {row['priority']}) on {escape(row['node'])}: "
+                      f"evicted first {escape(first)}; a higher-priority pod may take {escape(room)} before it")
 
 
 def _tree(result: PlanResult, show_inputs: bool) -> Tree:
@@ -246,7 +264,7 @@ def print_plan(console: Console, result: PlanResult, show_inputs: bool = False, 
     table.add_column("output")
     table.add_column("value")
     for name, value in result.outputs.items():
-        if name in (output_names.PREFLIGHT, output_names.HOURLY_COST_USD, output_names.PLACEMENT):
+        if name in (output_names.PREFLIGHT, output_names.HOURLY_COST_USD, output_names.PLACEMENT, output_names.CAPACITY):
             continue
         shown = value if isinstance(value, str) else yaml.safe_dump(value, default_flow_style=True).strip()
         table.add_row(name, escape(shown))

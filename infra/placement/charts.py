@@ -64,7 +64,7 @@ def coalesce(user: dict, defaults: dict) -> dict:
 
 def _pod_spec(chart: dict, values: dict) -> dict:
     spec = {"containers": [{"name": chart["container"], "resources": values.get("resources") or {}}]}
-    for field in ("nodeSelector", "affinity", "tolerations"):
+    for field in ("nodeSelector", "affinity", "tolerations", "priorityClassName"):
         if values.get(field):
             spec[field] = values[field]
     return spec

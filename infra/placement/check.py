@@ -10,18 +10,13 @@ from infra.config import PROJECT, ConfigError, StackConfig
 from infra.nodepool import GPU_TAINT, SYSTEM_POOL_NAME, gpu_pool_spec, system_pool_nodes, system_pool_spec
 from infra.placement import kuberay
 from infra.placement.charts import ReleasePods, cluster_autoscaler_pods, device_plugin_pods, kuberay_operator_pods
-from infra.placement.clouds import (
-    GPU_RESOURCE,
-    UnknownInstance,
-    allocatable,
-    cloud_facts,
-    known_instances,
-    machine,
-)
+from infra.catalog import UnknownInstance, instance_type, known_instances, on_demand_price
+from infra.placement.clouds import GPU_RESOURCE, allocatable, cloud_facts, machine
 from infra.placement.quantity import CPU, MEMORY, show
 from infra.placement.scheduler import (
     Node,
     fit_order,
+    least_allocated_score,
     matches_node_affinity,
     node_reasons,
     pod_request,
@@ -29,9 +24,12 @@ from infra.placement.scheduler import (
 )
 from infra.platform.addons import cluster_addons
 from infra.platform.chart_values import kuberay_operator_values
-from infra.preflight.catalog import gpu_catalog
 
 RWO, RWOP = "ReadWriteOnce", "ReadWriteOncePod"
+# The built-in PriorityClasses (kubernetes pkg/apis/scheduling/types.go: SystemCriticalPriority
+# 2000000000; system-node-critical is 1000 above it). A pod without a class has priority 0 (no class of
+# ours or of the clouds is globalDefault).
+SYSTEM_PRIORITIES = {"system-cluster-critical": 2_000_000_000, "system-node-critical": 2_000_001_000}
 # A pod the system pool would take if it had room.
 _SYSTEM_SHORT = re.compile(rf"\b{SYSTEM_POOL_NAME}: (Insufficient|Too many pods)")
 
@@ -85,6 +83,8 @@ class PlacementReport:
     serve: list[dict] = field(default_factory=list)
     pools: list[dict] = field(default_factory=list)
     skipped: str | None = None
+    # Per serving pod: its priority and what a higher-priority pod would evict from its node first.
+    preemption: list[dict] = field(default_factory=list)
 
     def failures(self) -> list[str]:
         lines = [f"{p.pod}: {'; '.join(p.reasons)}" for p in self.pods if not p.ok]
@@ -103,15 +103,17 @@ class PlacementReport:
             "upgrade": dict(self.upgrade),
             "serve": list(self.serve),
             "pools": list(self.pools),
+            "preemption": list(self.preemption),
         }
 
 
 class PlacementFailed(Exception):
-    def __init__(self, report: PlacementReport, system_fit: str | None = None) -> None:
+    def __init__(self, report: PlacementReport, system_fit: str | None = None, too_small: str | None = None) -> None:
         self.report = report
         fixes = " ".join(_fixes(report, system_fit)).rstrip(";")
         super().__init__(
-            f"Placement failed for stack {report.stack}; no resource was created. The scheduler would leave "
+            f"Placement failed for stack {report.stack}; no resource was created. {too_small + ' ' if too_small else ''}"
+            f"The scheduler would leave "
             f"these Pending: {' | '.join(report.failures())}. Fix: {fixes}. "
             f"Run `make plan` (python scripts/plan.py --stack {report.stack}) to see every pod's pool and headroom."
         )
@@ -150,10 +152,10 @@ def _system_shape(cfg: StackConfig):
     try:
         return machine(cfg.cloud, instance)
     except UnknownInstance:
-        choices = ", ".join(known_instances(cfg.cloud))
-        raise ConfigError("systemInstanceType", instance, f"not a {cfg.cloud} machine shape the placement check "
-                          f"knows; known: {choices}", cfg.stack, "m6i.2xlarge" if cfg.cloud == "aws" else "e2-standard-8"
-                          ) from None
+        choices = ", ".join(name for name in known_instances(cfg.cloud) if not instance_type(cfg.cloud, name).gpus)
+        raise ConfigError("systemInstanceType", instance, f"not a {cfg.cloud} machine shape in "
+                          f"infra/catalog/instances.yaml; known: {choices}", cfg.stack,
+                          "m6i.2xlarge" if cfg.cloud == "aws" else "e2-standard-8") from None
 
 
 def _nodes(cfg: StackConfig) -> list[Node]:
@@ -170,17 +172,18 @@ def _nodes(cfg: StackConfig) -> list[Node]:
          [dict(gpu_pool.taint)]),
     ):
         grows = pool.name in addons.autoscaled_pools
+        initial = system_pool_nodes(cfg) if pool is system_pool else pool.min_nodes
         if grows:
-            count = pool.max_nodes
+            count = max(pool.max_nodes, initial)
         else:
-            count = system_pool_nodes(cfg) if pool is system_pool else max(pool.min_nodes, 1)
+            initial = count = system_pool_nodes(cfg) if pool is system_pool else max(pool.min_nodes, 1)
         for index in range(count):
             name = f"{pool.name}-{index}"
             node_labels = {**facts.get("node_labels", {}), **labels, "kubernetes.io/hostname": name,
                            "node.kubernetes.io/instance-type": shape.instance}
             gpu_advertised = bool(facts["provides_gpu_resource"])
             nodes.append(Node(name, pool.name, node_labels, [dict(t) for t in taints],
-                              allocatable(shape, gpu_advertised)))
+                              allocatable(shape, gpu_advertised), standby=index >= initial))
     return nodes
 
 
@@ -201,8 +204,12 @@ def _cloud_pods(cfg: StackConfig) -> list[ClusterPod]:
         entries += facts.get("addons", {}).get(addon, {}).get("pods", [])
     pods = []
     for entry in entries:
+        # Every cloud system pod runs at a critical class, node agents at the node one (aws-node,
+        # kube-proxy, CoreDNS, kube-dns, the CSI pods, GKE's agents: their manifests or `kubectl get pods
+        # -o yaml` on the cloud's nodes).
+        critical = "system-node-critical" if entry["kind"] == "DaemonSet" else "system-cluster-critical"
         spec = {"containers": [{"name": entry["name"], "resources": {"requests": dict(entry.get("requests", {}))}}],
-                "tolerations": list(entry.get("tolerations", []))}
+                "tolerations": list(entry.get("tolerations", [])), "priorityClassName": critical}
         if entry.get("affinity"):
             spec["affinity"] = entry["affinity"]
         pods.append(ClusterPod(f"kube-system/{entry['name']}", entry["kind"], spec, entry.get("replicas", 1)))
@@ -229,7 +236,10 @@ def _workload_pods(objects: list[dict], operator_env: list[dict] | None, prefix_
         kind, meta = obj["kind"], obj["metadata"]
         name = f"{meta.get('namespace', 'default')}/{meta['name']}{prefix_suffix}"
         if kind == "RayService":
-            pods += [ClusterPod(p.name, "RayCluster", p.pod_spec) for p in kuberay.cluster_pods(obj, name, operator_env)]
+            # The active cluster as it stands under load, Serve at its maximum: that is when an upgrade's
+            # second cluster, or a node event, has to find room.
+            pods += [ClusterPod(p.name, "RayCluster", p.pod_spec)
+                     for p in kuberay.cluster_pods(obj, name, operator_env, at_serve_max=True)]
         elif kind in ("Job", "Deployment", "StatefulSet", "DaemonSet"):
             replicas = obj["spec"].get("replicas", 1) if kind in ("Deployment", "StatefulSet") else 1
             pods.append(ClusterPod(name, kind, obj["spec"]["template"]["spec"], replicas))
@@ -270,49 +280,78 @@ def _pool_reasons(pod_spec: dict, request: dict[str, int], nodes: list[Node], hi
     return f"0/{len(by_pool)} pools: " + "; ".join(parts)
 
 
-def _schedule(pod: ClusterPod, nodes: list[Node], hints: dict[str, str]) -> list[PodPlacement]:
-    request = pod_request(pod.pod_spec)
+@dataclass(frozen=True)
+class ClusterObjects:
+    """The cluster-scoped objects the scheduler and admission read: PriorityClass values by name and
+    RuntimeClasses by name (built-ins plus what the workload creates)."""
+
+    priorities: dict[str, int]
+    runtime_classes: dict[str, dict]
+
+    @classmethod
+    def of(cls, objects: list[dict]) -> "ClusterObjects":
+        priorities = {**SYSTEM_PRIORITIES, **{o["metadata"]["name"]: int(o["value"]) for o in objects
+                                               if o["kind"] == "PriorityClass"}}
+        runtime = {o["metadata"]["name"]: o for o in objects if o["kind"] == "RuntimeClass"}
+        return cls(priorities, runtime)
+
+    def priority(self, pod_spec: dict) -> int:
+        return self.priorities.get(pod_spec.get("priorityClassName") or "", 0)
+
+    def request(self, pod_spec: dict) -> dict[str, int]:
+        return pod_request(pod_spec, self.runtime_classes)
+
+
+def _schedule(pod: ClusterPod, nodes: list[Node], hints: dict[str, str], known: ClusterObjects) -> list[PodPlacement]:
+    """Each replica on the feasible node that scores best (least allocated; the first such node on a tie)."""
+    request = known.request(pod.pod_spec)
     results = []
     for index in range(pod.replicas):
         name = pod.name if pod.replicas == 1 else f"{pod.name}-{index}"
         volumes, own_claims = _claims(name, pod.pod_spec)
         placement = PodPlacement(name, pod.kind, request, volumes=volumes, own_claims=own_claims)
-        node = next((n for n in nodes if not node_reasons(pod.pod_spec, request, n)), None)
+        feasible = [n for n in nodes if not n.standby and not node_reasons(pod.pod_spec, request, n)]
+        node = max(feasible, key=lambda n: least_allocated_score(request, n), default=None)
+        if node is None:  # the pool's autoscaler adds a node if a new one would take the pod
+            node = next((n for n in nodes if n.standby and not node_reasons(pod.pod_spec, request, n)), None)
+            if node is not None:
+                node.standby = False
         if node is None:
             placement.reasons.append(_pool_reasons(pod.pod_spec, request, nodes, hints))
         else:
-            node.bind(name, request)
+            node.bind(name, request, known.priority(pod.pod_spec))
             placement.pool, placement.node = node.pool, node.name
         results.append(placement)
     return results
 
 
-def _run_daemonset(pod: ClusterPod, nodes: list[Node]) -> tuple[PodPlacement, list[Node]]:
+def _run_daemonset(pod: ClusterPod, nodes: list[Node], known: ClusterObjects) -> tuple[PodPlacement, list[Node]]:
     """A DaemonSet pod on every node whose labels and taints admit it (the DaemonSet controller uses
     the same NodeAffinity and TaintToleration predicates, pkg/controller/daemon NodeShouldRunDaemonPod)."""
-    request = pod_request(pod.pod_spec)
+    request = known.request(pod.pod_spec)
     placement = PodPlacement(pod.name, "DaemonSet", request)
-    eligible = [n for n in nodes if matches_node_affinity(pod.pod_spec, n.labels) and untolerated_taint(pod.pod_spec, n) is None]
+    eligible = [n for n in nodes if matches_node_affinity(pod.pod_spec, n.labels, n.name)
+                and untolerated_taint(pod.pod_spec, n) is None]
     placed = []
     for node in eligible:
         reasons = node_reasons(pod.pod_spec, request, node)
         if reasons:
             placement.reasons.append(f"{node.pool}: {', '.join(reasons)}")
         else:
-            node.bind(pod.name, request)
+            node.bind(pod.name, request, known.priority(pod.pod_spec))
             placed.append(node)
     placement.pool = ", ".join(dict.fromkeys(n.pool for n in placed)) or None
     return placement, placed
 
 
-def _daemonsets(cfg: StackConfig, nodes: list[Node]) -> tuple[list[PodPlacement], dict[str, str]]:
+def _daemonsets(cfg: StackConfig, nodes: list[Node], known: ClusterObjects) -> tuple[list[PodPlacement], dict[str, str]]:
     """Place every DaemonSet; on clouds without their own device plugin, only nodes that run ours
     advertise nvidia.com/gpu. Returns the placements and, per GPU pool lacking it, why."""
     results, hints = [], {}
     cluster = [*_cloud_pods(cfg), *_platform_pods(cfg)]
     provides = cloud_facts()[cfg.cloud]["provides_gpu_resource"]
     for pod in (p for p in cluster if p.kind == "DaemonSet"):
-        placement, placed = _run_daemonset(pod, nodes)
+        placement, placed = _run_daemonset(pod, nodes, known)
         if pod.advertises_gpus:
             for node in placed:
                 node.allocatable[GPU_RESOURCE] = machine(cfg.cloud, node.labels["node.kubernetes.io/instance-type"]).gpus
@@ -404,9 +443,12 @@ def _volumes(cfg: StackConfig, objects: list[dict], placed: list[PodPlacement]) 
 # ---- the report -------------------------------------------------------------------------------
 
 def _pools(nodes: list[Node]) -> list[dict]:
+    """Per pool, the nodes that run (standby ones the autoscaler has not needed are not counted)."""
     pools = []
     for pool in dict.fromkeys(n.pool for n in nodes):
-        members = [n for n in nodes if n.pool == pool]
+        members = [n for n in nodes if n.pool == pool and not n.standby]
+        if not members:
+            continue
         row = {"pool": pool, "nodes": len(members), "instance": members[0].labels["node.kubernetes.io/instance-type"]}
         for resource in (CPU, MEMORY, GPU_RESOURCE):
             total = sum(n.allocatable.get(resource, 0) for n in members)
@@ -432,17 +474,19 @@ def _serve(rayservice: dict) -> list[dict]:
 
 
 def _upgrade(cfg: StackConfig, objects: list[dict], env: list[dict] | None, nodes: list[Node], hints: dict,
-             placed: list[PodPlacement]) -> dict:
+             placed: list[PodPlacement], known: ClusterObjects) -> dict:
     rayservice = next((o for o in objects if o["kind"] == "RayService"), None)
     if rayservice is None:
         return {}
     strategy = kuberay.upgrade_strategy(rayservice, env)
     if strategy != kuberay.NEW_CLUSTER:
         return {"strategy": strategy, "ok": True, "reasons": [], "pods": [],
-                "note": "no second RayCluster: a change to rayClusterConfig needs the cluster recreated by hand"}
+                "note": "no second RayCluster: the program deletes and recreates the RayService on a change to "
+                        "rayClusterConfig (downtime until the new cluster serves)"}
+    # The new cluster at Serve's initial replicas, beside the active one at Serve's maximum.
     pending = [ClusterPod(p.name + "-pending", "RayCluster", p.pod_spec)
                for p in kuberay.cluster_pods(rayservice, _name(rayservice), env)]
-    results = [r for pod in pending for r in _schedule(pod, nodes, hints)]
+    results = [r for pod in pending for r in _schedule(pod, nodes, hints, known)]
     reasons = [f"{r.pod}: {'; '.join(r.reasons)}" for r in results if not r.ok]
     everyone = [*placed, *results]
     for name, spec in _claim_specs(objects, results).items():
@@ -464,39 +508,84 @@ def placement_report(cfg: StackConfig, objects: list[dict]) -> PlacementReport:
             "cloud=existing: the node shapes of an existing cluster are not in the stack config, so the placement "
             "check did not run; check `kubectl describe nodes` against the pods' requests yourself"))
     env = kuberay_operator_values().get("env")
+    known = ClusterObjects.of(objects)
     nodes = _nodes(cfg)
-    daemonsets, hints = _daemonsets(cfg, nodes)
+    daemonsets, hints = _daemonsets(cfg, nodes, known)
     device_plugins = {p.name for p in _platform_pods(cfg) if p.advertises_gpus}
     cluster = [p for p in (*_cloud_pods(cfg), *_platform_pods(cfg)) if p.kind != "DaemonSet"]
     workload = _workload_pods(objects, env)
-    placed = [r for pod in (*cluster, *workload) for r in _schedule(pod, nodes, hints)]
+    placed = [r for pod in (*cluster, *workload) for r in _schedule(pod, nodes, hints, known)]
     volumes = _volumes(cfg, objects, placed)
     rayservice = next((o for o in objects if o["kind"] == "RayService"), None)
     serve = _serve(rayservice) if rayservice else []
     pools = _pools(nodes)  # headroom in steady state, before an upgrade's second cluster
-    upgrade = _upgrade(cfg, objects, env, nodes, hints, placed)
+    preemption = _preemption(placed, nodes)
+    upgrade = _upgrade(cfg, objects, env, nodes, hints, placed, known)
     pods = [*daemonsets, *placed]
     device_plugin_ok = all(p.ok for p in daemonsets if p.pod in device_plugins)
     ok = (all(p.ok for p in placed) and device_plugin_ok and all(v.ok for v in volumes)
           and all(s["ok"] for s in serve) and upgrade.get("ok", True))
-    return PlacementReport(cfg.stack, ok, pods, volumes, upgrade, serve, pools)
+    return PlacementReport(cfg.stack, ok, pods, volumes, upgrade, serve, pools, preemption=preemption)
+
+
+def _preemption(placed: list[PodPlacement], nodes: list[Node]) -> list[dict]:
+    """For each serving pod: its priority, the pods DefaultPreemption would evict before it from its node
+    (lower priority), and how large a higher-priority newcomer may be before the serving pod itself goes."""
+    by_name = {n.name: n for n in nodes}
+    rows = []
+    for placement in placed:
+        if placement.kind != "RayCluster" or placement.node is None:
+            continue
+        node = by_name[placement.node]
+        priority = next(prio for name, _, prio in node.bound if name == placement.pod)
+        before = [(name, req) for name, req, prio in node.bound if prio < priority]
+        margin = {r: show(r, max(node.free(r), 0) + sum(req.get(r, 0) for _, req in before)) for r in (CPU, MEMORY)}
+        rows.append({"pod": placement.pod, "node": node.name, "priority": priority,
+                     "evicted_first": [name for name, _ in before], "room_before_eviction": margin})
+    return rows
 
 
 def smallest_fitting_system_instance(cfg: StackConfig, objects: list[dict]) -> str | None:
-    """The catalog's smallest GPU-less shape of this cloud with which the whole stack places, if any."""
-    gpu_instances = {s.instance for spec in gpu_catalog().values() for s in spec.shapes}
-    candidates = sorted((machine(cfg.cloud, name) for name in known_instances(cfg.cloud) if name not in gpu_instances),
-                        key=lambda shape: (shape.vcpus, shape.memory_gib, shape.instance))
+    """The catalog's smallest GPU-less shape of this cloud with which the whole stack places, if any: fewest vCPUs,
+    then least memory, then the cheapest; never a burstable one (its CPU credits run out under a steady head)."""
+    def price(name: str) -> float:
+        published = on_demand_price(cfg.cloud, name, cfg.region)
+        return published.usd_per_hour if published else float("inf")
+
+    names = [name for name in known_instances(cfg.cloud)
+             if not instance_type(cfg.cloud, name).gpus and not instance_type(cfg.cloud, name).burstable]
+    candidates = sorted((machine(cfg.cloud, name) for name in names),
+                        key=lambda shape: (shape.vcpus, shape.memory_gib, price(shape.instance), shape.instance))
     for shape in candidates:
         if placement_report(replace(cfg, system_instance_type=shape.instance), objects).ok:
             return shape.instance
     return None
 
 
+def _too_big_for_system_node(cfg: StackConfig, report: PlacementReport) -> str | None:
+    """A pod of the system pool that would not fit even an empty system node: the shape is too small for it,
+    whatever else runs there; said as such."""
+    instance = system_pool_spec(cfg).instance
+    empty = allocatable(machine(cfg.cloud, instance), gpu_advertised=False)
+    for placement in report.pods:
+        if placement.ok or GPU_RESOURCE in placement.requests:
+            continue
+        short = [r for r in (CPU, MEMORY) if placement.requests.get(r, 0) > empty[r]]
+        if short:
+            what = "the Ray head" if placement.pod.endswith("/head") else placement.pod
+            needs = ", ".join(f"{r} {show(r, placement.requests[r])}" for r in short)
+            has = ", ".join(f"{r} {show(r, empty[r])}" for r in short)
+            return (f"{what[0].upper()}{what[1:]} does not fit a {instance} system node ({PROJECT}:systemInstanceType) even empty: it "
+                    f"requests {needs}, the node has {has} allocatable after the cloud's reservations.")
+    return None
+
+
 def check_placement(cfg: StackConfig, objects: list[dict]) -> PlacementReport:
-    """The report; raises PlacementFailed when any pod would stay Pending."""
+    """The report; raises PlacementFailed when any pod would stay Pending (first saying so when a pod cannot fit
+    the system shape at all)."""
     report = placement_report(cfg, objects)
     if not report.ok:
         system_short = bool(_SYSTEM_SHORT.search(" ".join(report.failures())))
-        raise PlacementFailed(report, smallest_fitting_system_instance(cfg, objects) if system_short else None)
+        raise PlacementFailed(report, smallest_fitting_system_instance(cfg, objects) if system_short else None,
+                              _too_big_for_system_node(cfg, report))
     return report

@@ -1,5 +1,5 @@
-"""Node pools as the clouds build them: capacity from the instance catalog, allocatable by each
-cloud's reservation formula, and what the cloud itself runs and offers (clouds.yaml).
+"""Node pools as the clouds build them: capacity from the instance catalog (infra/catalog/instances.yaml),
+allocatable by each cloud's reservation formula, and what the cloud itself runs and offers (clouds.yaml).
 
 EKS (AL2023, nodeadm; awslabs/amazon-eks-ami nodeadm/internal/kubelet/config.go at 81fec2e8):
 - kube-reserved CPU: 6% of the first core, 1% of the second, 0.5% of the third and fourth, 0.25% of
@@ -31,12 +31,10 @@ from pathlib import Path
 
 import yaml
 
-# libyaml's parser where PyYAML has it: the catalogs load in milliseconds instead of a quarter second.
-FAST_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
+from infra.catalog.files import FAST_LOADER
+from infra.catalog.instances import instance_type
 from infra.placement.quantity import CPU, MEMORY
 from infra.placement.scheduler import PODS
-from infra.preflight.catalog import gpu_catalog
 
 _HERE = Path(__file__).parent
 MIB = 2**20
@@ -47,10 +45,6 @@ AWS_VM_MEMORY_OVERHEAD = 0.075
 GKE_CAPACITY_MARGIN = 80 * MIB
 CPU_BRACKETS = ((0, 600), (1000, 100), (2000, 50), (4000, 25))  # (from millicores, rate in 1/10000)
 GKE_MEMORY_BRACKETS = ((0, 0.25), (4000, 0.20), (8000, 0.10), (16000, 0.06), (128000, 0.02))  # MiB
-
-
-class UnknownInstance(ValueError):
-    """An instance or machine type the catalog does not describe."""
 
 
 @dataclass(frozen=True)
@@ -65,31 +59,14 @@ class MachineShape:
 
 
 @lru_cache(maxsize=1)
-def instance_catalog() -> dict:
-    return yaml.load((_HERE / "instances.yaml").read_text(), Loader=FAST_LOADER)
-
-
-@lru_cache(maxsize=1)
 def cloud_facts() -> dict:
     return yaml.load((_HERE / "clouds.yaml").read_text(), Loader=FAST_LOADER)
 
 
-def known_instances(cloud: str) -> list[str]:
-    return list(instance_catalog().get(cloud, {}))
-
-
 def machine(cloud: str, instance: str) -> MachineShape:
-    entry = instance_catalog().get(cloud, {}).get(instance)
-    if entry is None:
-        raise UnknownInstance(f"{instance} is not in infra/placement/instances.yaml for {cloud}")
-    gpu_shapes = [s for spec in gpu_catalog().values() for s in spec.shapes if s.cloud == cloud and s.instance == instance]
-    if cloud == "aws":
-        max_pods = entry["enis"] * (entry["ips_per_eni"] - 1) + 2
-    else:
-        max_pods = cloud_facts()[cloud]["max_pods_default"]
-    return MachineShape(cloud, instance, entry["vcpus"], float(entry["memory_gib"]),
-                        gpu_shapes[0].gpus if gpu_shapes else 0,
-                        gpu_shapes[0].accelerator if gpu_shapes else None, max_pods)
+    shape = instance_type(cloud, instance)
+    max_pods = shape.max_pods if shape.max_pods is not None else cloud_facts()[cloud]["max_pods_default"]
+    return MachineShape(cloud, instance, shape.vcpus, float(shape.memory_gib), shape.gpus, shape.accelerator, max_pods)
 
 
 def reserved_cpu_millicores(vcpus: int) -> int:

@@ -95,11 +95,15 @@ def serve_config_of(rayservice: dict) -> dict:
     return _parse_serve_config(rayservice["spec"].get("serveConfigV2") or "{}")
 
 
-def cluster_pods(rayservice: dict, prefix: str, operator_env: list[dict] | None = None) -> list[RayPod]:
+def cluster_pods(rayservice: dict, prefix: str, operator_env: list[dict] | None = None,
+                 at_serve_max: bool = False) -> list[RayPod]:
+    """The cluster's pods with Serve at its initial replicas (a new cluster), or at its maximum (the
+    active cluster under load: the Ray autoscaler raises the worker group's replicas to what Serve's
+    replicas need, and an upgrade's second cluster must fit beside that)."""
     cluster = rayservice["spec"]["rayClusterConfig"]
     serve_config = serve_config_of(rayservice)
     return [head_pod(cluster, prefix),
-            *worker_pods(cluster, prefix, operator_env, workers_to_place(cluster, serve_config))]
+            *worker_pods(cluster, prefix, operator_env, workers_to_place(cluster, serve_config, at_serve_max))]
 
 
 def upgrade_strategy(rayservice: dict, operator_env: list[dict] | None = None) -> str:
@@ -142,11 +146,13 @@ def serve_initial_replicas(serve_config: dict) -> list[tuple[int, float]]:
     return rows
 
 
-def workers_to_place(cluster: dict, serve_config: dict):
-    """How many workers of a group exist once Serve's first replicas are placed: the group's desired
-    count, raised by the in-tree autoscaler (enableInTreeAutoscaling) to what those replicas' GPUs need,
-    up to maxReplicas."""
-    gpus_needed = sum(replicas * gpus for replicas, gpus in serve_initial_replicas(serve_config))
+def workers_to_place(cluster: dict, serve_config: dict, at_serve_max: bool = False):
+    """How many workers of a group exist once Serve's first (or, `at_serve_max`, its most) replicas are
+    placed: the group's desired count, raised by the in-tree autoscaler (enableInTreeAutoscaling) to
+    what those replicas' GPUs need, up to maxReplicas."""
+    rows = ([(replicas, gpus) for _, replicas, gpus in serve_gpu_demand(serve_config)] if at_serve_max
+            else serve_initial_replicas(serve_config))
+    gpus_needed = sum(replicas * gpus for replicas, gpus in rows)
 
     def count(group: dict) -> int:
         desired = desired_workers(group)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from infra.config import StackConfig
-from infra.nodepool import POOL_NAME
+from infra.nodepool import POOL_NAME, SYSTEM_POOL_NAME
 
 # GKE installs the NVIDIA driver and its own device plugin on GPU nodes; elsewhere the stack installs
 # the nvidia-device-plugin Helm release (infra/platform/device_plugin.py).
@@ -81,9 +81,11 @@ def cluster_addons(cfg: StackConfig) -> ClusterAddons:
     if cfg.cloud == "aws":
         return ClusterAddons(managed_addons=tuple(addon.name for addon in EKS_ADDONS),
                              storage_classes=(GP3_STORAGE_CLASS,), provides_device_plugin=False,
-                             # The Cluster Autoscaler release (chart_values.cluster_autoscaler_values) grows the
-                             # GPU node group, which carries its discovery tags (clusters/aws.py autoscaler_tags).
-                             autoscaled_pools=(POOL_NAME,), cluster_autoscaler=True)
+                             # The Cluster Autoscaler release (chart_values.cluster_autoscaler_values) discovers
+                             # node groups by the tags EKS puts on every managed node group's Auto Scaling group
+                             # (k8s.io/cluster-autoscaler/enabled and /<cluster>, managed-node-groups.html), so it
+                             # grows the system group (1..2) as well as the GPU group.
+                             autoscaled_pools=(POOL_NAME, SYSTEM_POOL_NAME), cluster_autoscaler=True)
     return ClusterAddons(managed_addons=(), storage_classes=(),
                          provides_device_plugin=CLOUD_PROVIDES_DEVICE_PLUGIN[cfg.cloud],
                          autoscaled_pools=CLOUD_AUTOSCALED_POOLS[cfg.cloud])

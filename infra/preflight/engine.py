@@ -2,19 +2,21 @@
 
 Every check is a named rule with vLLM's own message where vLLM has one, and a fix that is computed
 from the same rules (never a canned string): the padded intermediate size, the TP values that load,
-the plain kernel, a GPU shape from the catalog, a max_model_len that fits.
+the plain kernel, a GPU shape from the catalog, a max_model_len that fits. A fix that is a change of the
+request (Fix.changes) is offered only when the changed request passes the preflight itself; callers write
+it in their own words (scripts/preflight.py as flags, the stack as `pulumi config set`).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from packaging.version import InvalidVersion, Version
 
 from infra import pins
-from infra.preflight import catalog
+from infra import catalog
 from infra.preflight.kernels import KERNELS, QUANTIZATION_CHOICES, evaluate_layer, resolve_kernel
 from infra.preflight.layers import text_layers, vision_layers
 from infra.preflight.memory import MAX_IMAGE_TOKENS, MemoryEstimate, estimate_memory, largest_fitting_model_len
@@ -45,6 +47,35 @@ class PreflightRequest:
     revision: str | None = None
 
 
+# The request's fields as the command line spells them (scripts/preflight.py), for the fixes' text.
+FLAGS = {
+    "tensor_parallel_size": "--tensor-parallel-size",
+    "max_model_len": "--max-model-len",
+    "max_num_seqs": "--max-num-seqs",
+    "gpu_memory_utilization": "--gpu-memory-utilization",
+    "quantization": "--quantization",
+    "dtype": "--dtype",
+    "gpu": "--gpu",
+}
+
+
+@dataclass(frozen=True)
+class Fix:
+    """One way out: its words, and the request changes it stands for (each alternative alone makes the request
+    pass); no changes = advice outside the request (pad the checkpoint, pin another revision)."""
+
+    text: str
+    changes: tuple[Mapping[str, Any], ...] = ()
+
+
+def _flag_text(changes: Mapping[str, Any]) -> str:
+    return " ".join(f"{FLAGS[k]} {v}" for k, v in changes.items())
+
+
+def _fix_text(fixes: Iterable[Fix]) -> str:
+    return "; or ".join(f.text for f in fixes)
+
+
 @dataclass(frozen=True)
 class Check:
     name: str
@@ -53,9 +84,11 @@ class Check:
     fix: str = ""
     # A failed "warning" does not stop vLLM from serving (it queues requests instead).
     severity: str = "error"
+    fixes: tuple[Fix, ...] = ()
 
     def as_dict(self) -> dict:
-        return {"name": self.name, "ok": self.ok, "message": self.message, "fix": self.fix, "severity": self.severity}
+        return {"name": self.name, "ok": self.ok, "message": self.message, "fix": self.fix, "severity": self.severity,
+                "changes": [dict(c) for f in self.fixes for c in f.changes]}
 
 
 @dataclass(frozen=True)
@@ -193,8 +226,9 @@ class _Evaluation:
             False,
             f"Quantization method specified in the model config ({checkpoint}) does not match the quantization "
             f"method specified in the `quantization` argument ({self.kernel}).",
-            "leave quantization on auto, or choose a kernel for "
-            f"{checkpoint} checkpoints: {', '.join(k for k, v in KERNELS.items() if v.checkpoint == checkpoint)}",
+            *self._fixed([self._change("leave quantization on auto", quantization="auto"),
+                          Fix(f"choose a kernel for {checkpoint} checkpoints: "
+                              f"{', '.join(k for k, v in KERNELS.items() if v.checkpoint == checkpoint)}")]),
         )
 
     def capability(self) -> Check:
@@ -207,7 +241,7 @@ class _Evaluation:
             False,
             f"The quantization method {self.kernel} is not supported for the current GPU. "
             f"Minimum capability: {need}. Current capability: {have}.",
-            self._fix_capability(need) if self.suggest else "",
+            *self._fixed(self._fix_capability(need)),
         )
 
     def dtype(self) -> Check:
@@ -218,7 +252,7 @@ class _Evaluation:
                 False,
                 "Bfloat16 is only supported on GPUs with compute capability of at least 8.0. "
                 f"Your {self.gpu.name} GPU has compute capability {self.gpu.capability_int}.",
-                "run in float16: --dtype=half",
+                *self._fixed([self._change("run in float16", dtype="float16")]),
             )
         allowed = KERNELS[self.kernel].dtypes
         if dtype not in allowed:
@@ -227,13 +261,14 @@ class _Evaluation:
                 False,
                 f"torch.{dtype} is not supported for quantization method {self.kernel}. "
                 f"Supported dtypes: [{', '.join('torch.' + d for d in allowed)}]",
-                "run in float16: --dtype=half",
+                *self._fixed([self._change("run in float16", dtype="float16")]),
             )
         return Check("dtype", True, f"{dtype} activations on {self.kernel}")
 
     def parallelism(self) -> list[Check]:
         d, tp = self.dims, self.tp
-        fix = self._fix_tp() if self.suggest else ""
+        fixes = self._fix_tp() if self.suggest else []
+        fix, fixed = _fix_text(fixes), tuple(fixes)
         checks = [
             Check(
                 "attention_heads",
@@ -241,6 +276,7 @@ class _Evaluation:
                 f"{d.heads} attention heads divide by TP {tp}" if d.heads % tp == 0
                 else f"Total number of attention heads ({d.heads}) must be divisible by tensor parallel size ({tp}).",
                 "" if d.heads % tp == 0 else fix,
+                fixes=() if d.heads % tp == 0 else fixed,
             ),
         ]
         kv_ok = d.kv_heads % tp == 0 or tp % d.kv_heads == 0
@@ -250,6 +286,7 @@ class _Evaluation:
                 kv_ok,
                 f"{d.kv_heads} KV heads " + ("split or replicate evenly" if kv_ok else f"and TP {tp}: neither divides the other"),
                 "" if kv_ok else fix,
+                fixes=() if kv_ok else fixed,
             )
         )
         if d.vision is not None:
@@ -261,6 +298,7 @@ class _Evaluation:
                     f"{d.vision.num_heads} vision attention heads "
                     + ("divide by" if v_ok else "is not divisible by") + f" TP {tp}",
                     "" if v_ok else fix,
+                    fixes=() if v_ok else fixed,
                 )
             )
         return checks
@@ -286,7 +324,8 @@ class _Evaluation:
         checks = []
         outcomes = self.layer_outcomes()
         any_failed = any(not outcome.ok for _, _, outcome in outcomes)
-        fix = self._fix_shapes() if self.suggest and any_failed else ""
+        fixes = tuple(self._fix_shapes()) if self.suggest and any_failed else ()
+        fix = _fix_text(fixes)
         for name, layer, outcome in outcomes:
             where = f"K={layer.k} N={layer.n} per rank at TP {self.tp}"
             if outcome.ok:
@@ -296,7 +335,7 @@ class _Evaluation:
                 # vLLM stops at the first problem it meets; the rest are noted after it.
                 first, *more = outcome.messages
                 also = f" (also: {'; '.join(more)})" if more else ""
-                checks.append(Check(name, False, f"{first} [{where}]{also}", fix))
+                checks.append(Check(name, False, f"{first} [{where}]{also}", fix, fixes=fixes))
         if self._vision_quantized():
             checks.append(
                 Check(
@@ -320,7 +359,8 @@ class _Evaluation:
                 f"max_model_len {length} within max_position_embeddings {limit}" if length <= limit
                 else f"User-specified max_model_len ({length}) is greater than the derived max_model_len "
                 f"(max_position_embeddings={limit} in model's config.json).",
-                "" if length <= limit else f"--max-model-len {limit} or less",
+                *(("", "error") if length <= limit else self._fixed(
+                    [self._change(f"{FLAGS['max_model_len']} {limit} or less", max_model_len=limit)])),
             )
         ]
         if self.dims.vision is not None:
@@ -332,7 +372,8 @@ class _Evaluation:
                     f"one image of up to {MAX_IMAGE_TOKENS} tokens fits in max_model_len {length}" if length >= need
                     else "Qwen2-VL cannot process 1 images in a prompt, please increase max_model_len or reduce "
                     "image limit by --limit-mm-per-prompt.",
-                    "" if length >= need else f"--max-model-len {need} or more",
+                    *(("", "error") if length >= need else self._fixed(
+                        [self._change(f"{FLAGS['max_model_len']} {need} or more", max_model_len=need)])),
                 )
             )
         return checks
@@ -353,7 +394,7 @@ class _Evaluation:
                 f"weights {est.weights_gib:.1f} GiB per GPU of {est.gpu_memory_gib:.1f} GiB" if weights_ok
                 else f"CUDA out of memory while loading weights: {est.weights_gib:.1f} GiB per GPU, "
                 f"the GPU has {est.gpu_memory_gib:.1f} GiB",
-                "" if weights_ok else self._fix_memory(),
+                *(("", "error") if weights_ok else self._fixed(self._fix_memory())),
             )
         )
         if not weights_ok:
@@ -366,7 +407,7 @@ class _Evaluation:
                     "No available memory for the cache blocks. Try increasing `gpu_memory_utilization` when "
                     f"initializing the engine. (budget {est.budget_gib:.1f} GiB - weights {est.weights_gib:.1f} GiB "
                     f"- activations {est.activation_reserve_gib:.1f} GiB)",
-                    self._fix_memory(),
+                    *self._fixed(self._fix_memory()),
                 )
             )
             return checks
@@ -380,17 +421,14 @@ class _Evaluation:
                 else f"The model's max seq len ({self.max_model_len}) is larger than the maximum number of tokens "
                 f"that can be stored in KV cache ({est.kv_tokens}). Try increasing `gpu_memory_utilization` or "
                 "decreasing `max_model_len` when initializing the engine.",
-                "" if fits else self._fix_memory(),
+                *(("", "error") if fits else self._fixed(self._fix_memory())),
             )
         )
         if fits:
             enough = est.concurrent_full_sequences >= r.max_num_seqs
-            fix = ""
-            if not enough and self.suggest:
-                fix = (
-                    f"expect queueing above {est.concurrent_full_sequences} full-length requests; "
-                    + self._fix_memory(target_seqs=r.max_num_seqs)
-                )
+            fixes = (self._fix_memory(target_seqs=r.max_num_seqs) if not enough and self.suggest else [])
+            fix = (f"expect queueing above {est.concurrent_full_sequences} full-length requests; " + _fix_text(fixes)
+                   if fixes else "")
             checks.append(
                 Check(
                     "memory.concurrency",
@@ -399,6 +437,7 @@ class _Evaluation:
                     f"(max_num_seqs {r.max_num_seqs})",
                     fix,
                     severity="warning",
+                    fixes=tuple(fixes),
                 )
             )
         return checks
@@ -415,15 +454,40 @@ class _Evaluation:
         parallel = all(c.ok for c in evaluation.parallelism())
         return parallel and all(outcome.ok for _, _, outcome in evaluation.layer_outcomes())
 
-    def working_tp_sizes(self) -> list[int]:
-        return [tp for tp in COMMON_TP_SIZES if self._loads(self._variant(tensor_parallel_size=tp))]
+    def _fixed(self, fixes: list[Fix]) -> tuple[str, str, tuple[Fix, ...]]:
+        """(fix text, severity, fixes): a failed error check's trailing fields."""
+        fixes = [f for f in fixes if f.text] if self.suggest else []
+        return _fix_text(fixes), "error", tuple(fixes)
 
-    def _fix_tp(self) -> str:
-        working = self.working_tp_sizes()
-        return (
-            f"use --tensor-parallel-size {' or '.join(map(str, working))} (the TP sizes this model loads at)"
-            if working else "no TP size in 1/2/4/8 loads this model with this kernel"
-        )
+    def _change(self, why: str, **changes: Any) -> Fix:
+        """A change of the request, offered only when the changed request serves (an empty Fix otherwise,
+        which _fixed drops): a fix that fails the preflight itself would send the user round in circles."""
+        if not self.suggest or not self._serves(**changes):
+            return Fix("")
+        flags = _flag_text(changes)
+        return Fix(why if flags in why else f"{why}: {flags}", (dict(changes),))
+
+    def serving_tp_sizes(self, target_seqs: int = 1) -> list[int]:
+        """The other TP sizes at which the request serves (and, for target_seqs > 1, holds that many
+        full-length sequences)."""
+        sizes = []
+        for tp in COMMON_TP_SIZES:
+            if tp == self.tp or not self._serves(tensor_parallel_size=tp):
+                continue
+            if target_seqs > 1 and self._variant(tensor_parallel_size=tp).memory().concurrent_full_sequences < target_seqs:
+                continue
+            sizes.append(tp)
+        return sizes
+
+    def _tp_fix(self, sizes: list[int], why: str) -> list[Fix]:
+        if not sizes:
+            return []
+        return [Fix(f"use {FLAGS['tensor_parallel_size']} {' or '.join(map(str, sizes))} ({why})",
+                    tuple({"tensor_parallel_size": tp} for tp in sizes))]
+
+    def _fix_tp(self) -> list[Fix]:
+        fixes = self._tp_fix(self.serving_tp_sizes(), f"the TP sizes at which it loads and fits on {self.gpu.name}")
+        return fixes or [Fix(f"no TP size in 1/2/4/8 serves this model on {self.gpu.name} with this kernel")]
 
     def smallest_padded_intermediate(self, tp_sizes: Iterable[int]) -> int | None:
         """The smallest intermediate_size >= today's whose MLP layers load at every TP in `tp_sizes`."""
@@ -445,59 +509,63 @@ class _Evaluation:
                 return candidate
         return None
 
-    def _fix_shapes(self) -> str:
+    def _fix_shapes(self) -> list[Fix]:
         fixes = []
         failing = {name for name, _, outcome in self.layer_outcomes() if not outcome.ok}
         if failing and all(name.startswith("shape.text.mlp.") for name in failing):
             here = self.smallest_padded_intermediate([self.tp])
             everywhere = self.smallest_padded_intermediate(COMMON_TP_SIZES)
             if here:
-                fixes.append(
+                fixes.append(Fix(
                     f"use a checkpoint with intermediate_size padded to {here} (smallest that loads at TP {self.tp}; "
-                    f"{everywhere} loads at TP 1/2/4/8)"
-                )
+                    f"{everywhere} loads at TP 1/2/4/8)"))
                 if self.dims.quantization.method == "awq":
-                    fixes.append(
-                        f"pad the checkpoint you have, losslessly and in minutes: "
-                        f"python scripts/pad_checkpoint.py SRC DST --tp {self.tp}"
-                    )
+                    fixes.append(Fix(f"pad the checkpoint you have, losslessly and in minutes: "
+                                     f"python scripts/pad_checkpoint.py SRC DST --tp {self.tp}"))
         if KERNELS[self.kernel].marlin:
-            plain = KERNELS[self.kernel].checkpoint
-            if self._serves(quantization=plain):
-                fixes.append(f"force the plain kernel with --quantization {plain} (slower, but it loads)")
-        working = self.working_tp_sizes()
-        if working:
-            fixes.append(f"use --tensor-parallel-size {' or '.join(map(str, working))}")
-        return "; or ".join(fixes) if fixes else "no TP size, padding or kernel change found that loads"
+            fixes.append(self._change("force the plain kernel (slower, but it loads)",
+                                      quantization=KERNELS[self.kernel].checkpoint))
+        fixes += self._tp_fix(self.serving_tp_sizes(), f"the TP sizes at which it loads and fits on {self.gpu.name}")
+        fixes = [f for f in fixes if f.text]
+        return fixes or [Fix("no TP size, padding or kernel change found that loads")]
 
-    def cheapest_shape(self, min_capability: int = 0) -> tuple[str, Any] | None:
-        options = []
-        for spec in catalog.gpu_catalog().values():
-            if spec.capability_int < min_capability:
+    def cheapest_gpu(self, accept: Callable[["_Evaluation"], bool]) -> tuple[str, Any] | None:
+        """Another GPU, of the cheapest priced catalog shape that holds whole replicas at this TP (GPUs a multiple
+        of it), on which the request serves and `accept` holds; with that shape."""
+        options = sorted(
+            ((shape.usd_per_hour, spec.name, shape) for spec in catalog.gpu_catalog().values()
+             if spec.name != self.gpu.name
+             for shape in spec.shapes if shape.gpus % self.tp == 0 and shape.usd_per_hour is not None),
+            key=lambda option: (option[0], option[1]))
+        tried = set()
+        for _, name, shape in options:
+            if name in tried:
                 continue
-            for shape in spec.shapes:
-                if shape.gpus >= self.tp and shape.usd_per_hour is not None:
-                    options.append((shape.usd_per_hour, spec.name, shape))
-        for _, name, shape in sorted(options, key=lambda o: (o[0], o[1])):
-            if self._serves(gpu=name):
+            tried.add(name)
+            if self._serves(gpu=name) and accept(self._variant(gpu=name)):
                 return name, shape
         return None
 
-    def _fix_capability(self, need: int) -> str:
+    def _gpu_fix(self, why: str, accept: Callable[["_Evaluation"], bool]) -> list[Fix]:
+        found = self.cheapest_gpu(accept)
+        if not found:
+            return []
+        name, shape = found
+        return [Fix(f"{why}: {FLAGS['gpu']} {name} (cheapest shape {shape.cloud} {shape.instance}, "
+                    f"{shape.gpus} GPUs, about ${shape.usd_per_hour:.2f}/h)", ({"gpu": name},))]
+
+    def _fix_capability(self, need: int) -> list[Fix]:
         fixes = []
         if KERNELS[self.kernel].marlin:
-            plain = KERNELS[self.kernel].checkpoint
-            if self._serves(quantization=plain):
-                fixes.append(f"use the plain kernel: --quantization {plain}")
-        cheapest = self.cheapest_shape(need)
-        if cheapest:
-            name, shape = cheapest
-            fixes.append(f"use {name} ({shape.cloud} {shape.instance}, about ${shape.usd_per_hour:.2f}/h)")
-        return "; or ".join(fixes) if fixes else f"use a GPU with compute capability >= {need / 10:.1f}"
+            fixes.append(self._change("use the plain kernel", quantization=KERNELS[self.kernel].checkpoint))
+        fixes += self._gpu_fix(f"a GPU of compute capability {need / 10:.1f} or more",
+                               lambda e: e.gpu.capability_int >= need)
+        fixes = [f for f in fixes if f.text]
+        return fixes or [Fix(f"use a GPU with compute capability >= {need / 10:.1f}")]
 
-    def _fix_memory(self, target_seqs: int = 1) -> str:
+    def _fix_memory(self, target_seqs: int = 1) -> list[Fix]:
         if not self.suggest:
-            return ""
+            return []
         fixes = []
         r = self.request
         if target_seqs == 1:
@@ -505,28 +573,36 @@ class _Evaluation:
                 self.dims, self.gpu, self.tp, r.gpu_memory_utilization, r.max_num_seqs, self.max_model_len
             )
             if length >= MAX_IMAGE_TOKENS + 2:
-                fixes.append(f"--max-model-len {length}")
+                fixes.append(self._change(f"{FLAGS['max_model_len']} {length}", max_model_len=length))
         if r.gpu_memory_utilization < TUNED_UTILIZATION:
             tuned = self._variant(gpu_memory_utilization=TUNED_UTILIZATION).memory()
             if tuned.kv_tokens >= self.max_model_len * target_seqs:
-                fixes.append(f"--gpu-memory-utilization {TUNED_UTILIZATION}")
+                fixes.append(self._change(f"{FLAGS['gpu_memory_utilization']} {TUNED_UTILIZATION}",
+                                          gpu_memory_utilization=TUNED_UTILIZATION))
         if target_seqs > 1:
-            fixes.append(f"--max-num-seqs {max(1, self.memory().concurrent_full_sequences)}")
-        cheapest = self.cheapest_shape()
-        if cheapest and cheapest[0] != self.gpu.name:
-            name, shape = cheapest
-            fixes.append(f"a larger GPU: {name} ({shape.cloud} {shape.instance}, about ${shape.usd_per_hour:.2f}/h)")
-        return "; or ".join(fixes) if fixes else "no setting on this GPU fits; use a larger GPU or a higher TP"
+            seqs = max(1, self.memory().concurrent_full_sequences)
+            fixes.append(self._change(f"{FLAGS['max_num_seqs']} {seqs}", max_num_seqs=seqs))
+        bigger = [tp for tp in self.serving_tp_sizes(target_seqs) if tp > self.tp]
+        fixes += self._tp_fix(bigger, "more GPUs per replica share the weights and the KV cache")
+        fixes += self._gpu_fix(
+            "a GPU with more memory",
+            lambda e: e.gpu.memory_gib > self.gpu.memory_gib
+            and (target_seqs == 1 or e.memory().concurrent_full_sequences >= target_seqs))
+        fixes = [f for f in fixes if f.text]
+        if fixes or target_seqs > 1:
+            return fixes
+        return [Fix("no setting on this GPU fits; use a GPU with more memory or a higher TP")]
 
 
-def run_preflight(request: PreflightRequest) -> Verdict:
+def run_preflight(request: PreflightRequest, suggest: bool = True) -> Verdict:
+    """The verdict; `suggest=False` skips computing fixes (the capacity planner asks only pass or fail)."""
     _validate(request)
     try:
         catalog.gpu(request.gpu)
     except catalog.CatalogError as exc:
         raise PreflightInputError(str(exc)) from exc
     dims = parse_model_config(request.model_config)
-    evaluation = _Evaluation(request, dims, suggest=True)
+    evaluation = _Evaluation(request, dims, suggest=suggest)
     checks = evaluation.checks()
     return Verdict(request, evaluation.kernel, tuple(checks), evaluation.memory())
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from infra.preflight.catalog import GpuSpec
+from infra.catalog import GpuSpec
 from infra.preflight.ingress_limits import LIMITS
 from infra.preflight.layers import kv_heads_per_rank
 from infra.preflight.model import ModelDims

@@ -11,7 +11,7 @@ import pulumi_kubernetes as k8s
 
 from infra.workload.objects import workload_objects
 from infra.workload.resources import register
-from infra.workload.smoke_job import ACTIVE_DEADLINE_SECONDS, smoke_report_name
+from infra.workload.smoke_job import smoke_report_name
 from infra.workload.spec import WorkloadSpec
 from infra.workload.upgrade import RECREATE
 
@@ -81,7 +81,7 @@ class ServingWorkload(pulumi.ComponentResource):
                     opts_for,
                     pulumi.ResourceOptions(
                         depends_on=[self.resources["RayService"]],
-                        custom_timeouts=pulumi.CustomTimeouts(create=f"{ACTIVE_DEADLINE_SECONDS // 60 + 5}m"),
+                        custom_timeouts=pulumi.CustomTimeouts(create=f"{obj['spec']['activeDeadlineSeconds'] // 60 + 5}m"),
                     ),
                 )
             self.resources[kind] = register(obj, pulumi.ResourceOptions.merge(base, opts_for))

@@ -7,6 +7,7 @@ With an external Redis the GCS state survives and KubeRay gives the workers 600 
 from __future__ import annotations
 
 from infra.config import StackConfig
+from infra.nodepool import replicas_per_node
 from infra.workload.spec import WorkloadSpec
 
 REDIS_PASSWORD_KEY = "password"
@@ -38,7 +39,8 @@ def worker_disruption_budget(spec: WorkloadSpec) -> dict | None:
         "kind": "PodDisruptionBudget",
         "metadata": spec.metadata(f"{spec.name}-gpu-workers", "disruption-budget"),
         "spec": {
-            "maxUnavailable": 1,
+            # A drained node takes all its workers (GPUs / TP of them) at once.
+            "maxUnavailable": replicas_per_node(spec.cfg),
             "selector": {"matchLabels": spec.labels("ray-gpu-worker")},
         },
     }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+from infra.config import redis_namespace
 from infra.workload.spec import DASHBOARD_PORT, RAY_METRICS_PORT, SERVE_PORT, VLLM_METRICS_PORT, WorkloadSpec
 
 
@@ -48,6 +49,9 @@ def ingress(spec: WorkloadSpec) -> dict | None:
 
 # KubeRay labels every pod of a RayCluster with this (common/pod.go:604), the smoke Job's pod lacks it.
 RAY_NODE_LABEL = {"ray.io/is-ray-node": "yes"}
+# KubeRay sets the serve Service's selector to {ray.io/cluster: <active>, ray.io/serve: "true"}
+# (common/service.go:198-203, :234) and labels each pod whose Serve proxy may take traffic with the second.
+SERVE_POD_LABEL = {"ray.io/serve": "true"}
 # kube-dns on EKS (CoreDNS) and GKE: Deployment pods labelled k8s-app=kube-dns in kube-system.
 DNS_NAMESPACE = "kube-system"
 DNS_POD_LABEL = {"k8s-app": "kube-dns"}
@@ -117,18 +121,40 @@ def egress_policy(spec: WorkloadSpec) -> dict:
     rules = [
         {"to": [dns], "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},
         {"to": [{"podSelector": {"matchLabels": dict(spec.selector)}}]},
+        # The smoke Job calls the serve Service's ClusterIP. EKS's network-policy agent judges egress before
+        # the DNAT to a pod, and its controller admits a Service's ClusterIP only under a rule whose
+        # podSelector the Service's selector satisfies as a label set (amazon-network-policy-controller-k8s
+        # pkg/resolvers/endpoints.go, getMatchingServiceClusterIPs: v1.0.2 :318-342, v1.1.7 :451-567, the
+        # selector check at :508). The rule above ({instance: qwen2vl}) is not satisfied by KubeRay's
+        # selector; this one is. On GKE (Dataplane V2) the VIP is translated first and either rule admits it.
+        {"to": [{"podSelector": {"matchLabels": dict(SERVE_POD_LABEL)}}], "ports": [_tcp(SERVE_PORT)]},
         {"to": [public], "ports": [_tcp(hub_port(spec))]},
     ]
     if spec.cfg.gcs_redis_address:
-        # A host name again: any address, on the Redis port only.
-        port = int(spec.cfg.gcs_redis_address.rsplit(":", 1)[1])
-        rules.append({"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}], "ports": [_tcp(port)]})
+        rules.append(_redis_rule(spec))
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
         "metadata": spec.metadata(f"{spec.name}-egress", "network-policy"),
         "spec": {"podSelector": {"matchLabels": dict(spec.selector)}, "policyTypes": ["Egress"], "egress": rules},
     }
+
+
+def _redis_rule(spec: WorkloadSpec) -> dict:
+    """Egress to the GCS Redis, on its port only. Cilium (GKE Dataplane V2) never matches a CIDR rule for
+    pods in the cluster (docs.cilium.io network/kubernetes/policy: an ipBlock selects addresses outside
+    the cluster and, since 1.15 and only if configured, nodes; security/policy/language "IP/CIDR based"),
+    so an in-cluster Redis is named
+    by its pods' labels and namespace; on EKS those labels must be satisfied by the Redis Service's
+    selector, which is why the config asks for that selector. A Redis outside the cluster has only an
+    address, unknown here: any address."""
+    cfg = spec.cfg
+    port = int(cfg.gcs_redis_address.rsplit(":", 1)[1])
+    if cfg.gcs_redis_pod_labels is None:
+        return {"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}], "ports": [_tcp(port)]}
+    peer = {**_namespace(redis_namespace(cfg.gcs_redis_address, spec.namespace)),
+            "podSelector": {"matchLabels": dict(cfg.gcs_redis_pod_labels)}}
+    return {"to": [peer], "ports": [_tcp(port)]}
 
 
 def api_server_egress_policy(spec: WorkloadSpec) -> dict:

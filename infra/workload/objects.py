@@ -7,6 +7,7 @@ from infra.workload.monitoring import dashboard_config_map, pod_monitor, prometh
 from infra.workload.namespace import namespace
 from infra.workload.head_recovery import worker_disruption_budget
 from infra.workload.network import api_server_egress_policy, egress_policy, ingress, network_policy
+from infra.workload.priority import serving_priority_class
 from infra.workload.rayservice import rayservice
 from infra.workload.smoke_job import smoke_job, smoke_role, smoke_role_binding, smoke_service_account
 from infra.workload.spec import WorkloadSpec
@@ -22,6 +23,7 @@ def workload_objects(spec: WorkloadSpec) -> list[dict]:
         egress_policy(spec),
         api_server_egress_policy(spec),
         model_lock_config_map(spec),
+        serving_priority_class(spec),
         rayservice(spec),
         worker_disruption_budget(spec),
         ingress(spec),

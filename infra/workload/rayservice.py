@@ -1,4 +1,11 @@
-"""The RayService: a head pod and one GPU worker whose Serve replica runs vLLM at TP = GPUs per node."""
+"""The RayService: a head pod and GPU workers, one per Serve replica, each running vLLM on TP GPUs of its node.
+
+A node of N GPUs holds N / TP workers. One worker pod per replica, rather than one pod holding several
+replicas: each replica's vLLM server opens its own metrics port (VLLM_METRICS_PORT) and /dev/shm for NCCL,
+which two replicas in one pod would share; and Ray 2.38's autoscaler scales a worker group by pods for
+pending resource demands (ray/autoscaler/_private/kuberay/node_provider.py), so a replica's TP GPUs are one
+pod's nvidia.com/gpu request, which the device plugin hands out per pod, and the cloud's node autoscaler adds
+a node only when a worker pod does not fit the nodes there are."""
 
 from __future__ import annotations
 
@@ -14,13 +21,14 @@ from infra.workload.pods import (
     writable_state_env,
 )
 from infra.workload.pod_deletion import TERMINATION_GRACE_SECONDS, drain_env, head_lifecycle, worker_lifecycle
-from infra.workload.serve_config import serve_config_yaml
+from infra.workload.serve_config import serve_config_yaml, worker_bounds
 from infra.workload.network import serve_service
 from infra.workload.autoscaling import autoscaler_options, autoscaler_token_volume, node_bounds_annotation
 from infra.workload.head_recovery import gcs_fault_tolerance
 from infra.workload.storage import MODEL_VOLUME, model_volume
 from infra.workload.upgrade import IMAGE_CHANGE_ANNOTATION, image_change_cost, upgrade_strategy
-from infra.nodepool import GPU_RESOURCE, GPU_TAINT
+from infra.nodepool import GPU_RESOURCE, GPU_TAINT, worker_share
+from infra.workload.priority import priority_class_name
 from infra.workload.spec import (
     DASHBOARD_PORT,
     MODEL_CACHE_PATH,
@@ -31,8 +39,10 @@ from infra.workload.spec import (
 )
 
 # NCCL moves tensor-parallel activations through /dev/shm between the node's GPUs; the container
-# runtime's default 64 MiB makes it fail at the first all-reduce.
+# runtime's default 64 MiB makes it fail at the first all-reduce. A TP-1 replica runs no NCCL: the object
+# store alone needs room.
 SHM_SIZE = "16Gi"
+SINGLE_GPU_SHM_SIZE = "4Gi"
 # The head runs no replica (num-cpus 0), only the GCS, the dashboard, the Serve controller and a proxy;
 # KubeRay's LLM samples give it 2 CPU (v1.4.2 ray-operator/config/samples/ray-service.llm-serve.yaml:54-59)
 # and 2 CPU / 8G (samples/vllm/ray-service.vllm-tpu-v6e-singlehost.yaml:46-52). It must fit a system node
@@ -46,8 +56,6 @@ HEAD_MEMORY = "8Gi"
 # NCCL and vLLM's shared-memory broadcast, which need most of SHM_SIZE.
 OBJECT_STORE_BYTES = 2 * 1024**3
 HEAD_SHM_SIZE = "3Gi"
-WORKER_CPU = "16"
-WORKER_MEMORY = "128Gi"
 
 # Ray writes its processes' output, the Serve replica's and so vLLM's among them, to files under /tmp/ray
 # unless this is set (ray/_private/node.py:833-843, ray_constants.py:234); then it reaches the
@@ -85,6 +93,7 @@ def _head_group(spec: WorkloadSpec) -> dict:
             "spec": {
                 "securityContext": pod_security_context(),
                 "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
+                "priorityClassName": priority_class_name(spec),
                 "automountServiceAccountToken": False,
                 "containers": [
                     {
@@ -115,8 +124,10 @@ def _head_group(spec: WorkloadSpec) -> dict:
 
 def _worker_group(spec: WorkloadSpec) -> dict:
     cfg = spec.cfg
-    gpus = str(cfg.tensor_parallel_size)
-    resources = {"cpu": WORKER_CPU, "memory": WORKER_MEMORY, GPU_RESOURCE: gpus}
+    share = worker_share(cfg)
+    gpus = str(share.gpus)
+    resources = {"cpu": str(share.cpu), "memory": f"{share.memory_gib}Gi", GPU_RESOURCE: gpus}
+    workers_min, workers_max = worker_bounds(cfg)
     tmp_volume, tmp_mount = scratch_volume()
     home, home_mount = home_volume()
     credentials, credentials_mount = credentials_volume(spec, hub_token=True)
@@ -124,11 +135,11 @@ def _worker_group(spec: WorkloadSpec) -> dict:
     cache_mount = {"name": MODEL_VOLUME, "mountPath": MODEL_CACHE_PATH}
     group = {
         "groupName": "gpu",
-        # Ray's autoscaler owns `replicas` between the bounds (one worker per GPU node, one Serve replica
-        # per worker); KubeRay leaves all three out of its cluster hash (rayservice_controller.go:1098-1111).
-        "replicas": cfg.gpu_nodes_min,
-        "minReplicas": cfg.gpu_nodes_min,
-        "maxReplicas": cfg.gpu_nodes_max,
+        # Ray's autoscaler owns `replicas` between the bounds (GPUs / TP workers per GPU node, one Serve
+        # replica per worker); KubeRay leaves all three out of its cluster hash (rayservice_controller.go:1098-1111).
+        "replicas": workers_min,
+        "minReplicas": workers_min,
+        "maxReplicas": workers_max,
         "rayStartParams": {"num-gpus": gpus, "metrics-export-port": str(RAY_METRICS_PORT),
                            "object-store-memory": str(OBJECT_STORE_BYTES)},
         "template": {
@@ -137,6 +148,7 @@ def _worker_group(spec: WorkloadSpec) -> dict:
             "spec": {
                 "securityContext": pod_security_context(),
                 "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
+                "priorityClassName": priority_class_name(spec),
                 "automountServiceAccountToken": False,
                 "nodeSelector": dict(spec.placement.node_selector),
                 "tolerations": [{**{k: GPU_TAINT[k] for k in ("key", "effect")}, "operator": "Exists"}],
@@ -164,7 +176,8 @@ def _worker_group(spec: WorkloadSpec) -> dict:
                     tmp_volume,
                     home,
                     credentials,
-                    {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": SHM_SIZE}},
+                    {"name": "dshm", "emptyDir": {"medium": "Memory",
+                                                  "sizeLimit": SHM_SIZE if share.gpus > 1 else SINGLE_GPU_SHM_SIZE}},
                     model_volume(spec),
                     *filter(None, [model_lock_volume(spec)]),
                 ],

@@ -18,10 +18,12 @@ _TYPED = {
     ("networking.k8s.io/v1", "NetworkPolicy"): k8s.networking.v1.NetworkPolicy,
     ("networking.k8s.io/v1", "Ingress"): k8s.networking.v1.Ingress,
     ("policy/v1", "PodDisruptionBudget"): k8s.policy.v1.PodDisruptionBudget,
+    ("scheduling.k8s.io/v1", "PriorityClass"): k8s.scheduling.v1.PriorityClass,
 }
 _FIELDS = {
     "metadata": "metadata", "spec": "spec", "stringData": "string_data", "type": "type", "rules": "rules",
     "roleRef": "role_ref", "subjects": "subjects", "automountServiceAccountToken": "automount_service_account_token", "data": "data",
+    "value": "value", "globalDefault": "global_default", "preemptionPolicy": "preemption_policy", "description": "description",
 }
 
 

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import yaml
 
+from infra.config import StackConfig
+from infra.nodepool import replicas_per_node, worker_share
 from infra.preflight.ingress_limits import LIMITS
 from infra.workload.pods import API_KEY_FILE
+from infra.workload.upgrade import serve_max_replicas
 from infra.workload.spec import MODEL_CACHE_PATH, VLLM_METRICS_PORT, WorkloadSpec
 
 SERVE_IMPORT_PATH = "qwen2vl_serve.app:build_app"
@@ -18,6 +21,8 @@ GRACEFUL_SHUTDOWN_TIMEOUT_S = 60
 # up: an idle replica goes after DOWNSCALE_DELAY_S, then its worker pod and node (upgrade/scaling docs).
 UPSCALE_DELAY_S = 30
 DOWNSCALE_DELAY_S = 600
+# Ray CPUs a replica reserves (the API server and the engine's driver), within its worker's share.
+REPLICA_CPUS = 4
 
 
 def vllm_server_args(spec: WorkloadSpec) -> dict:
@@ -51,20 +56,29 @@ def vllm_server_args(spec: WorkloadSpec) -> dict:
     return args
 
 
+def worker_bounds(cfg: StackConfig) -> tuple[int, int]:
+    """(fewest, most) replicas = GPU workers: the pool's node bounds times the replicas one node holds."""
+    per_node = replicas_per_node(cfg)
+    return cfg.gpu_nodes_min * per_node, cfg.gpu_nodes_max * per_node
+
+
 def autoscaling_config(spec: WorkloadSpec) -> dict:
-    """One replica per GPU node, so Serve's replica bounds are the pool's node bounds. A replica is at its
+    """GPUs / TP replicas per GPU node, so Serve's replica bounds are the pool's node bounds times that
+    (worker_bounds), and the worker group's bounds are the same numbers. A replica is at its
     target when vLLM's batch is full (max_num_seqs running); above it requests queue inside vLLM, so Serve
     asks for another replica and Ray's autoscaler for another worker pod (hence node).
     Ray 2.38 semantics: with 0 running replicas any queued request scales to 1 at once
     (ray/serve/autoscaling_policy.py:104-110); otherwise a decision must hold upscale_delay_s /
     downscale_delay_s (:122-150, defaults ray/serve/config.py:70-72)."""
     cfg = spec.cfg
+    fewest, _ = worker_bounds(cfg)
     return {
-        "min_replicas": cfg.gpu_nodes_min,
+        "min_replicas": fewest,
         # A new cluster (first deploy, NewCluster upgrade) starts one replica even on a scale-to-zero
         # stack, so KubeRay switches traffic to a warm cluster and the smoke test does not wait twice.
-        "initial_replicas": max(1, cfg.gpu_nodes_min),
-        "max_replicas": cfg.gpu_nodes_max,
+        "initial_replicas": max(1, fewest),
+        # Room for an upgrade's second cluster under NewCluster (upgrade.serve_max_replicas).
+        "max_replicas": serve_max_replicas(cfg),
         "target_ongoing_requests": cfg.max_num_seqs,
         "upscale_delay_s": UPSCALE_DELAY_S,
         "downscale_delay_s": DOWNSCALE_DELAY_S,
@@ -88,8 +102,9 @@ def serve_config(spec: WorkloadSpec) -> dict:
                         "health_check_period_s": HEALTH_CHECK_PERIOD_S,
                         "health_check_timeout_s": HEALTH_CHECK_TIMEOUT_S,
                         "graceful_shutdown_timeout_s": GRACEFUL_SHUTDOWN_TIMEOUT_S,
-                        # The replica owns all of the node's GPUs; vLLM's workers run in its child process.
-                        "ray_actor_options": {"num_cpus": 4, "num_gpus": cfg.tensor_parallel_size},
+                        # The replica owns its worker's TP GPUs; vLLM's TP workers run in its child processes.
+                        "ray_actor_options": {"num_cpus": min(REPLICA_CPUS, worker_share(cfg).cpu),
+                                              "num_gpus": cfg.tensor_parallel_size},
                     }
                 ],
             }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 
 from infra.workload.pods import (
     API_KEY_FILE,
@@ -14,22 +15,35 @@ from infra.workload.pods import (
     pod_security_context,
     scratch_volume,
 )
-from infra.workload.serve_config import vllm_server_args
+from infra.workload.rayservice import rayservice
 from infra.workload.spec import WorkloadSpec
+from infra.workload.upgrade import model_bytes, ready_seconds
 
 # The Job starts right after the RayService changed. Its init container waits until the endpoint selects
-# a cluster that runs this deploy's image: a new node, the image, the model and its load, about 20 minutes
-# by upgrade.ready_seconds, here with a fourfold margin for a slow hub or a node that takes long to come.
-WAIT_FOR_ACTIVE_SECONDS = 4800
-# Then the endpoint itself: KubeRay switched traffic only once the app was RUNNING, so this is short.
+# a cluster that runs this deploy's image and its Serve app runs the new config at its target replicas:
+# a new cluster, or on a stack scaled to zero a new replica, costs a whole cold start (a node, the image,
+# the model and its load: upgrade.ready_seconds, the one estimate), here with a fourfold margin for a slow
+# hub or a node that takes long to come.
+COLD_START_MARGIN = 4
+# Then the endpoint itself: the gate passed only once every Serve deployment was HEALTHY, so this is short.
 WAIT_FOR_READY_SECONDS = 300
-# Both waits and the checks themselves (a burst of max_num_seqs streams).
-ACTIVE_DEADLINE_SECONDS = WAIT_FOR_ACTIVE_SECONDS + WAIT_FOR_READY_SECONDS + 300
+# The checks themselves (a burst of max_num_seqs streams).
+CHECKS_SECONDS = 300
+
+
+def wait_for_active_seconds(spec: WorkloadSpec) -> int:
+    cfg = spec.cfg
+    return math.ceil(COLD_START_MARGIN * ready_seconds(cfg, model_bytes(cfg), new_node=True) / 60) * 60
+
+
+def active_deadline_seconds(spec: WorkloadSpec) -> int:
+    return wait_for_active_seconds(spec) + WAIT_FOR_READY_SECONDS + CHECKS_SECONDS
 
 
 def smoke_fingerprint(spec: WorkloadSpec) -> str:
-    """Changes exactly when the image, the model or the serving config changes, so does the Job's name."""
-    basis = json.dumps({"image": spec.image, "server": vllm_server_args(spec)}, sort_keys=True)
+    """Changes whenever KubeRay has something to roll out (the image, the cluster config, the Serve config:
+    the whole RayService spec), so does the Job's name, and each such change is smoke-tested."""
+    basis = json.dumps({"image": spec.image, "rayservice": rayservice(spec)["spec"]}, sort_keys=True)
     return hashlib.sha256(basis.encode()).hexdigest()[:10]
 
 
@@ -97,7 +111,7 @@ def active_cluster_check(spec: WorkloadSpec, mounts: list[dict]) -> dict:
             "--rayservice", f"{spec.namespace}/{spec.name}",
             "--service", spec.endpoint_service,
             "--image", spec.image,
-            "--wait", str(WAIT_FOR_ACTIVE_SECONDS),
+            "--wait", str(wait_for_active_seconds(spec)),
         ],
         "resources": {"requests": dict(resources), "limits": dict(resources)},
         "securityContext": container_security_context(),
@@ -124,7 +138,7 @@ def smoke_job(spec: WorkloadSpec) -> dict:
         ),
         "spec": {
             "backoffLimit": 1,
-            "activeDeadlineSeconds": ACTIVE_DEADLINE_SECONDS,
+            "activeDeadlineSeconds": active_deadline_seconds(spec),
             "template": {
                 "metadata": {"labels": spec.labels("smoke-test")},
                 "spec": {

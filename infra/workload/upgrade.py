@@ -20,6 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from infra.config import StackConfig
+from infra.cost import estimate_cost
+from infra.nodepool import replicas_per_node
 from infra.preflight.memory import weights_per_gpu_bytes
 from infra.preflight.model import parse_model_config
 from infra.preflight_gate import preflight_request
@@ -41,7 +43,7 @@ WARMUP_S = 180  # Ray worker start, vLLM's memory profiling and CUDA graph captu
 
 @dataclass(frozen=True)
 class UpgradePlan:
-    """What a cluster-level change does on one stack."""
+    """What a cluster-level change does on one stack, and what its availability costs."""
 
     stack: str
     strategy: str  # spec.upgradeStrategy.type
@@ -49,20 +51,37 @@ class UpgradePlan:
     pool_max_nodes: int
     extra_gpus: int  # GPUs a second cluster holds during the upgrade (0 without one)
     minutes: int  # until the new cluster serves: the upgrade's length, or the outage under None
+    rest_nodes: int  # GPU nodes at rest: gpuNodesMin
+    rest_replicas: int  # Serve replicas on them
+    serve_max: int  # Serve's most replicas (serve_max_replicas)
+    node_usd_per_hour: float | None  # one GPU node, from the cost estimate
 
     @property
     def zero_downtime(self) -> bool:
         return self.strategy == NEW_CLUSTER
+
+    def _availability(self) -> str:
+        price = self.node_usd_per_hour
+        rest = f"{self.rest_replicas} replica(s) on {self.rest_nodes} node(s) at rest" + (
+            f" (${self.rest_nodes * price:.2f}/h" + (f", ${(self.rest_nodes - 1) * price:.2f}/h of it for "
+                                                      "surviving a node event without an outage)"
+                                                      if self.rest_nodes > 1 else ")")
+            if price is not None else "")
+        return f"Serve runs {rest}, at most {self.serve_max}"
 
     def statement(self) -> str:
         """One line for the plan and the docs: what an image change costs on this stack."""
         if self.zero_downtime:
             return (f"{self.stack}: an image change is zero-downtime (upgradeStrategy NewCluster): a second "
                     f"RayCluster holds {self.extra_gpus} more GPUs for about {self.minutes} minutes, then the "
-                    f"endpoint moves to it and the old cluster is deleted 60 s later")
+                    f"endpoint moves to it and the old cluster is deleted 60 s later. {self._availability()}, so "
+                    f"the pool's {self.pool_max_nodes} nodes keep room for the second cluster even at Serve's "
+                    f"maximum; if the cloud cannot supply those nodes (stockout, quota) the upgrade waits and the "
+                    f"old cluster keeps serving")
         return (f"{self.stack}: an image change means downtime of about {self.minutes} minutes (upgradeStrategy "
                 f"None: the program deletes and recreates the RayService, since the GPU pool's "
-                f"{self.pool_max_nodes} node(s) cannot hold a second cluster of {self.serving_nodes})")
+                f"{self.pool_max_nodes} node(s) cannot hold a second cluster of {self.serving_nodes}). "
+                f"{self._availability()}")
 
 
 def serving_nodes(cfg: StackConfig) -> int:
@@ -80,10 +99,18 @@ def ready_seconds(cfg: StackConfig, model_bytes: float, new_node: bool) -> float
             + model_bytes / LOAD_BYTES_PER_S + WARMUP_S)
 
 
+def serve_max_replicas(cfg: StackConfig) -> int:
+    """Serve's most replicas (replicas_per_node on each GPU node). Under NewCluster the pool keeps room
+    for an upgrade's second cluster at its initial replicas (serving_nodes) beside the active one at this
+    maximum, so an upgrade never waits for load to fall (KubeRay 1.4.2 never gives up on a pending
+    cluster); under None the old cluster goes first, so Serve may use the whole pool."""
+    nodes = cfg.gpu_nodes_max - serving_nodes(cfg) if upgrade_strategy(cfg) == NEW_CLUSTER else cfg.gpu_nodes_max
+    return nodes * replicas_per_node(cfg)
+
+
 def upgrade_strategy(cfg: StackConfig) -> str:
     """NewCluster when the GPU pool can hold a second cluster at its floor next to the active one at
-    its floor; otherwise None. (If the active cluster has scaled above its floor, the new one's workers
-    stay Pending until load falls and a node frees up; they do not fail.)"""
+    its floor; otherwise None. Serve's maximum then leaves that room free (serve_max_replicas)."""
     return NEW_CLUSTER if cfg.gpu_nodes_max >= 2 * serving_nodes(cfg) else RECREATE
 
 
@@ -105,8 +132,13 @@ def upgrade_plan(cfg: StackConfig, weights_bytes: float | None = None) -> Upgrad
         strategy=strategy,
         serving_nodes=floor,
         pool_max_nodes=cfg.gpu_nodes_max,
-        extra_gpus=floor * cfg.tensor_parallel_size if second_cluster else 0,
+        # The second cluster starts its Serve floor of replicas (at least one), TP GPUs each.
+        extra_gpus=max(1, cfg.gpu_nodes_min * replicas_per_node(cfg)) * cfg.tensor_parallel_size if second_cluster else 0,
         minutes=round(ready_seconds(cfg, size, new_node=second_cluster) / 60),
+        rest_nodes=cfg.gpu_nodes_min,
+        rest_replicas=cfg.gpu_nodes_min * replicas_per_node(cfg),
+        serve_max=serve_max_replicas(cfg),
+        node_usd_per_hour=estimate_cost(cfg).node_usd_per_hour,
     )
 
 
