@@ -12,6 +12,7 @@ from infra.credentials import endpoint_api_key
 from infra.platform.addons import cluster_addons
 from infra.platform.device_plugin import NvidiaDevicePlugin
 from infra.platform.kuberay import KubeRayOperator
+from infra.platform.monitoring import monitoring, monitoring_summary
 from infra.placement import PlacementFailed, check_placement
 from infra.preflight_gate import ModelLockRequired, PreflightFailed, check_stack, model_lock
 from infra.run_mode import deploying
@@ -44,7 +45,11 @@ after_pool = list(cluster.ready)
 if not cluster_addons(cfg).provides_device_plugin:
     device_plugin = NvidiaDevicePlugin("nvidia-device-plugin", cluster.provider, cluster.placement, after_pool)
     after_pool.append(device_plugin)
-operator = KubeRayOperator("kuberay", cluster.provider, after_pool, protect=cfg.protect)
+# The monitors (the operator's ServiceMonitor, the workload's PodMonitor and rules) need the Prometheus
+# operator's CRDs first.
+monitoring_ready = monitoring(cfg, cluster.provider, list(cluster.ready))
+operator = KubeRayOperator("kuberay", cluster.provider, [*after_pool, *monitoring_ready], protect=cfg.protect,
+                           monitoring_release=cfg.monitoring_release)
 
 image_ref = pulumi.Output.from_input(cfg.image) if cfg.image else ServingImage(
     "serving-image", cfg, spec.model_dir, secrets.hub_token, cluster.cloud_provider, cluster.cloud_apis).ref
@@ -63,6 +68,7 @@ pulumi.export(outputs.GPU_POOL, cluster.gpu_pool_name)
 if cluster.kubeconfig is not None:
     pulumi.export(outputs.KUBECONFIG, cluster.kubeconfig)
 pulumi.export(outputs.OPERATOR_VERSION, operator.version)
+pulumi.export(outputs.MONITORING, monitoring_summary(cfg))
 pulumi.export(outputs.NAMESPACE, cfg.namespace)
 pulumi.export(outputs.ENDPOINT, workload.endpoint)
 pulumi.export(outputs.SERVED_MODEL, cfg.served_model_name)

@@ -34,6 +34,8 @@ TAG_VALUE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$")
 SECRET_KEYS = ("apiKey", "hubToken")
 LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?)?$")
 REDIS_ADDRESS = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?:[0-9]{1,5}$")
+# Ingress classes whose load balancer the stack configures (infra/workload/network.py).
+INGRESS_CLASSES = ("gce",)
 # Where a GPU worker keeps its model copy (infra/workload/storage.py).
 MODEL_STORAGE_CHOICES = ("ephemeral", "readWriteMany", "image")
 
@@ -280,13 +282,30 @@ KEYS: tuple[Key, ...] = (
         _string_list(_cidr), (), '\'["10.0.0.0/8"]\'', "a JSON list of CIDRs such as 10.0.0.0/8"),
     Key("allowedNamespaces", "Namespaces allowed to reach the endpoint, as a JSON list (NetworkPolicy).",
         _string_list(_matching(DNS_LABEL)), (), '\'["apps"]\'', "a JSON list of namespace names"),
-    Key("monitoringNamespace", "Namespace of the Prometheus that scrapes the pods' metrics ports; the NetworkPolicy "
-        "admits those ports from it alone (docs/pod.md).",
+    Key("monitoringNamespace", "Namespace of the Prometheus that scrapes the pods' metrics ports (where the stack "
+        "installs kube-prometheus-stack, with prometheusOperator on aws and gcp); the NetworkPolicy admits those ports "
+        "from it alone (docs/pod.md).",
         _matching(DNS_LABEL), "monitoring", "monitoring", "a namespace name (a DNS label)"),
-    Key("ingressHost", "Host name of an Ingress for the endpoint; empty = no Ingress.",
+    Key("ingressHost", "Host name of an HTTPS Ingress for the endpoint (GKE's load balancer: gcp, or existing with "
+        "ingressClass gce); empty = no Ingress, reach the endpoint with kubectl port-forward (docs/operations.md).",
         _matching(HOSTNAME), None, "qwen2vl.example.com", "a DNS host name"),
-    Key("prometheusOperator", "Create ServiceMonitors (the Prometheus operator CRDs must be installed).",
+    Key("ingressClass", "Class of the Ingress (with ingressHost); empty = gce on gcp. Only gce, GKE's built-in "
+        "external Application Load Balancer, for which the stack sets the health check (the open GET /health), the "
+        "backend timeout and the NetworkPolicy for the load balancer's address ranges.",
+        _one_of(*INGRESS_CLASSES), None, "gce", "one of " + ", ".join(INGRESS_CLASSES)),
+    Key("ingressTlsSecret", "A kubernetes.io/tls Secret in the workload namespace holding ingressHost's certificate; "
+        "empty = a Google-managed certificate for ingressHost (issued once the host's DNS points at the load "
+        "balancer).",
+        _matching(DNS_LABEL), None, "qwen2vl-tls", "a Secret name (DNS label)"),
+    Key("prometheusOperator", "Monitoring: the pods' PodMonitor, the alert rules (PrometheusRule), the KubeRay "
+        "operator's ServiceMonitor and the Grafana dashboard. On aws and gcp the stack installs kube-prometheus-stack "
+        "(pinned) into monitoringNamespace; on existing, `up` checks that the Prometheus operator's CRDs exist "
+        "(install kube-prometheus-stack first, or leave this false) (docs/operations.md).",
         _bool, False, "true", "true or false"),
+    Key("prometheusRelease", "Helm release name of the kube-prometheus-stack whose Prometheus picks up the monitors "
+        "and rules: they carry the label release=<this>, which its default selectors match. On aws and gcp the "
+        "stack installs the chart under this name.",
+        _matching(DNS_LABEL), "kube-prometheus-stack", "kube-prometheus-stack", "a Helm release name (a DNS label)"),
     Key("ttftP95AlertSeconds", "Alert when the p95 time to first token stays above this many seconds for 10 minutes.",
         _float_in(0.0, 600.0, low_open=True), 5.0, "5", "a positive number of seconds"),
 )
@@ -355,7 +374,10 @@ class StackConfig:
     allowed_namespaces: tuple[str, ...]
     monitoring_namespace: str
     ingress_host: str | None
+    ingress_class: str | None
+    ingress_tls_secret: str | None
     prometheus_operator: bool
+    prometheus_release: str
     ttft_p95_alert_seconds: float
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -363,6 +385,23 @@ class StackConfig:
     def bake_model(self) -> bool:
         """The image carries the locked model files (modelStorage image)."""
         return self.model_storage == "image"
+
+    @property
+    def ingress_class_name(self) -> str | None:
+        """The Ingress's class: the configured one, else GKE's external load balancer on gcp."""
+        if self.ingress_host is None:
+            return None
+        return self.ingress_class or "gce"
+
+    @property
+    def monitoring_release(self) -> str | None:
+        """The kube-prometheus-stack release whose Prometheus selects our monitors, when monitoring is on."""
+        return self.prometheus_release if self.prometheus_operator else None
+
+    @property
+    def installs_monitoring(self) -> bool:
+        """The stack installs kube-prometheus-stack: monitoring is on and the stack made the cluster."""
+        return self.prometheus_operator and self.cloud in ("aws", "gcp")
 
     @property
     def gpu(self) -> catalog.GpuSpec:
@@ -476,12 +515,33 @@ def _cross_check(values: dict[str, Any], stack: str, gpu_type_set: bool = False)
     if values["cloud"] == "existing" and values["image"] is None and values["registry"] is None:
         raise ConfigError("registry", None, "an existing cluster needs a registry to push the built image to "
                           "(or set image to a pushed one)", stack, "registry.example.com/ml")
+    _check_ingress(values, stack)
     if values["cloud"] in ("aws", "gcp"):
         _gpu_shape_check(values, stack, gpu_type_set)
     elif values["gpu_instance_type"] is not None:
         raise ConfigError("gpuInstanceType", values["gpu_instance_type"], "an existing cluster's nodes are its own; "
                           "the stack creates no GPU pool there", stack,
                           fix=f"`pulumi config rm {PROJECT}:gpuInstanceType --stack {stack}`")
+
+
+def _check_ingress(values: dict[str, Any], stack: str) -> None:
+    """An Ingress only where the stack can make it work: a class whose load balancer it configures."""
+    host, cloud = values["ingress_host"], values["cloud"]
+    if host is None:
+        for key, attr in (("ingressClass", "ingress_class"), ("ingressTlsSecret", "ingress_tls_secret")):
+            if values[attr] is not None:
+                raise ConfigError(key, values[attr], "it configures the Ingress of ingressHost, which is not set", stack,
+                                  fix=f"`pulumi config rm {PROJECT}:{key} --stack {stack}`")
+        return
+    remove = f"`pulumi config rm {PROJECT}:ingressHost --stack {stack}` (then reach the endpoint with kubectl port-forward)"
+    if cloud == "aws":
+        raise ConfigError("ingressHost", host, "the stack installs no ingress controller on EKS (no AWS Load Balancer "
+                          "Controller), so the Ingress would get no load balancer, health check or TLS; expose the "
+                          "endpoint through your own controller, admitted with allowedNamespaces", stack, fix=remove)
+    if cloud == "existing" and values["ingress_class"] is None:
+        raise ConfigError("ingressClass", None, "an Ingress on an existing cluster needs its class named, and only gce "
+                          "(GKE's built-in controller) is one whose health check and address ranges the stack sets up; "
+                          "on another cluster, leave ingressHost empty", stack, "gce")
 
 
 def parse_stack_config(raw: Mapping[str, Any], stack: str) -> StackConfig:

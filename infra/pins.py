@@ -38,6 +38,14 @@ CLUSTER_AUTOSCALER_CHART = "cluster-autoscaler"
 CLUSTER_AUTOSCALER_CHART_VERSION = "9.59.0"
 CLUSTER_AUTOSCALER_HELM_REPO = "https://kubernetes.github.io/autoscaler"
 
+# kube-prometheus-stack (the Prometheus operator with its CRDs, Prometheus, Alertmanager, Grafana,
+# kube-state-metrics, node-exporter), installed where monitoring is on and the stack owns the cluster. Chart
+# 88.5.3 ships prometheus-operator v0.93.1 (its Chart.yaml appVersion); values read at the tag
+# kube-prometheus-stack-88.5.3 of github.com/prometheus-community/helm-charts (infra/platform/chart_values.py).
+KUBE_PROMETHEUS_STACK_CHART = "kube-prometheus-stack"
+KUBE_PROMETHEUS_STACK_CHART_VERSION = "88.5.3"
+KUBE_PROMETHEUS_STACK_HELM_REPO = "https://prometheus-community.github.io/helm-charts"
+
 MODEL_REPO = "Qwen/Qwen2-VL-72B-Instruct-AWQ"
 # Short id of the commit "fix corrupted ckpt file": intermediate_size padded to 29696 and every shard
 # complete. The full commit id is resolved from the hub into the model lock file.

@@ -30,7 +30,7 @@ def stacks() -> list[str]:
 
 def differences(stack: str, files: dict[str, str]) -> list[str]:
     folder = MANIFESTS / stack
-    present = {p.name for p in folder.glob("*.yaml")} if folder.exists() else set()
+    present = {str(p.relative_to(folder)) for p in folder.rglob("*.yaml")} if folder.exists() else set()
     stale = [name for name, text in files.items() if not (folder / name).exists() or (folder / name).read_text() != text]
     extra = sorted(present - set(files))
     return [f"manifests/{stack}/{name}" for name in sorted(stale) + extra]
@@ -39,10 +39,11 @@ def differences(stack: str, files: dict[str, str]) -> list[str]:
 def write(stack: str, files: dict[str, str]) -> None:
     folder = MANIFESTS / stack
     folder.mkdir(parents=True, exist_ok=True)
-    for old in folder.glob("*.yaml"):
-        if old.name not in files:
+    for old in folder.rglob("*.yaml"):
+        if str(old.relative_to(folder)) not in files:
             old.unlink()
     for name, text in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).write_text(text)
 
 

@@ -149,6 +149,32 @@ SCENARIOS = {
         [{"series": f'kube_node_status_capacity{{resource="nvidia_com_gpu",node="gpu-{n}"}}', "values": "4x60"}
          for n in (1, 2)],
         [{"series": 'kube_node_status_capacity{resource="nvidia_com_gpu",node="gpu-1"}', "values": "4x60"}], "45m"),
+    # The KubeRay operator's series (one per RayService and condition state) and kube-state-metrics' StateSet.
+    # alert_config's stack (TP 4, min 0) expects 14 minutes for a new cluster, so both wait 28.
+    "Qwen2vlRayServiceNotReady": (
+        [{"series": 'kuberay_service_condition_ready{name="qwen2vl",namespace="qwen2vl",condition="false"}',
+          "values": "1x60"}],
+        # Not ready for less than the wait (a replacement), then ready again; another RayService is not ours.
+        [{"series": 'kuberay_service_condition_ready{name="qwen2vl",namespace="qwen2vl",condition="false"}',
+          "values": "1x20 _x40"},
+         {"series": 'kuberay_service_condition_ready{name="qwen2vl",namespace="qwen2vl",condition="true"}',
+          "values": "_x20 1x40"},
+         {"series": 'kuberay_service_condition_ready{name="other",namespace="team",condition="false"}',
+          "values": "1x60"}], "40m"),
+    "Qwen2vlUpgradeStuck": (
+        [{"series": 'kuberay_service_condition_upgrade_in_progress{name="qwen2vl",namespace="qwen2vl",condition="true"}',
+          "values": "1x60"}],
+        [{"series": 'kuberay_service_condition_upgrade_in_progress{name="qwen2vl",namespace="qwen2vl",condition="true"}',
+          "values": "1x20 _x40"},
+         {"series": 'kuberay_service_condition_upgrade_in_progress{name="qwen2vl",namespace="qwen2vl",condition="false"}',
+          "values": "_x20 1x40"}], "40m"),
+    "Qwen2vlServeApplicationFailed": (
+        [{"series": f'kube_customresource_rayservice_application_status{{name="qwen2vl",namespace="qwen2vl",'
+                    f'application="qwen2vl",status="{state}"}}', "values": value}
+         for state, value in (("DEPLOY_FAILED", "1x30"), ("RUNNING", "0x30"))],
+        [{"series": f'kube_customresource_rayservice_application_status{{name="qwen2vl",namespace="qwen2vl",'
+                    f'application="qwen2vl",status="{state}"}}', "values": value}
+         for state, value in (("DEPLOY_FAILED", "0x30"), ("DEPLOYING", "0x30"), ("RUNNING", "1x30"))], "15m"),
 }
 
 

@@ -19,7 +19,8 @@ EXEMPT_PREFIXES = ("docs/", "manifests/", "README.md", "requirements/", "tests/u
 # refuses to run when that differs from the pin, so a chart bump forces a re-read of its defaults.
 EXEMPT_VALUES = {("infra/catalog/models.yaml", pins.MODEL_REPO), ("infra/catalog/performance.yaml", pins.MODEL_REPO)} | {
     ("infra/placement/charts.yaml", version) for version in (
-        pins.NVIDIA_DEVICE_PLUGIN_CHART_VERSION, pins.KUBERAY_OPERATOR_CHART_VERSION, pins.CLUSTER_AUTOSCALER_CHART_VERSION)}
+        pins.NVIDIA_DEVICE_PLUGIN_CHART_VERSION, pins.KUBERAY_OPERATOR_CHART_VERSION, pins.CLUSTER_AUTOSCALER_CHART_VERSION,
+        pins.KUBE_PROMETHEUS_STACK_CHART_VERSION)}
 # The model lock records the pin it resolves; test_model_lock_is_for_the_pinned_model keeps them equal.
 # The image's requirements lock is generated from the pins; test_image_lock_matches_the_pins checks it.
 # The other lock files are generated from package indexes: their versions and hashes are not our pins.

@@ -88,7 +88,8 @@ def test_old_head_does_not_fit_the_old_system_node(stack, instance):
 
 @pytest.mark.parametrize("stack,instance,old_head,suggested", [
     ("eval", "m6i.xlarge", True, "m6i.2xlarge"),  # the review's fix for the 4 CPU / 16Gi head
-    ("prod", "e2-standard-2", False, "e2-standard-4"),
+    # prod runs the monitoring stack beside a NewCluster upgrade's second head: e2-standard-4 is too small.
+    ("prod", "e2-standard-2", False, "e2-standard-8"),
 ])
 def test_fix_names_the_smallest_system_shape_that_fits(stack, instance, old_head, suggested):
     cfg = stack_cfg(stack, systemInstanceType=instance)
@@ -303,7 +304,7 @@ def test_vendored_chart_defaults_match_the_chart(chart, directory):
 def test_operator_requests_come_from_our_values_and_the_chart_limit():
     operator = charts.kuberay_operator_pods()
     resources = operator.pod_spec["containers"][0]["resources"]
-    assert resources["limits"] == {"cpu": "100m", "memory": "512Mi"}  # the chart's CPU limit is kept (deep merge)
+    assert resources["limits"] == {"memory": "512Mi"}  # the chart's CPU limit is deleted by our null
     assert pod_request(operator.pod_spec) == {"cpu": 100, "memory": 512 * MIB}
 
 
@@ -442,7 +443,7 @@ def test_the_twin_reads_what_the_program_registers(stack):
     from infra.nodepool import gpu_pool_spec, system_pool_spec
     from infra.offline.engine import run_plan
     from infra.platform.addons import cluster_addons
-    from infra.platform.chart_values import device_plugin_values, kuberay_operator_values
+    from infra.platform.chart_values import device_plugin_values, kube_prometheus_stack_values, kuberay_operator_values
 
     cfg = stack_cfg(stack)
     result = run_plan(stack)
@@ -454,7 +455,10 @@ def test_the_twin_reads_what_the_program_registers(stack):
     assert ("cluster-autoscaler" in releases) == addons.cluster_autoscaler
     if "nvidia-device-plugin" in releases:
         assert releases["nvidia-device-plugin"] == device_plugin_values(gpu_pool_spec(cfg).placement)
-    assert releases["kuberay-operator"] == kuberay_operator_values()
+    assert releases["kuberay-operator"] == kuberay_operator_values(cfg.monitoring_release)
+    assert ("kube-prometheus-stack" in releases) == cfg.installs_monitoring
+    if cfg.installs_monitoring:
+        assert releases["kube-prometheus-stack"] == kube_prometheus_stack_values(cfg.served_model_name)
     if "cluster-autoscaler" in releases:
         assert releases["cluster-autoscaler"]["resources"] == charts.cluster_autoscaler_pods(cfg.region).pod_spec[
             "containers"][0]["resources"]

@@ -129,7 +129,7 @@ def _container(pod_spec, container):
 def ray_containers(stack):
     """The head's and the worker's Ray containers and init containers, as the rendered manifests give them."""
     objects = [yaml.safe_load(text) for name, text in render_manifests(read_stack_config(stack)).items()
-               if name != "kustomization.yaml"]
+               if not name.endswith("kustomization.yaml")]
     containers = []
     for pod_spec in (head_pod(objects), worker_pod(objects)):
         for container in (*pod_spec["containers"][:1], *pod_spec.get("initContainers", [])):

@@ -16,16 +16,18 @@ import yaml
 from infra import outputs as output_names
 from infra import pins
 from infra.nodepool import gpu_pool_spec
+from infra.platform.kuberay_crds import crd_folder
 from infra.offline.engine import read_stack_config
 from infra.workload.component import substitute
 from infra.workload.manifests import render_manifests, workload_spec
+from infra.workload.network import GKE_LOAD_BALANCER_RANGES
 from infra.workload.objects import workload_objects
 from infra.nodepool import GPU_RESOURCE
 from tests.conftest import REPO_ROOT, STACKS, make_config
 
-# The CRD of the pinned operator: a new pin needs its CRD copied here from shared/kuberay-crds.
-CRD = Path(__file__).parent / "schemas" / f"ray.io_rayservices-v{pins.KUBERAY_OPERATOR_CHART_VERSION}.yaml"
-NON_CORE = {"RayService", "PodMonitor", "PrometheusRule"}
+# The CRD of the pinned operator, as the program applies it (infra/platform/kuberay_crds/).
+CRD = crd_folder() / "ray.io_rayservices.yaml"
+NON_CORE = {"RayService", "PodMonitor", "PrometheusRule", "BackendConfig", "ManagedCertificate"}
 
 
 @functools.lru_cache(maxsize=1)
@@ -38,7 +40,7 @@ def rayservice_schema():
 
 def full_config(**extra):
     return make_config(allowedCidrs=["10.0.0.0/8"], allowedNamespaces=["apps"], ingressHost="llm.example.com",
-                       prometheusOperator=True, storageClass="gp3", **extra)
+                       ingressClass="gce", prometheusOperator=True, storageClass="gp3", **extra)
 
 
 def objects_of(cfg):
@@ -168,11 +170,12 @@ def ingress_policy(objects):
 
 
 def test_network_policy_admits_only_configured_clients():
-    """Which connection each rule admits is in tests/test_pod.py; here: the configured sources, no others."""
+    """Which connection each rule admits is in tests/test_pod.py; here: the configured sources (and, with the
+    GKE Ingress, its load balancer's ranges), no others."""
     policy = ingress_policy(objects_of(full_config()))["spec"]
     sources = [src for rule in policy["ingress"] for src in rule["from"]]
     cidrs = [s["ipBlock"]["cidr"] for s in sources if "ipBlock" in s]
-    assert cidrs == ["10.0.0.0/8"]
+    assert cidrs == ["10.0.0.0/8", *GKE_LOAD_BALANCER_RANGES]
     namespaces = [s["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
                   for s in sources if "namespaceSelector" in s]
     assert sorted(namespaces) == ["apps", "kuberay-system", "monitoring"]
@@ -207,7 +210,7 @@ def test_manifests_are_exactly_what_pulumi_registers(plan_of, stack):
                   for r in result.resources if r.type.startswith("kubernetes:") and r.custom
                   and "metadata" in r.inputs}
     rendered = [yaml.safe_load(text) for name, text in render_manifests(read_stack_config(stack)).items()
-                if name != "kustomization.yaml"]
+                if not name.endswith("kustomization.yaml")]
     assert rendered
     for obj in rendered:
         inputs = registered[(obj["kind"], obj["metadata"]["name"])]

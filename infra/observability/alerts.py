@@ -6,12 +6,42 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from infra.config import StackConfig
-from infra.observability.metric_names import VLLM_MODEL_LABEL
+from infra.observability.metric_names import KUBERAY_CONDITION_LABEL, RAYSERVICE_APP_STATUS_METRIC, VLLM_MODEL_LABEL
+from infra.observability.rayservice_state import APPLICATION_LABEL, STATUS_LABEL
+from infra.workload.upgrade import upgrade_plan
 
 RUNBOOK = "docs/operations.md#{anchor}"
 KV_CACHE_HIGH = 0.90
 WAITING_FOR = "5m"
 RESTART_WINDOW = "1h"
+# Serve's states of an application that no longer serves its config (rayservice_state.py).
+FAILED_APP_STATES = ("DEPLOY_FAILED", "UNHEALTHY")
+
+
+def rayservice_alerts(cfg: StackConfig) -> list["Alert"]:
+    """The RayService's own state, from the KubeRay operator's metrics and the RayService's status. An
+    upgrade (or, under upgradeStrategy None, a replacement) takes `minutes` by the upgrade plan; either
+    alert waits that long plus as much again before it calls the state stuck."""
+    rayservice = f'name="{cfg.served_model_name}",namespace="{cfg.namespace}"'
+    expected = upgrade_plan(cfg).minutes
+    return [
+        Alert("Qwen2vlRayServiceNotReady",
+              f'max(kuberay_service_condition_ready{{{rayservice},{KUBERAY_CONDITION_LABEL}="false"}}) == 1',
+              f"{2 * expected}m", "critical",
+              f"RayService {cfg.namespace}/{cfg.served_model_name} has not been Ready for {2 * expected} minutes: "
+              "no Serve endpoint answers"),
+        Alert("Qwen2vlUpgradeStuck",
+              f'max(kuberay_service_condition_upgrade_in_progress{{{rayservice},{KUBERAY_CONDITION_LABEL}="true"}}) == 1',
+              f"{2 * expected}m", "warning",
+              f"RayService {cfg.namespace}/{cfg.served_model_name} has been upgrading for {2 * expected} minutes "
+              f"(about {expected} expected): the new cluster is not serving; KubeRay never gives up on it"),
+        Alert("Qwen2vlServeApplicationFailed",
+              f'max({RAYSERVICE_APP_STATUS_METRIC}{{{rayservice},{APPLICATION_LABEL}="{cfg.served_model_name}",'
+              f'{STATUS_LABEL}=~"{"|".join(FAILED_APP_STATES)}"}}) == 1',
+              "5m", "critical",
+              f"Serve application {cfg.served_model_name} on the active cluster is "
+              f"{' or '.join(FAILED_APP_STATES)}: the last serving config was not deployed"),
+    ]
 
 
 @dataclass(frozen=True)
@@ -72,6 +102,7 @@ def alerts(cfg: StackConfig) -> list[Alert]:
               "30m", "warning",
               f"The GPU pool has run at its maximum of {cfg.gpu_nodes_max} node(s) for 30 minutes: "
               "no headroom for load or an upgrade"),
+        *rayservice_alerts(cfg),
     ]
 
 

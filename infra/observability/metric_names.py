@@ -54,7 +54,25 @@ RAY_METRICS = {
 # (https://github.com/kubernetes/kube-state-metrics/blob/main/docs/metrics/cluster/node-metrics.md).
 KUBE_STATE_METRICS = {"kube_node_status_capacity": "gauge"}
 
-KNOWN_METRICS = {**VLLM_METRICS, **RAY_METRICS, **KUBE_STATE_METRICS}
+# The KubeRay 1.4.2 operator's own metrics (ray-operator/controllers/ray/metrics/ray_service_metrics.go,
+# lines 28-45 and 82-107): one series per RayService with the labels name, namespace and condition
+# ("true"/"false", the condition's state), always of value 1. Emitted with --enable-metrics, which the
+# chart sets from metrics.enabled (default true; templates/deployment.yaml lines 108-109).
+KUBERAY_METRICS = {
+    "kuberay_service_condition_ready": "gauge",
+    "kuberay_service_condition_upgrade_in_progress": "gauge",
+}
+KUBERAY_CONDITION_LABEL = "condition"
+
+# kube-state-metrics' custom resource state metrics (docs/metrics/extend/customresourcestate-metrics.md at
+# v2.20.0, the version of kube-state-metrics chart 8.4.0 in the pinned kube-prometheus-stack): the default prefix
+# kube_customresource_ + the configured name; a StateSet is one series per listed state, 1 for the current
+# one. Configured in infra/observability/rayservice_state.py.
+RAYSERVICE_APP_STATUS_METRIC = "kube_customresource_rayservice_application_status"
+CUSTOM_RESOURCE_STATE_METRICS = {RAYSERVICE_APP_STATUS_METRIC: "gauge"}
+
+KNOWN_METRICS = {**VLLM_METRICS, **RAY_METRICS, **KUBE_STATE_METRICS, **KUBERAY_METRICS,
+                 **CUSTOM_RESOURCE_STATE_METRICS}
 _SUFFIXES = {"histogram": ("_bucket", "_sum", "_count"), "counter": ("",), "gauge": ("",)}
 _PROMQL_WORDS = {"sum", "by", "rate", "irate", "increase", "histogram_quantile", "max", "min", "avg", "count",
                  "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless", "bool",

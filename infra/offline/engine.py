@@ -8,7 +8,7 @@ recorded as the engine receives them, with secret values replaced by "[secret]".
 from __future__ import annotations
 
 import asyncio
-
+import hashlib
 import json
 import logging
 import os
@@ -122,6 +122,19 @@ class WarningCollector(logging.Handler):
         self.messages.append(record.getMessage())
 
 
+def _abbreviated(resource_type: str, inputs: dict) -> dict:
+    """A CRD's schemas (megabytes for KubeRay's) shown as their digest: the plan says which schema a CRD
+    gets, and a change of it, without printing it."""
+    if resource_type != "kubernetes:apiextensions.k8s.io/v1:CustomResourceDefinition":
+        return inputs
+    for version in inputs.get("spec", {}).get("versions", []):
+        schema = version.get("schema")
+        if isinstance(schema, dict):
+            text = json.dumps(schema, sort_keys=True)
+            version["schema"] = f"<{len(text)} bytes, sha256 {hashlib.sha256(text.encode()).hexdigest()[:16]}>"
+    return inputs
+
+
 class RecordingMonitor(pulumi_mocks.MockMonitor):
     """The SDK's mock monitor, recording each registration the way `pulumi preview` would show it."""
 
@@ -130,7 +143,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         self.recorded: list[RecordedResource] = []
 
     def RegisterResource(self, request):  # noqa: N802 (gRPC method name)
-        inputs = _mask(json_format.MessageToDict(request.object, preserving_proto_field_name=True))
+        inputs = _abbreviated(request.type, _mask(json_format.MessageToDict(request.object, preserving_proto_field_name=True)))
         provider = request.provider.split("::")[3] if request.provider else None
         self.recorded.append(
             RecordedResource(

@@ -96,6 +96,9 @@ KUBERNETES_TYPES = (
     "kubernetes:ray.io/v1:RayService",
     "kubernetes:monitoring.coreos.com/v1:PrometheusRule",
     "kubernetes:monitoring.coreos.com/v1:PodMonitor",
+    "kubernetes:apiextensions.k8s.io/v1:CustomResourceDefinition",
+    "kubernetes:cloud.google.com/v1:BackendConfig",
+    "kubernetes:networking.gke.io/v1:ManagedCertificate",
 )
 
 def _config_map(name: str, inputs: dict) -> dict:
@@ -162,11 +165,40 @@ INVOKE_RESULTS: dict[str, Callable[[dict, str], dict]] = {
 }
 
 
+# A custom resource's kind exists only once its CRD does: a cluster answers "no matches for kind" otherwise.
+# The CRD of each kind the program creates, which the program must itself apply, read (an existing cluster's)
+# or install with a chart that brings it, before the first object of that kind.
+CRD_OF_KIND = {
+    "kubernetes:ray.io/v1:RayService": "rayservices.ray.io",
+    "kubernetes:monitoring.coreos.com/v1:PodMonitor": "podmonitors.monitoring.coreos.com",
+    "kubernetes:monitoring.coreos.com/v1:PrometheusRule": "prometheusrules.monitoring.coreos.com",
+}
+# Charts whose crds/ folder Helm installs (unless skipCrds), by chart name.
+CHART_CRDS = {
+    "kuberay-operator": ("rayclusters.ray.io", "rayjobs.ray.io", "rayservices.ray.io"),
+    "kube-prometheus-stack": ("podmonitors.monitoring.coreos.com", "prometheusrules.monitoring.coreos.com",
+                              "servicemonitors.monitoring.coreos.com"),
+}
+CRD_TYPE = "kubernetes:apiextensions.k8s.io/v1:CustomResourceDefinition"
+
+
 class StrictMocks(pulumi.runtime.Mocks):
     def __init__(self) -> None:
         self.provider_regions: dict[str, str] = {}
+        self.crds: set[str] = set()
+
+    def _track_crds(self, args: pulumi.runtime.MockResourceArgs) -> None:
+        if args.typ == CRD_TYPE:
+            self.crds.add(args.resource_id or args.inputs["metadata"]["name"])
+        elif args.typ == "kubernetes:helm.sh/v3:Release" and not args.inputs.get("skipCrds"):
+            self.crds.update(CHART_CRDS.get(args.inputs.get("chart"), ()))
+        crd = CRD_OF_KIND.get(args.typ)
+        if crd is not None and crd not in self.crds:
+            raise UnmockedCall(f"{args.typ} {args.name} is created before anything provides its CRD {crd}: "
+                               "the cluster would answer 'no matches for kind'")
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict]:
+        self._track_crds(args)
         if args.typ.startswith("pulumi:providers:"):
             self.provider_regions[args.name] = args.inputs.get("region", "")
         outputs = RESOURCE_OUTPUTS.get(args.typ)

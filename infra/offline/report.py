@@ -99,6 +99,11 @@ def upgrade_verdicts(result: PlanResult) -> list[Verdict]:
             for r in result.resources if r.type == "kubernetes:ray.io/v1:RayService"]
 
 
+def monitoring_verdicts(result: PlanResult) -> list[Verdict]:
+    monitoring = result.outputs.get(output_names.MONITORING)
+    return [Verdict("monitoring", None, monitoring)] if monitoring else []
+
+
 def warning_verdicts(result: PlanResult) -> list[Verdict]:
     return [Verdict("warning", None, _first_sentence(warning)) for warning in result.warnings]
 
@@ -113,7 +118,8 @@ def plan_verdicts(result: PlanResult) -> list[Verdict]:
 # The summary's sections, in order. A new check joins the summary by adding its function here: it takes
 # the PlanResult and returns Verdict lines (an empty list when it has nothing to say).
 SUMMARY_SECTIONS: list[Callable[[PlanResult], list[Verdict]]] = [
-    preflight_verdicts, placement_verdicts, cost_verdicts, capacity_verdicts, upgrade_verdicts, warning_verdicts, plan_verdicts,
+    preflight_verdicts, placement_verdicts, cost_verdicts, capacity_verdicts, upgrade_verdicts, monitoring_verdicts,
+    warning_verdicts, plan_verdicts,
 ]
 
 

@@ -18,14 +18,17 @@ import yaml
 from infra import pins
 from infra.nodepool import GpuPlacement
 from infra.placement.clouds import FAST_LOADER
-from infra.platform.chart_values import cluster_autoscaler_values, device_plugin_values, kuberay_operator_values
+from infra.platform.chart_values import (cluster_autoscaler_values, device_plugin_values, kube_prometheus_stack_values,
+                                        kuberay_operator_values)
 
 _CHARTS = Path(__file__).with_name("charts.yaml")
 DEVICE_PLUGIN = pins.NVIDIA_DEVICE_PLUGIN_CHART
 KUBERAY_OPERATOR = pins.KUBERAY_OPERATOR_CHART
 CLUSTER_AUTOSCALER = pins.CLUSTER_AUTOSCALER_CHART
+MONITORING_STACK = pins.KUBE_PROMETHEUS_STACK_CHART
 PINNED = {DEVICE_PLUGIN: pins.NVIDIA_DEVICE_PLUGIN_CHART_VERSION, KUBERAY_OPERATOR: pins.KUBERAY_OPERATOR_CHART_VERSION,
-          CLUSTER_AUTOSCALER: pins.CLUSTER_AUTOSCALER_CHART_VERSION}
+          CLUSTER_AUTOSCALER: pins.CLUSTER_AUTOSCALER_CHART_VERSION,
+          MONITORING_STACK: pins.KUBE_PROMETHEUS_STACK_CHART_VERSION}
 
 
 @dataclass(frozen=True)
@@ -93,3 +96,31 @@ def kuberay_operator_pods() -> ReleasePods:
 def cluster_autoscaler_pods(region: str) -> ReleasePods:
     # The cluster's name only reaches the autoscaler's flags; placement does not depend on it.
     return release_pods(CLUSTER_AUTOSCALER, cluster_autoscaler_values("<cluster>", region))
+
+
+def _at(values: dict, path: str) -> dict:
+    for key in path.split("."):
+        values = values.get(key) or {}
+    return values
+
+
+def component_pods(chart_name: str, values: dict, namespace: str) -> list[ReleasePods]:
+    """A chart of several workloads (kube-prometheus-stack): one pod per component, each from its own part
+    of the merged values, with its sidecars' requests added as containers."""
+    chart = chart_defaults()[chart_name]
+    merged = coalesce(values, chart["defaults"])
+    pods = []
+    for component in chart["components"]:
+        own = _at(merged, component["values"])
+        spec = _pod_spec({"container": component["name"]}, own)
+        spec["containers"] += [{"name": sidecar["name"], "resources": _at(merged, sidecar["values"]).get("resources") or {}}
+                               for sidecar in component.get("sidecars", [])]
+        pods.append(ReleasePods(
+            name=f"{namespace}/{component['name']}", kind=component["kind"], replicas=component.get("replicas", 1),
+            pod_spec=spec, source=f"chart {chart_name} {chart['version']} defaults + infra/platform/chart_values.py"))
+    return pods
+
+
+def monitoring_stack_pods(namespace: str) -> list[ReleasePods]:
+    # The application's name reaches only kube-state-metrics' config; placement does not depend on it.
+    return component_pods(MONITORING_STACK, kube_prometheus_stack_values("<application>"), namespace)

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field, replace
 from infra.config import PROJECT, ConfigError, StackConfig
 from infra.nodepool import GPU_TAINT, SYSTEM_POOL_NAME, gpu_pool_spec, system_pool_nodes, system_pool_spec
 from infra.placement import kuberay
-from infra.placement.charts import ReleasePods, cluster_autoscaler_pods, device_plugin_pods, kuberay_operator_pods
+from infra.placement.charts import (ReleasePods, cluster_autoscaler_pods, device_plugin_pods, kuberay_operator_pods,
+                                    monitoring_stack_pods)
 from infra.catalog import UnknownInstance, instance_type, known_instances, on_demand_price
 from infra.placement.clouds import GPU_RESOURCE, allocatable, cloud_facts, machine
 from infra.placement.quantity import CPU, MEMORY, show
@@ -179,7 +180,10 @@ def _nodes(cfg: StackConfig) -> list[Node]:
             initial = count = system_pool_nodes(cfg) if pool is system_pool else max(pool.min_nodes, 1)
         for index in range(count):
             name = f"{pool.name}-{index}"
+            # kubernetes.io/os and hostname: set by the kubelet on every node
+            # (https://kubernetes.io/docs/reference/labels-annotations-taints/).
             node_labels = {**facts.get("node_labels", {}), **labels, "kubernetes.io/hostname": name,
+                           "kubernetes.io/os": "linux",
                            "node.kubernetes.io/instance-type": shape.instance}
             gpu_advertised = bool(facts["provides_gpu_resource"])
             nodes.append(Node(name, pool.name, node_labels, [dict(t) for t in taints],
@@ -227,6 +231,8 @@ def _platform_pods(cfg: StackConfig) -> list[ClusterPod]:
     pods.append(_release(kuberay_operator_pods()))
     if cluster_addons(cfg).cluster_autoscaler:
         pods.append(_release(cluster_autoscaler_pods(cfg.region)))
+    if cfg.installs_monitoring:
+        pods += [_release(release) for release in monitoring_stack_pods(cfg.monitoring_namespace)]
     return pods
 
 

@@ -1,4 +1,5 @@
-"""The KubeRay operator, from its pinned Helm chart, in its own namespace."""
+"""The KubeRay operator, from its pinned Helm chart, in its own namespace, and its CRDs (of the same
+version, applied by the program itself: infra/platform/kuberay_crds.py says why)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pulumi_kubernetes as k8s
 
 from infra import pins
 from infra.platform.chart_values import kuberay_operator_values
+from infra.platform.kuberay_crds import kuberay_crds
 from infra.platform.names import KUBERAY_OPERATOR_NAMESPACE as OPERATOR_NAMESPACE
 
 
@@ -19,6 +21,7 @@ class KubeRayOperator(pulumi.ComponentResource):
         provider: k8s.Provider,
         after: Sequence[pulumi.Resource],
         protect: bool,
+        monitoring_release: str | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("qwen2vl:platform:KubeRayOperator", name, None, opts)
@@ -28,18 +31,31 @@ class KubeRayOperator(pulumi.ComponentResource):
             metadata={"name": OPERATOR_NAMESPACE, "labels": {"app.kubernetes.io/part-of": "qwen2vl"}},
             opts=pulumi.ResourceOptions.merge(base, pulumi.ResourceOptions(depends_on=list(after), protect=protect)),
         )
+        # Deleting a CRD deletes every object of its kind in the cluster, other teams' included: a destroy
+        # leaves them, as `helm uninstall` does.
+        self.crds = [
+            k8s.apiextensions.v1.CustomResourceDefinition(
+                f"crd-{crd['metadata']['name']}",
+                metadata=crd["metadata"],
+                spec=crd["spec"],
+                opts=pulumi.ResourceOptions.merge(
+                    base, pulumi.ResourceOptions(depends_on=list(after), retain_on_delete=True)),
+            )
+            for crd in kuberay_crds(pins.KUBERAY_OPERATOR_CHART_VERSION)
+        ]
         self.release = k8s.helm.v3.Release(
             "kuberay-operator",
             chart=pins.KUBERAY_OPERATOR_CHART,
             version=pins.KUBERAY_OPERATOR_CHART_VERSION,
             repository_opts={"repo": pins.KUBERAY_HELM_REPO},
             namespace=OPERATOR_NAMESPACE,
-            # The operator's CRDs must exist before the RayService; Helm installs them with the chart.
-            skip_crds=False,
+            skip_crds=True,
             atomic=True,
             timeout=600,
-            values=kuberay_operator_values(),
-            opts=pulumi.ResourceOptions.merge(base, pulumi.ResourceOptions(depends_on=[namespace])),
+            values=kuberay_operator_values(monitoring_release),
+            # Nulls in the values delete chart defaults (the CPU limit, chart_values.py).
+            allow_null_values=True,
+            opts=pulumi.ResourceOptions.merge(base, pulumi.ResourceOptions(depends_on=[namespace, *self.crds])),
         )
         self.namespace = OPERATOR_NAMESPACE
         self.version = pins.KUBERAY_OPERATOR_CHART_VERSION

@@ -9,6 +9,7 @@ import yaml
 
 from infra.observability.alerts import rule_groups
 from infra.observability.dashboard import SIDECAR_LABEL, dashboard
+from infra.platform.names import PROMETHEUS_RELEASE_LABEL
 from infra.workload.spec import WorkloadSpec
 
 # Container port names: Ray's metrics on every Ray pod, vLLM's own on the GPU worker (served by the
@@ -16,6 +17,13 @@ from infra.workload.spec import WorkloadSpec
 RAY_METRICS_PORT_NAME = "metrics"
 VLLM_METRICS_PORT_NAME = "vllm-metrics"
 SCRAPE_INTERVAL = "30s"
+
+
+def _selected_metadata(spec: WorkloadSpec, name: str, component: str) -> dict:
+    """Metadata with the label kube-prometheus-stack's Prometheus selects on (infra/platform/names.py)."""
+    metadata = spec.metadata(name, component)
+    metadata["labels"][PROMETHEUS_RELEASE_LABEL] = spec.cfg.prometheus_release
+    return metadata
 
 
 def pod_monitor(spec: WorkloadSpec) -> dict | None:
@@ -26,7 +34,7 @@ def pod_monitor(spec: WorkloadSpec) -> dict | None:
     return {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "PodMonitor",
-        "metadata": spec.metadata(f"{spec.name}-ray", "metrics"),
+        "metadata": _selected_metadata(spec, f"{spec.name}-ray", "metrics"),
         "spec": {
             "selector": {"matchLabels": dict(spec.selector)},
             "podMetricsEndpoints": [
@@ -43,9 +51,12 @@ def prometheus_rule(spec: WorkloadSpec) -> dict | None:
     return {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "PrometheusRule",
-        "metadata": spec.metadata(f"{spec.name}-alerts", "alerts"),
+        "metadata": _selected_metadata(spec, f"{spec.name}-alerts", "alerts"),
         "spec": {"groups": rule_groups(spec.cfg)},
     }
+
+
+MONITORING_KINDS = ("PodMonitor", "PrometheusRule")
 
 
 def dashboard_config_map(spec: WorkloadSpec) -> dict:

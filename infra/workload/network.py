@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from urllib.parse import urlsplit
 
 from infra.config import redis_namespace
@@ -9,41 +10,96 @@ from infra.workload.spec import DASHBOARD_PORT, RAY_METRICS_PORT, SERVE_PORT, VL
 
 
 def serve_service(spec: WorkloadSpec) -> dict:
-    """The endpoint, as RayService spec.serveService: KubeRay creates it, keeps our name, labels and type,
-    and sets its selector itself to ray.io/cluster=<active cluster> and ray.io/serve=true
+    """The endpoint, as RayService spec.serveService: KubeRay creates it, keeps our name, labels, annotations
+    and type, and sets its selector itself to ray.io/cluster=<active cluster> and ray.io/serve=true
     (common/service.go:181-262, "ignore any custom ServeService selectors"). It moves the selector to a
     new cluster only once every Serve app there is RUNNING (rayservice_controller.go:166-187, :880-883), so
-    clients never reach a cluster that is still loading. Its port is the head's `serve` port (:213-219)."""
-    return {
+    clients never reach a cluster that is still loading. Its port is the head's `serve` port (:213-219).
+    With a GKE Ingress, the annotations give the load balancer its backend settings (gke_backend_config) and
+    make it send to the pods directly (container-native load balancing, for which ClusterIP is enough)."""
+    service = {
         "metadata": {"name": spec.endpoint_service, "labels": spec.labels("endpoint")},
         "spec": {"type": "ClusterIP"},
     }
+    if spec.cfg.ingress_class_name == GKE_INGRESS_CLASS:
+        service["metadata"]["annotations"] = {
+            "cloud.google.com/backend-config": json.dumps({"default": spec.endpoint_service}),
+            "cloud.google.com/neg": json.dumps({"ingress": True}),
+        }
+    return service
+
+
+# GKE's Ingress controller acts on the class annotation, and takes no action on an Ingress that names a
+# class only in spec.ingressClassName (https://cloud.google.com/kubernetes-engine/docs/concepts/ingress,
+# "GKE Ingress controller behavior"), so the class goes in the annotation.
+GKE_INGRESS_CLASS = "gce"
+INGRESS_CLASS_ANNOTATION = "kubernetes.io/ingress.class"
+# The only path the Serve app answers without the API key (images/vllm/qwen2vl_serve/access.py OPEN_PATHS):
+# the load balancer's default health check, GET /, would get 401 and mark every backend unhealthy.
+HEALTH_PATH = "/health"
+# The load balancer waits this long for a backend's answer before it returns 502; GKE's default is 30 s
+# (https://cloud.google.com/kubernetes-engine/docs/how-to/ingress-configuration, "Backend service timeout"),
+# shorter than a long generation. The smoke checks allow a request 600 s too (qwen2vl_serve.smoke).
+BACKEND_TIMEOUT_SECONDS = 600
+# Google's front ends and health checkers reach the pods from these ranges, for the global external
+# Application Load Balancer (https://cloud.google.com/load-balancing/docs/https#firewall-rules and
+# https://cloud.google.com/load-balancing/docs/health-check-concepts#ip-ranges).
+GKE_LOAD_BALANCER_RANGES = ("130.211.0.0/22", "35.191.0.0/16")
 
 
 def ingress(spec: WorkloadSpec) -> dict | None:
-    host = spec.cfg.ingress_host
+    """HTTPS only (kubernetes.io/ingress.allow-http false: the API key never crosses plain HTTP), with the
+    certificate from ingressTlsSecret or a Google-managed one (gke_managed_certificate)."""
+    cfg = spec.cfg
+    host = cfg.ingress_host
     if not host:
         return None
+    annotations = {INGRESS_CLASS_ANNOTATION: cfg.ingress_class_name, "kubernetes.io/ingress.allow-http": "false"}
+    if not cfg.ingress_tls_secret:
+        annotations["networking.gke.io/managed-certificates"] = spec.endpoint_service
+    backend = {"service": {"name": spec.endpoint_service, "port": {"number": SERVE_PORT}}}
+    ingress_spec: dict = {
+        "rules": [{"host": host, "http": {"paths": [{"path": "/v1", "pathType": "Prefix", "backend": backend}]}}],
+    }
+    if cfg.ingress_tls_secret:
+        ingress_spec["tls"] = [{"hosts": [host], "secretName": cfg.ingress_tls_secret}]
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "Ingress",
-        "metadata": spec.metadata(spec.name, "endpoint"),
+        "metadata": spec.metadata(spec.name, "endpoint", annotations=annotations),
+        "spec": ingress_spec,
+    }
+
+
+def gke_backend_config(spec: WorkloadSpec) -> dict | None:
+    """The load balancer's health check on the open health path of the serve port, and its backend timeout
+    (BackendConfig, https://cloud.google.com/kubernetes-engine/docs/how-to/ingress-configuration, "Custom
+    health check configuration")."""
+    if spec.cfg.ingress_class_name != GKE_INGRESS_CLASS:
+        return None
+    return {
+        "apiVersion": "cloud.google.com/v1",
+        "kind": "BackendConfig",
+        "metadata": spec.metadata(spec.endpoint_service, "endpoint"),
         "spec": {
-            "rules": [
-                {
-                    "host": host,
-                    "http": {
-                        "paths": [
-                            {
-                                "path": "/v1",
-                                "pathType": "Prefix",
-                                "backend": {"service": {"name": spec.endpoint_service, "port": {"number": SERVE_PORT}}},
-                            }
-                        ]
-                    },
-                }
-            ]
+            "timeoutSec": BACKEND_TIMEOUT_SECONDS,
+            "healthCheck": {"type": "HTTP", "requestPath": HEALTH_PATH, "port": SERVE_PORT,
+                            "checkIntervalSec": 15, "timeoutSec": 5, "healthyThreshold": 1, "unhealthyThreshold": 2},
         },
+    }
+
+
+def gke_managed_certificate(spec: WorkloadSpec) -> dict | None:
+    """A Google-managed certificate for ingressHost, when no TLS Secret is named
+    (https://cloud.google.com/kubernetes-engine/docs/how-to/managed-certs)."""
+    cfg = spec.cfg
+    if cfg.ingress_class_name != GKE_INGRESS_CLASS or cfg.ingress_tls_secret:
+        return None
+    return {
+        "apiVersion": "networking.gke.io/v1",
+        "kind": "ManagedCertificate",
+        "metadata": spec.metadata(spec.endpoint_service, "endpoint"),
+        "spec": {"domains": [cfg.ingress_host]},
     }
 
 
@@ -80,6 +136,14 @@ def _smoke_pods(spec: WorkloadSpec) -> dict:
     return {"podSelector": {"matchLabels": {**spec.selector, "app.kubernetes.io/component": "smoke-test"}}}
 
 
+def _load_balancer_rule(spec: WorkloadSpec) -> list[dict]:
+    """With a GKE Ingress: its load balancer's front ends and health checks, on the serve port. Container-native
+    load balancing sends from Google's ranges straight to the pod IPs, which the policy sees (Dataplane V2)."""
+    if spec.cfg.ingress_class_name != GKE_INGRESS_CLASS:
+        return []
+    return [{"from": [{"ipBlock": {"cidr": cidr}} for cidr in GKE_LOAD_BALANCER_RANGES], "ports": [_tcp(SERVE_PORT)]}]
+
+
 def network_policy(spec: WorkloadSpec) -> dict:
     """Who may open a connection to the workload's pods, port by port (docs/pod.md has each reason)."""
     cfg = spec.cfg
@@ -94,6 +158,7 @@ def network_policy(spec: WorkloadSpec) -> dict:
         {"from": [operator], "ports": [_tcp(DASHBOARD_PORT), _tcp(SERVE_PORT)]},
         # The endpoint: the configured clients and the smoke Job; the Serve app checks the key.
         {"from": [*clients, _smoke_pods(spec)], "ports": [_tcp(SERVE_PORT)]},
+        *_load_balancer_rule(spec),
         # Ray's and vLLM's metrics (no key) for Prometheus alone.
         {"from": [_namespace(cfg.monitoring_namespace)], "ports": [_tcp(RAY_METRICS_PORT), _tcp(VLLM_METRICS_PORT)]},
     ]

@@ -6,7 +6,8 @@ from infra.workload.model_source import model_lock_config_map
 from infra.workload.monitoring import dashboard_config_map, pod_monitor, prometheus_rule
 from infra.workload.namespace import namespace
 from infra.workload.head_recovery import worker_disruption_budget
-from infra.workload.network import api_server_egress_policy, egress_policy, ingress, network_policy
+from infra.workload.network import (api_server_egress_policy, egress_policy, gke_backend_config, gke_managed_certificate,
+                                    ingress, network_policy)
 from infra.workload.priority import serving_priority_class
 from infra.workload.rayservice import rayservice
 from infra.workload.smoke_job import smoke_job, smoke_role, smoke_role_binding, smoke_service_account
@@ -26,6 +27,8 @@ def workload_objects(spec: WorkloadSpec) -> list[dict]:
         serving_priority_class(spec),
         rayservice(spec),
         worker_disruption_budget(spec),
+        gke_backend_config(spec),
+        gke_managed_certificate(spec),
         ingress(spec),
         pod_monitor(spec),
         prometheus_rule(spec),

@@ -98,21 +98,30 @@ def smoke_role_binding(spec: WorkloadSpec) -> dict:
     }
 
 
+ACTIVE_CLUSTER_CONTAINER = "active-cluster"
+# The image the active cluster must run, as an environment variable of the check's container (never an
+# argument): kustomize's `images:` override rewrites only image fields, so the kustomization carries a
+# replacement that copies this container's own (rewritten) image field into the variable
+# (infra/workload/manifests.py); Pulumi substitutes the pushed image in both (component.py).
+EXPECTED_IMAGE_ENV = "QWEN2VL_EXPECTED_IMAGE"
+
+
 def active_cluster_check(spec: WorkloadSpec, mounts: list[dict]) -> dict:
     """Init container: the endpoint must serve from a cluster running this deploy's image before the
     smoke checks may count (qwen2vl_serve.active_cluster)."""
     resources = {"cpu": "100m", "memory": "128Mi"}
     return {
-        "name": "active-cluster",
+        "name": ACTIVE_CLUSTER_CONTAINER,
         "image": spec.image,
         "imagePullPolicy": image_pull_policy(spec.image),
         "command": [
             "python", "-m", "qwen2vl_serve.active_cluster",
             "--rayservice", f"{spec.namespace}/{spec.name}",
             "--service", spec.endpoint_service,
-            "--image", spec.image,
+            "--image-env", EXPECTED_IMAGE_ENV,
             "--wait", str(wait_for_active_seconds(spec)),
         ],
+        "env": [{"name": EXPECTED_IMAGE_ENV, "value": spec.image}],
         "resources": {"requests": dict(resources), "limits": dict(resources)},
         "securityContext": container_security_context(),
         "volumeMounts": mounts,

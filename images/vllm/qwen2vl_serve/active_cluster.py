@@ -15,12 +15,16 @@ image. This check passes only when, through the Kubernetes API:
 - and that verdict comes from a look at least SETTLE_SECONDS after the gate first saw the new
   generation observed (see SETTLE_SECONDS).
 
-    python -m qwen2vl_serve.active_cluster --rayservice NS/NAME --service NAME --image REF --wait SECONDS
+    python -m qwen2vl_serve.active_cluster --rayservice NS/NAME --service NAME (--image REF | --image-env VAR) --wait SECONDS
+
+The manifests pass the image in an environment variable (--image-env): kustomize's image override rewrites
+it through a replacement, never an argument.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 import urllib.error
@@ -118,7 +122,9 @@ def main(argv: list[str] | None = None, api: KubeApi | None = None, printer=prin
     parser = argparse.ArgumentParser(description="Wait until the endpoint serves from the deployed image.")
     parser.add_argument("--rayservice", required=True, help="NAMESPACE/NAME of the RayService")
     parser.add_argument("--service", required=True, help="the endpoint Service (RayService spec.serveService)")
-    parser.add_argument("--image", required=True, help="the image this deploy runs")
+    image = parser.add_mutually_exclusive_group(required=True)
+    image.add_argument("--image", help="the image this deploy runs")
+    image.add_argument("--image-env", help="the environment variable that holds the image this deploy runs")
     parser.add_argument("--wait", type=float, required=True, help="seconds to wait at most")
     parser.add_argument("--poll", type=float, default=10.0)
     args = parser.parse_args(argv)
@@ -126,7 +132,11 @@ def main(argv: list[str] | None = None, api: KubeApi | None = None, printer=prin
     if not namespace or not name:
         printer(f"error: --rayservice must be NAMESPACE/NAME, got {args.rayservice!r}")
         return 2
-    seen = wait_active(api or KubeApi.from_files(), namespace, name, args.service, args.image, args.wait, args.poll)
+    expected = args.image or os.environ.get(args.image_env, "")
+    if not expected:
+        printer(f"error: the environment variable {args.image_env} (--image-env) is not set")
+        return 2
+    seen = wait_active(api or KubeApi.from_files(), namespace, name, args.service, expected, args.wait, args.poll)
     if not seen.ok:
         printer(f"active cluster check failed after {args.wait:.0f} s: {seen.reason}")
         return 1
