@@ -38,13 +38,18 @@ REDIS_ADDRESS = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?:[0-9]{1,5}
 INGRESS_CLASSES = ("gce",)
 # Where a GPU worker keeps its model copy (infra/workload/storage.py).
 MODEL_STORAGE_CHOICES = ("ephemeral", "readWriteMany", "image")
+# Whether the stack installs a cluster-wide component or uses the cluster's own (infra/platform/survey.py).
+INSTALL_CHOICES = ("auto", "install", "existing")
+# Keys a stack must set: without `cloud` a stack would deploy to whatever cluster kubectl points at.
+REQUIRED_KEYS = ("cloud",)
 
 
 class ConfigError(ValueError):
     """A stack config value the program cannot use. The message names the key and the fix."""
 
     def __init__(
-        self, key: str, value: Any, allowed: str, stack: str, example: str | None = None, fix: str | None = None
+        self, key: str, value: Any, allowed: str, stack: str, example: str | None = None, fix: str | None = None,
+        namespace: str = PROJECT,
     ) -> None:
         self.key = key
         self.value = value
@@ -52,7 +57,7 @@ class ConfigError(ValueError):
         fix_value = example if example is not None else "<value>"
         fix = fix or f"`pulumi config set {PROJECT}:{key} {fix_value} --stack {stack}`"
         super().__init__(
-            f"Stack config {PROJECT}:{key} = {shown} is not valid: {allowed}. "
+            f"Stack config {namespace}:{key} = {shown} is not valid: {allowed}. "
             f"Fix it with {fix} or edit Pulumi.{stack}.yaml."
         )
 
@@ -145,8 +150,9 @@ _GPU_NAMES = tuple(catalog.gpu_catalog())
 
 KEYS: tuple[Key, ...] = (
     # Where it runs
-    Key("cloud", "Where the GPU node pool lives: an EKS or GKE cluster made by this stack, or an existing cluster.",
-        _one_of("existing", "aws", "gcp"), "existing", "aws", "one of existing, aws, gcp"),
+    Key("cloud", "Where the GPU node pool lives: an EKS or GKE cluster made by this stack, or an existing cluster "
+        "(required: a stack without it is refused rather than deployed to the current kubectl context).",
+        _one_of("existing", "aws", "gcp"), None, "aws", "one of existing, aws, gcp"),
     Key("region", "Cloud region of the cluster (required for aws and gcp).",
         _matching(REGION), None, "us-east-1", "a region name such as us-east-1 or us-central1"),
     Key("zones", "Zones of the nodes, as a JSON list. aws: at least two (the VPC's subnets); empty = the first two "
@@ -174,6 +180,14 @@ KEYS: tuple[Key, ...] = (
         "arn:aws:iam::123456789012:role/qwen2vl-deployer", "an IAM role ARN"),
     Key("kubeContext", "kubeconfig context of the existing cluster (cloud=existing); empty = current context.",
         _matching(re.compile(r"^[A-Za-z0-9_.@:/-]{1,253}$")), None, "kind-qwen2vl", "a kubeconfig context name"),
+    Key("kuberayOperator", "KubeRay operator: install = this stack installs it (refused where one already runs); "
+        "existing = use the one already running, at a compatible version; auto = existing where the cluster runs "
+        "one (cloud existing, looked up at preview/up), else install.",
+        _one_of(*INSTALL_CHOICES), "auto", "existing", "one of " + ", ".join(INSTALL_CHOICES)),
+    Key("nvidiaDevicePlugin", "NVIDIA device plugin: install = this stack installs it; existing = the cluster's own "
+        "(the NVIDIA GPU Operator's, GKE's, or another DaemonSet); auto = existing where the cluster runs one "
+        "(cloud existing, looked up at preview/up; always on gcp), else install.",
+        _one_of(*INSTALL_CHOICES), "auto", "existing", "one of " + ", ".join(INSTALL_CHOICES)),
     Key("kubernetesVersion", "Kubernetes minor version of the cluster; also the schema version manifests are checked against.",
         _matching(K8S_MINOR), "1.35", "1.35", "a minor version such as 1.35 (supported ones: "
         "infra/catalog/kubernetes_versions.yaml)"),
@@ -192,7 +206,11 @@ KEYS: tuple[Key, ...] = (
         _int_in(0, 16), 0, "0", "an integer from 0 to 16"),
     Key("gpuNodesMax", "Largest number of GPU nodes; caps the hourly cost.",
         _int_in(1, 16), 1, "1", "an integer from 1 to 16"),
-    Key("spot", "Run GPU nodes on spot/preemptible capacity (cheaper, can be reclaimed at any time).",
+    Key("spot", "Run GPU nodes on spot/preemptible capacity (cheaper, can be reclaimed at any time); refused on a "
+        "production stack unless allowSpotInProduction is set.",
+        _bool, False, "true", "true or false"),
+    Key("allowSpotInProduction", "Accept spot GPU nodes on a production stack (named prod, or with protect true), "
+        "knowing that a reclaimed node takes the endpoint down until a new one has loaded the model.",
         _bool, False, "true", "true or false"),
     Key("hourlyPriceUsd", "Override of the catalog's hourly price of one GPU node, for the cost estimate.",
         _float_in(0.0, 1000.0, low_open=True), None, "12.5", "a positive number of US dollars"),
@@ -331,6 +349,8 @@ class StackConfig:
     aws_profile: str | None
     aws_role_arn: str | None
     kube_context: str | None
+    kuberay_operator: str
+    nvidia_device_plugin: str
     kubernetes_version: str
     gpu_type: str
     gpu_instance_type: str | None
@@ -338,6 +358,7 @@ class StackConfig:
     gpu_nodes_min: int
     gpu_nodes_max: int
     spot: bool
+    allow_spot_in_production: bool
     hourly_price_usd: float | None
     max_hourly_usd: float | None
     max_total_usd: float | None
@@ -402,6 +423,11 @@ class StackConfig:
     def installs_monitoring(self) -> bool:
         """The stack installs kube-prometheus-stack: monitoring is on and the stack made the cluster."""
         return self.prometheus_operator and self.cloud in ("aws", "gcp")
+
+    @property
+    def production(self) -> bool:
+        """A stack people depend on: named prod, or protecting its resources from deletion."""
+        return self.stack == "prod" or self.protect
 
     @property
     def gpu(self) -> catalog.GpuSpec:
@@ -473,6 +499,12 @@ def _cross_check(values: dict[str, Any], stack: str, gpu_type_set: bool = False)
                           "us-east-1" if values["cloud"] == "aws" else "us-central1")
     if values["cloud"] == "gcp" and values["gcp_project"] is None:
         raise ConfigError("gcpProject", None, "cloud gcp needs the project of the cluster", stack, "my-gpu-project")
+    if values["spot"] and (stack == "prod" or values["protect"]) and not values["allow_spot_in_production"]:
+        # AWS gives a Spot instance two minutes' notice, GCP a Spot VM 30 seconds: the replica on it is gone
+        # until a new node has started and loaded the model again.
+        raise ConfigError("spot", True, f"stack {stack} is a production stack (named prod, or protect true), and "
+                          "a reclaimed spot node takes the endpoint down until a new one has loaded the model; set "
+                          f"{PROJECT}:allowSpotInProduction true to accept that", stack, "false")
     if values["gpu_nodes_min"] > values["gpu_nodes_max"]:
         raise ConfigError("gpuNodesMin", values["gpu_nodes_min"],
                           f"must not exceed gpuNodesMax ({values['gpu_nodes_max']})", stack,
@@ -544,6 +576,29 @@ def _check_ingress(values: dict[str, Any], stack: str) -> None:
                           "on another cluster, leave ingressHost empty", stack, "gce")
 
 
+# Config namespaces besides the project's that a stack file may set: the providers this program uses
+# (their own settings, such as kubernetes:enableServerSideApply) and Pulumi's own (pulumi:tags).
+PROVIDER_NAMESPACES = ("aws", "gcp", "kubernetes", "docker-build", "random", "pulumi")
+
+
+def check_namespaces(config: Mapping[str, Any], stack: str) -> None:
+    """Refuse `qwen2-vl:maxModelLen` and the like (`config`: every configured "namespace:key" and its value):
+    the program reads only its own namespace, so such a key would be ignored without a word and its
+    default used."""
+    for full_key in sorted(config):
+        namespace, _, name = full_key.partition(":")
+        if namespace == PROJECT or namespace in PROVIDER_NAMESPACES:
+            continue
+        ours = name in KEYS_BY_NAME or name in SECRET_KEYS
+        hint = (f"this program reads only {PROJECT}:<key>; did you mean {PROJECT}:{name}?" if ours else
+                f"this program reads {PROJECT}:<key> and the settings of its providers "
+                f"({', '.join(PROVIDER_NAMESPACES)}), not {namespace}:<key>")
+        fix = f"`pulumi config rm {full_key} --stack {stack}`"
+        if ours:
+            fix += f" and `pulumi config set {PROJECT}:{name} <value> --stack {stack}`"
+        raise ConfigError(name, config[full_key], hint, stack, fix=fix, namespace=namespace)
+
+
 def parse_stack_config(raw: Mapping[str, Any], stack: str) -> StackConfig:
     """Validate raw config values (strings as Pulumi stores them; None = unset) into a StackConfig."""
     unknown = sorted(set(raw) - set(KEYS_BY_NAME) - set(SECRET_KEYS))
@@ -566,5 +621,28 @@ def parse_stack_config(raw: Mapping[str, Any], stack: str) -> StackConfig:
             values[_attr(key.name)] = key.parse(str(text))
         except (ValueError, TypeError, json.JSONDecodeError):
             raise ConfigError(key.name, text, f"expected {key.allowed}", stack, key.example) from None
+    _require_keys(raw, values, stack)
     _cross_check(values, stack, gpu_type_set=raw.get("gpuType") not in (None, ""))
+    _check_model_revision(raw, values, stack)
     return StackConfig(stack=stack, **values)
+
+
+def _require_keys(raw: Mapping[str, Any], values: dict[str, Any], stack: str) -> None:
+    if not any(value not in (None, "") for value in raw.values()):
+        raise ConfigError("cloud", None, f"stack {stack} has no {PROJECT} config at all (is Pulumi.{stack}.yaml "
+                          "empty?); a stack names at least where it runs: aws, gcp or existing", stack, "aws")
+    if values["cloud"] is None:
+        raise ConfigError("cloud", None, "every stack names where it runs: aws or gcp (a cluster this stack "
+                          "creates) or existing (the cluster of kubeContext); there is no default, so that a stack "
+                          "file without it never deploys to whatever cluster kubectl points at", stack, "aws")
+
+
+def _check_model_revision(raw: Mapping[str, Any], values: dict[str, Any], stack: str) -> None:
+    """A modelRepo changed without its modelRevision would download the default revision, a commit of the
+    pinned repository, from another one: refused here, before the download fails on the GPU node. Whether
+    a set revision can be verified is the preflight gate's question (infra/preflight_gate.py)."""
+    repo, revision = values["model_repo"], values["model_revision"]
+    if raw.get("modelRevision") in (None, "") and repo.lower() != pins.MODEL_REPO.lower():
+        raise ConfigError("modelRevision", None, f"modelRepo is {repo}, but the default revision {revision} is a "
+                          f"commit of {pins.MODEL_REPO}; set the commit of {repo} you deploy "
+                          "(scripts/lock_model.py resolves and records it)", stack, "<commit>")

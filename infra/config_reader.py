@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pulumi
 from pulumi.runtime import config as runtime_config
 
-from infra.config import PROJECT, SECRET_KEYS, StackConfig, parse_stack_config
+from infra.config import PROJECT, SECRET_KEYS, StackConfig, check_namespaces, parse_stack_config
 
 
 @dataclass
@@ -18,6 +18,7 @@ class StackSecrets:
 
 def _configured_keys() -> set[str]:
     everything = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
+    check_namespaces(everything, pulumi.get_stack())
     prefix = f"{PROJECT}:"
     return {key[len(prefix):] for key in everything if key.startswith(prefix)}
 

@@ -69,12 +69,18 @@ def resolve_lock(repo: str, revision: str, tp_sizes: Iterable[int], endpoint: st
     from huggingface_hub.errors import HfHubHTTPError
     from huggingface_hub.utils import build_hf_headers, get_session
 
+    import httpx2  # huggingface_hub's HTTP client (its requirement httpx2<3)
+
     say = progress or (lambda message: None)
     api = HfApi(endpoint=endpoint, token=token)
+    hub = endpoint or "https://huggingface.co"
     try:
         info = api.model_info(repo, revision=revision, files_metadata=True)
     except HfHubHTTPError as error:
         raise LockError(f"the hub does not resolve {repo}@{revision}: {error}") from None
+    except httpx2.TransportError as error:
+        raise LockError(f"cannot reach the hub at {hub} ({type(error).__name__}: {error}); run this where it is "
+                        "reachable, or set HF_ENDPOINT to a mirror") from None
     commit = info.sha
     say(f"{repo}@{revision} is commit {commit}")
     problems = []

@@ -21,6 +21,14 @@ GPU_TYPE_LABEL = "qwen2vl.io/gpu-type"
 # feature.node.kubernetes.io/cpu-model.vendor_id=NVIDIA, nvidia.com/gpu.present=true). Only NFD/GFD set
 # them, and the chart leaves those off (gfd.enabled: false); so every GPU pool carries the third itself.
 GPU_PRESENT_LABEL = "nvidia.com/gpu.present"
+# Cluster Autoscaler's AWS provider knows a GPU node by this label (cluster-autoscaler/cloudprovider/aws/
+# aws_cloud_provider.go GPULabel, CA 1.35.0). Without it a new GPU node whose device plugin has not yet
+# advertised nvidia.com/gpu counts as ready, the pod still looks unschedulable, and CA adds another GPU node
+# (cloudprovider/aws/README.md, "Special note on GPU instances"). At zero nodes CA reads a managed node group's
+# labels through eks:DescribeNodegroup (aws_wrapper.go getManagedNodegroupInfo copies Nodegroup.Labels, and
+# aws_manager.go puts them on the template node), so its scale-from-zero template has the label too.
+# The value is free-form (CA checks only that the label is there); ours follows the README's nvidia-tesla-k80.
+CLOUD_GPU_LABELS = {"aws": "k8s.amazonaws.com/accelerator"}
 POOL_NAME = "gpu"
 SYSTEM_POOL_NAME = "system"
 # The system pool's default shape per cloud (config key systemInstanceType overrides it).
@@ -52,6 +60,8 @@ class GpuPoolSpec:
     taint: dict[str, str]
     disk_gb: int
     tags: dict[str, str]
+    # Labels the cloud's own autoscaler reads (CLOUD_GPU_LABELS), on the nodes only.
+    cloud_labels: dict[str, str] = field(default_factory=dict)
 
     @property
     def placement(self) -> GpuPlacement:
@@ -59,8 +69,8 @@ class GpuPoolSpec:
 
     @property
     def node_labels(self) -> dict[str, str]:
-        """The labels the cloud puts on each GPU node: the placement labels and GPU_PRESENT_LABEL."""
-        return {**self.labels, GPU_PRESENT_LABEL: "true"}
+        """The labels the cloud puts on each GPU node: the placement labels, GPU_PRESENT_LABEL, cloud_labels."""
+        return {**self.labels, GPU_PRESENT_LABEL: "true", **self.cloud_labels}
 
     def cloud_taint(self) -> dict[str, str]:
         """The taint in the EKS and GKE APIs' spelling (NO_SCHEDULE for Kubernetes' NoSchedule)."""
@@ -128,6 +138,8 @@ def gpu_pool_spec(cfg: StackConfig) -> GpuPoolSpec:
         taint=dict(GPU_TAINT),
         disk_gb=GPU_NODE_DISK_GB,
         tags=cfg.labels,
+        cloud_labels={label: f"nvidia-{cfg.gpu_type.lower()}" for cloud, label in CLOUD_GPU_LABELS.items()
+                      if cloud == cfg.cloud},
     )
 
 
@@ -184,6 +196,56 @@ def gpu_pool_zones(cfg: StackConfig) -> tuple[str, ...]:
             f"{region} offering {accelerator}; list the zones that do (gcloud compute accelerator-types list "
             f"--filter=\"name={accelerator} AND zone~{region}\")", cfg.stack, f'\'["{region}-a"]\'')
     return tuple(zones)
+
+
+# EKS refuses control-plane subnets in these availability zone IDs (UnsupportedAvailabilityZoneException;
+# "Subnet requirements and considerations", https://docs.aws.amazon.com/eks/latest/userguide/network-reqs.html,
+# source awsdocs/amazon-eks-user-guide latest/ug/networking/network-reqs.adoc). By ID, not by name: a zone's
+# name maps to a different ID in each account.
+EKS_REFUSED_ZONE_IDS = ("use1-az3", "usw1-az2", "cac1-az3")
+# EKS CreateCluster needs subnets in at least two availability zones (same page).
+EKS_MIN_ZONES = 2
+
+
+def eks_zone_choice(cfg: StackConfig, zone_names: list[str], zone_ids: list[str],
+                    offered_zone_ids: list[str]) -> dict:
+    """The EKS subnets' zones: of the region's available zones (or `zones`, when set), the first EKS_MIN_ZONES
+    that EKS accepts for its control plane and that offer the GPU instance type (EC2 instance-type offerings
+    by zone ID), with the reason each other zone was passed over. The GPU node group uses the same subnets,
+    so every zone it can launch in offers its instance type."""
+    instance = node_shape(cfg).instance
+    wanted = list(cfg.zones) or list(zone_names)
+    unknown = [name for name in wanted if name not in zone_names]
+    if unknown:
+        raise ConfigError("zones", list(cfg.zones), f"available zones of {cfg.region} only ({', '.join(unknown)} "
+                          f"is not one: {', '.join(zone_names)})", cfg.stack)
+    ids = dict(zip(zone_names, zone_ids))
+    chosen, passed_over = [], {}
+    for name in wanted:
+        label = f"{name} ({ids[name]})"
+        if ids[name] in EKS_REFUSED_ZONE_IDS:
+            passed_over[label] = "EKS does not accept control-plane subnets in this zone"
+        elif ids[name] not in offered_zone_ids:
+            passed_over[label] = f"{instance} is not offered in this zone"
+        elif len(chosen) < EKS_MIN_ZONES:
+            chosen.append(name)
+    if len(chosen) < EKS_MIN_ZONES:
+        reasons = "; ".join(f"{zone}: {why}" for zone, why in passed_over.items())
+        raise ConfigError("zones", list(cfg.zones) or None,
+                          f"{EKS_MIN_ZONES} zones of {cfg.region} that EKS accepts and that offer {instance} "
+                          f"(found {', '.join(chosen) or 'none'}; {reasons}); choose another region or gpuType",
+                          cfg.stack)
+    return {"zones": chosen, "zoneIds": [ids[name] for name in chosen], "passedOver": passed_over,
+            "why": f"the first {EKS_MIN_ZONES} zones EKS accepts for its control plane that offer {instance}"}
+
+
+def gke_zone_choice(cfg: StackConfig) -> dict:
+    """The GKE pools' zones (gpu_pool_zones) and where they come from, as the plan reports them."""
+    zones = list(gpu_pool_zones(cfg))
+    why = ("the stack's `zones`" if cfg.zones else
+           f"the zones of {cfg.region} offering {node_shape(cfg).accelerator} in the zone catalog "
+           f"({catalog_path('gpu_zones')}, read {gpu_zones_read_on()})")
+    return {"zones": zones, "why": why}
 
 
 def gpu_pool_initial_nodes_per_zone(cfg: StackConfig) -> int:

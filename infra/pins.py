@@ -36,6 +36,7 @@ NVIDIA_DEVICE_PLUGIN_HELM_REPO = "https://nvidia.github.io/k8s-device-plugin"
 # 1.35.0)"; kubernetes/autoscaler#9193). CA's minor should match the cluster's.
 CLUSTER_AUTOSCALER_CHART = "cluster-autoscaler"
 CLUSTER_AUTOSCALER_CHART_VERSION = "9.59.0"
+CLUSTER_AUTOSCALER_APP_VERSION = "1.35.0"  # the chart's appVersion, read by infra/clusters/__init__.py
 CLUSTER_AUTOSCALER_HELM_REPO = "https://kubernetes.github.io/autoscaler"
 
 # kube-prometheus-stack (the Prometheus operator with its CRDs, Prometheus, Alertmanager, Grafana,

@@ -11,5 +11,15 @@ import pulumi
 OFFLINE_PLAN_ENV = "QWEN2VL_OFFLINE_PLAN"
 
 
+def offline_plan() -> bool:
+    """The run is scripts/plan.py's: no cluster or cloud can be asked."""
+    return os.environ.get(OFFLINE_PLAN_ENV) == "1"
+
+
 def deploying() -> bool:
-    return not pulumi.runtime.is_dry_run() and os.environ.get(OFFLINE_PLAN_ENV) != "1"
+    return not pulumi.runtime.is_dry_run() and not offline_plan()
+
+
+# How the program words a warning about something `pulumi up` will refuse although a preview passes
+# (the offline plan shows such warnings as a failed "up" line of its summary).
+UP_REFUSES = "pulumi up will refuse: "

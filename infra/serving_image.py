@@ -28,7 +28,11 @@ def _registry(cfg: StackConfig, cloud_provider: pulumi.ProviderResource | None, 
     if cfg.cloud == "gcp":
         import pulumi_gcp as gcp
 
-        repo = gcp.artifactregistry.Repository(IMAGE_NAME, repository_id=IMAGE_NAME, format="DOCKER",
+        from infra.clusters.gcp import project_unique_name
+
+        # Named per stack: two stacks of one project and region would otherwise claim the same repository.
+        repo = gcp.artifactregistry.Repository(IMAGE_NAME, repository_id=project_unique_name(IMAGE_NAME, cfg.stack),
+                                               format="DOCKER",
                                                location=cfg.region, opts=opts)
         client = gcp.organizations.get_client_config_output(
             opts=pulumi.InvokeOutputOptions(parent=parent, provider=cloud_provider))

@@ -10,7 +10,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from infra.config import KEYS, PROJECT, SECRET_KEYS  # noqa: E402
+from infra.config import KEYS, PROJECT, REQUIRED_KEYS, SECRET_KEYS  # noqa: E402
 
 PAGE = ROOT / "docs" / "config.md"
 
@@ -28,7 +28,10 @@ def render() -> str:
         "|---|---|---|---|",
     ]
     for key in KEYS:
-        default = "(none)" if key.default in (None, ()) else f"`{key.default}`"
+        if key.name in REQUIRED_KEYS:
+            default = "(required)"
+        else:
+            default = "(none)" if key.default in (None, ()) else f"`{key.default}`"
         lines.append(f"| `{PROJECT}:{key.name}` | {default} | {key.allowed} | {key.doc} |")
     lines += [
         "",

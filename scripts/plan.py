@@ -5,7 +5,8 @@
 
 Prints a summary first (preflight, placement, cost, warnings, the plan: what passed and what did not),
 then the details and the resource tree; `--quiet` prints only the summary.
-Exit 0 when the stack would deploy, 1 with the config or preflight error when it would not.
+Exit 0 when the stack would deploy; 1 with the config or preflight error when it would not, or when
+`pulumi up` would refuse what a preview accepts (prod without a resolved model lock).
 No Pulumi CLI, credentials or network needed.
 """
 
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(plan_document(result), indent=2, sort_keys=True))
     else:
         print_plan(console, result, show_inputs=args.show_inputs, quiet=args.quiet)
-    return 0 if result.ok else 1
+    return 0 if result.ok and not result.up_refusals else 1
 
 
 if __name__ == "__main__":

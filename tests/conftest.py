@@ -22,7 +22,8 @@ def make_config(stack: str = "test", **raw):
             return json.dumps(list(value))
         return str(value)
 
-    # The default target (an existing cluster) needs somewhere to push the built image.
+    # An existing cluster, which needs somewhere to push the built image, unless the test names another.
+    raw.setdefault("cloud", "existing")
     raw.setdefault("registry", "registry.example.com/ml")
     return parse_stack_config({key: text(value) for key, value in raw.items()}, stack)
 
@@ -42,7 +43,19 @@ def plan_of():
 
 
 def write_stack(tmp_path: Path, stack: str, config: dict) -> Path:
+    """Pulumi.<stack>.yaml with `config`, on an existing cluster unless it names its cloud."""
     import yaml
 
+    config = {"qwen2vl:cloud": "existing", **config}
     (tmp_path / f"Pulumi.{stack}.yaml").write_text(yaml.safe_dump({"config": config}))
     return tmp_path
+
+
+def lock_resolving(monkeypatch, repo: str, commit: str, files: tuple = ()) -> None:
+    """Make the program see infra/model.lock.json resolve repo@commit, as scripts/lock_model.py writes it
+    where the hub is reachable (the committed lock is unresolved)."""
+    import infra.preflight_gate
+
+    lock = {"repo": repo, "revision": commit[:7], "resolved": True, "commit": commit, "files": list(files),
+            "checked_tensor_parallel_sizes": [1, 2, 4]}
+    monkeypatch.setattr(infra.preflight_gate, "load_lock", lambda: lock)

@@ -7,7 +7,10 @@ Its `up` behaves as $FAKE_PULUMI_STATE/script.json says:
   "hold"  -- hold the stack's lock until SIGINT, then release it and exit like a cancelled update;
   "stuck" -- ignore the first SIGINT (operations in flight), exit on the second without releasing the lock,
              as the real CLI does when told to terminate.
-Its `destroy` refuses while a lock exists, with the real CLI's message. Anything else exits 2.
+Its `destroy` refuses while a lock exists, with the real CLI's message; with "destroy": "fail-once" in the
+script its first whole-stack destroy fails as one with a stuck Kubernetes delete does; `destroy --target URN`
+deletes only those resources of the state (`stack export`), which a passing `up` fills from the script's
+"resources". Anything else exits 2.
 """
 
 from __future__ import annotations
@@ -69,7 +72,9 @@ def up(stack: str) -> None:
     stacks = load()
     event("update", config=stacks[stack]["config"], tags=stacks[stack]["tags"])
     if mode == "pass":
-        stacks[stack]["outputs"] = json.loads((STATE / "script.json").read_text())["outputs"]
+        script = json.loads((STATE / "script.json").read_text())
+        stacks[stack]["outputs"] = script["outputs"]
+        stacks[stack]["resources"] = script.get("resources", [])
         save(stacks)
         finish(0, f"Updating ({stack})\nResources: + 40 created")
     lock_path(stack).write_text(str(os.getpid()))
@@ -120,11 +125,26 @@ def main(args: list[str]) -> None:
         case ["stack", "output"]:
             finish(0, json.dumps(stacks[stack]["outputs"]))
         case ["destroy", *_]:
+            if stack not in stacks:
+                finish(255, f"error: no stack named '{stack}' found")
             if lock_path(stack).exists():
                 finish(255, LOCK_MESSAGE)
-            stacks[stack]["outputs"] = {}
+            resources = stacks[stack].get("resources", [])
+            if "--target" in args:
+                targets = {args[i + 1] for i, arg in enumerate(args) if arg == "--target"}
+                stacks[stack]["resources"] = [r for r in resources if r["urn"] not in targets]
+                save(stacks)
+                finish(0, f"Resources: - {len(resources) - len(stacks[stack]['resources'])} deleted")
+            script = json.loads((STATE / "script.json").read_text())
+            if script.get("destroy") == "fail-once" and not stacks[stack].get("destroy_failed"):
+                stacks[stack]["destroy_failed"] = True
+                save(stacks)
+                finish(255, "error: update failed: namespace qwen2vl: still terminating after 10m0s")
+            stacks[stack]["outputs"], stacks[stack]["resources"] = {}, []
             save(stacks)
             finish(0, "Resources: - 40 deleted")
+        case ["stack", "export"]:
+            finish(0, json.dumps({"version": 3, "deployment": {"resources": stacks[stack].get("resources", [])}}))
         case ["cancel", *_]:
             lock_path(stack).unlink(missing_ok=True)
             finish(0, "The currently running update has been canceled!")

@@ -91,11 +91,11 @@ def test_a_replica_at_more_load_waits_longer_and_decodes_slower():
     assert [s.step_s for s in states] == sorted(s.step_s for s in states)
 
 
-@pytest.mark.parametrize(("cloud", "model"), [("aws", M7), ("gcp", "Qwen/Qwen2-VL-2B-Instruct-AWQ")])
-def test_written_stack_passes_the_plan(tmp_path, capsys, cloud, model):
+@pytest.mark.parametrize("cloud", ["aws", "gcp"])
+def test_written_stack_passes_the_plan(tmp_path, capsys, cloud):
     # On gcp the cheapest shapes (g2, L4) are in no zone the catalog has read yet: the planner must not choose
     # a shape whose stack would then be refused for want of zones.
-    assert capacity.main(["--rps", "0.5", "--model", model, "--cloud", cloud, "--write-stack", "planned",
+    assert capacity.main(["--rps", "0.5", "--cloud", cloud, "--write-stack", "planned",
                           "--stack-dir", str(tmp_path)]) == 0
     assert "make plan STACK=planned" in capsys.readouterr().out
     result = run_plan("planned", tmp_path)

@@ -12,7 +12,8 @@ CATALOG_FILES = sorted(path.stem for path in CATALOG_DIR.glob("*.yaml"))
 
 
 def test_the_catalog_holds_every_fact_file():
-    assert CATALOG_FILES == ["gpu_zones", "gpus", "instances", "kubernetes_versions", "models", "performance", "prices"]
+    assert CATALOG_FILES == ["gpu_quotas", "gpu_zones", "gpus", "instances", "kubernetes_versions", "models", "performance",
+                             "prices"]
 
 
 @pytest.mark.parametrize("name", CATALOG_FILES)

@@ -249,8 +249,7 @@ def test_gke_nodes_run_as_their_own_least_privilege_account_with_workload_identi
     email = f"{account.inputs['accountId']}@offline-project.iam.gserviceaccount.com"
     roles = {(m.inputs["role"], m.inputs["member"]) for m in all_of(result, "gcp:projects/iAMMember:IAMMember")}
     assert roles == {(role, f"serviceAccount:{email}") for role in (
-        "roles/artifactregistry.reader", "roles/logging.logWriter", "roles/monitoring.metricWriter",
-        "roles/stackdriver.resourceMetadata.writer")}
+        "roles/container.defaultNodeServiceAccount", "roles/artifactregistry.reader")}
     for pool in all_of(result, "gcp:container/nodePool:NodePool"):
         assert pool.inputs["nodeConfig"]["serviceAccount"] == email
         assert pool.inputs["nodeConfig"]["workloadMetadataConfig"] == {"mode": "GKE_METADATA"}
@@ -258,7 +257,11 @@ def test_gke_nodes_run_as_their_own_least_privilege_account_with_workload_identi
     assert cluster.inputs["workloadIdentityConfig"] == {"workloadPool": "qwen2vl-staging.svc.id.goog"}
     apis = all_of(result, "gcp:projects/service:Service")
     assert {a.inputs["service"] for a in apis} == {
-        "container.googleapis.com", "compute.googleapis.com", "artifactregistry.googleapis.com"}
+        "container.googleapis.com", "compute.googleapis.com", "artifactregistry.googleapis.com",
+        "iam.googleapis.com", "cloudresourcemanager.googleapis.com", "cloudquotas.googleapis.com"}
+    # The node account and its role bindings need the IAM and Resource Manager APIs first.
+    for resource in [account, *all_of(result, "gcp:projects/iAMMember:IAMMember")]:
+        assert {a.key for a in apis} <= set(resource.depends_on), resource.key
     assert all(a.inputs["disableOnDestroy"] is False for a in apis)
     assert {a.key for a in apis} <= set(cluster.depends_on)
 
@@ -320,45 +323,91 @@ def test_gke_nodes_of_staging_and_prod_are_private_behind_cloud_nat(plan_of, sta
     assert nat.inputs["sourceSubnetworkIpRangesToNat"] == "ALL_SUBNETWORKS_ALL_IP_RANGES"
 
 
-def sdk_module_source(type_token):
-    """The installed SDK module of a resource type ("aws:ec2/launchTemplate:LaunchTemplate" ->
-    pulumi_aws/ec2/launch_template.py)."""
+def sdk_args_class(type_token):
+    """The installed SDK's input type of a resource ("aws:ec2/launchTemplate:LaunchTemplate" ->
+    pulumi_aws.ec2.LaunchTemplateArgs): its properties are the provider schema's inputs, with their types."""
     import importlib
-    import inspect
-    import re
 
-    package, module, _ = type_token.split(":")
-    folder, name = module.split("/")
-    return inspect.getsource(importlib.import_module(
-        f"pulumi_{package}.{folder}.{re.sub(r'(?<!^)(?=[A-Z])', '_', name).lower()}"))
+    package, module, name = type_token.split(":")
+    return getattr(importlib.import_module(f"pulumi_{package}.{module.split('/')[0]}"), f"{name}Args")
 
 
-def names_in(value):
-    """Every mapping key of a nested input, except the keys of tag maps (tag names, not input names)."""
-    if isinstance(value, dict):
-        return set(value) | {n for k, v in value.items() if k != "tags" for n in names_in(v)}
-    if isinstance(value, list):
-        return {n for v in value for n in names_in(v)}
-    return set()
+def schema_problems(value, hint, path="") -> list[str]:
+    """Where `value` (inputs as the engine receives them: camelCase names, plain JSON) does not fit `hint`, an
+    SDK type annotation: unknown names at any depth, lists for objects, a bool where the schema has a string."""
+    import collections.abc
+    import typing
+
+    import pulumi.output as pulumi_output
+    from pulumi import Output
+    from pulumi._types import input_type_py_to_pulumi_names
+
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is typing.Any:
+        return []
+    if origin is typing.Union:
+        candidates = [a for a in args if a is not type(None) and typing.get_origin(a) not in (
+            collections.abc.Awaitable, Output) and a is not Output]
+        results = [schema_problems(value, a, path) for a in candidates]
+        return [] if any(not r for r in results) else min(results, key=len)
+    if origin is Output or origin is collections.abc.Awaitable:
+        return [f"{path}: an Output/Awaitable only"]
+    if origin in (list, collections.abc.Sequence):
+        if not isinstance(value, list):
+            return [f"{path}: {type(value).__name__}, the schema has a list"]
+        return [p for i, item in enumerate(value) for p in schema_problems(item, args[0], f"{path}[{i}]")]
+    if origin in (dict, collections.abc.Mapping):
+        if not isinstance(value, dict):
+            return [f"{path}: {type(value).__name__}, the schema has a map"]
+        return [p for k, item in value.items() for p in schema_problems(item, args[1], f"{path}.{k}")]
+    if isinstance(hint, type) and hasattr(hint, "_pulumi_input_type") or (
+            isinstance(hint, type) and hint.__name__.endswith("Args")):
+        if not isinstance(value, dict):
+            return [f"{path}: {type(value).__name__}, the schema has an object {hint.__name__}"]
+        names = {wire: py for py, wire in input_type_py_to_pulumi_names(hint).items()}
+        problems = []
+        for key, item in value.items():
+            if key not in names:
+                problems.append(f"{path}.{key}: not an input of {hint.__name__}")
+                continue
+            getter = getattr(hint, names[key]).fget
+            problems += schema_problems(item, typing.get_type_hints(getter, {**vars(pulumi_output), **getter.__globals__})[
+                "return"], f"{path}.{key}")
+        return problems
+    if hint is float:
+        return [] if isinstance(value, (int, float)) and not isinstance(value, bool) else [f"{path}: not a number"]
+    if hint is int:  # the wire has only numbers: an int arrives as 200.0
+        ok_type = isinstance(value, (int, float)) and not isinstance(value, bool) and float(value).is_integer()
+        return [] if ok_type else [f"{path}: {type(value).__name__} {value!r}, the schema has int"]
+    if hint in (str, bool):
+        ok_type = isinstance(value, hint)
+        return [] if ok_type else [f"{path}: {type(value).__name__} {value!r}, the schema has {hint.__name__}"]
+    return [f"{path}: no rule for {hint!r}"]
+
+
+def test_the_schema_check_finds_nested_typos_and_wrong_types():
+    hint = sdk_args_class("aws:ec2/launchTemplate:LaunchTemplate")
+    good = {"blockDeviceMappings": [{"deviceName": "/dev/xvda", "ebs": {"volumeSize": 200, "encrypted": "true"}}]}
+    assert schema_problems(good, hint) == []
+    typo = {"blockDeviceMappings": [{"deviceName": "/dev/xvda", "ebs": {"volumeSise": 200}}]}
+    assert schema_problems(typo, hint) == [".blockDeviceMappings[0].ebs.volumeSise: not an input of "
+                                           "LaunchTemplateBlockDeviceMappingEbsArgs"]
+    wrong_type = {"blockDeviceMappings": [{"ebs": {"encrypted": True}}], "metadataOptions": [{"httpTokens": "required"}]}
+    problems = schema_problems(wrong_type, hint)
+    assert any("encrypted: bool True, the schema has str" in p for p in problems)
+    assert any("metadataOptions: list, the schema has an object" in p for p in problems)
 
 
 @pytest.mark.parametrize("stack", ["eval-private", "staging"])
-def test_resources_registered_by_type_token_use_the_providers_own_input_names(tmp_path_factory, plan_of, stack):
+def test_resources_registered_by_type_token_match_the_provider_schema(tmp_path_factory, plan_of, stack):
     """EC2 and Cloud NAT resources are registered by type token (infra/clusters/aws.py and gcp.py say why):
-    each input name the program sends is a wire name in the installed SDK's source of that resource (or of
-    its input types, for nested names)."""
-    import importlib
-    import inspect
-
+    every input the program sends, at every depth, is an input of the installed SDK's type for it (pulumi-aws
+    7.51.1, pulumi-gcp 10.2.0), with the schema's type (a string "true", not a bool; an object, not a list)."""
     result = ok(variant(tmp_path_factory, "eval", publicNodes=False) if stack == "eval-private" else plan_of(stack))
     by_token = [r for r in result.resources if r.type.startswith(("aws:ec2/", "gcp:compute/"))]
     assert by_token
     for resource in by_token:
-        source = sdk_module_source(resource.type)
-        inputs_source = inspect.getsource(importlib.import_module(
-            f"pulumi_{resource.type.split(':')[0]}.{resource.type.split(':')[1].split('/')[0]}._inputs"))
-        for key in names_in(resource.inputs):
-            assert f'"{key}"' in source or f'"{key}"' in inputs_source, (resource.type, key)
+        assert schema_problems(resource.inputs, sdk_args_class(resource.type)) == [], resource.key
 
 
 # 11. Ordering --------------------------------------------------------------------------------------------------
@@ -417,3 +466,205 @@ def test_the_registry_waits_for_the_projects_apis(plan_of):
     repository = one(result, "gcp:artifactregistry/repository:Repository")
     assert any("projects/service:Service" in dependency for dependency in repository.depends_on), \
         repository.depends_on
+
+
+# 14. Zones EKS accepts, that offer the GPU ----------------------------------------------------------------------
+
+def test_eks_subnets_skip_zones_eks_refuses_and_zones_without_the_gpu(plan_of):
+    """The mock account maps us-east-1a to use1-az3 (EKS takes no control-plane subnet there) and offers no
+    g6.12xlarge in us-east-1b (use1-az5): the subnets go to the next two zones, and the plan says why."""
+    result = ok(plan_of("eval"))
+    zones = sorted({s.inputs["availabilityZone"] for s in all_of(result, "aws:ec2/subnet:Subnet")})
+    assert zones == ["us-east-1c", "us-east-1d"]
+    choice = result.outputs[output_names.CLUSTER_ZONES]
+    assert choice["zones"] == zones and choice["zoneIds"] == ["use1-az1", "use1-az6"]
+    assert "EKS does not accept" in choice["passedOver"]["us-east-1a (use1-az3)"]
+    assert "g6.12xlarge is not offered" in choice["passedOver"]["us-east-1b (use1-az5)"]
+
+
+def test_the_plan_summary_names_the_zones_and_why(plan_of):
+    from infra.offline.report import summary
+
+    zones = [v for v in summary(plan_of("eval")) if v.name == "zones"]
+    assert len(zones) == 1 and zones[0].message.startswith("us-east-1c, us-east-1d (use1-az1, use1-az6)")
+    assert "not us-east-1a (use1-az3): EKS does not accept" in zones[0].message
+
+
+def test_eks_zone_choice_refuses_with_fewer_than_two_usable_zones():
+    from infra.nodepool import eks_zone_choice
+
+    cfg = make_config(cloud="aws", region="us-east-1", gpuType="L4", zones=["us-east-1a", "us-east-1b"])
+    with pytest.raises(ConfigError) as error:
+        eks_zone_choice(cfg, ["us-east-1a", "us-east-1b", "us-east-1c"], ["use1-az3", "use1-az5", "use1-az1"],
+                        ["use1-az1", "use1-az5"])
+    assert error.value.key == "zones" and "use1-az3" in str(error.value) and "found us-east-1b" in str(error.value)
+
+
+def test_gke_plan_says_where_its_zones_come_from(plan_of):
+    choice = ok(plan_of("staging")).outputs[output_names.CLUSTER_ZONES]
+    assert choice["zones"] == ["us-central1-a", "us-central1-c"] and "gpu_zones.yaml" in choice["why"]
+
+
+# 15. Teardown order and GPU labels ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("stack, gpu_pool", [
+    ("eval", "aws:eks/nodeGroup:NodeGroup::qwen2vl-gpu"),
+    ("staging", "gcp:container/nodePool:NodePool::qwen2vl-gpu"),
+])
+def test_no_kubernetes_object_depends_on_the_gpu_pool(plan_of, stack, gpu_pool):
+    """A failed Kubernetes delete makes the engine skip everything that object depends on; so nothing in
+    Kubernetes may depend on the GPU pool, or a failed destroy would leave a GPU node billing."""
+    result = ok(plan_of(stack))
+    for resource in result.resources:
+        if resource.type.startswith(("kubernetes:", "pulumi:providers:kubernetes")):
+            assert gpu_pool not in transitive_dependencies(result, resource.key), resource.key
+
+
+def test_nat_gateway_waits_for_the_internet_gateway(tmp_path_factory):
+    result = ok(variant(tmp_path_factory, "eval", publicNodes=False))
+    nat = one(result, "aws:ec2/natGateway:NatGateway")
+    assert "aws:ec2/internetGateway:InternetGateway::qwen2vl-igw" in nat.depends_on
+
+
+def test_cluster_and_node_groups_come_after_their_role_policies(plan_of):
+    result = ok(plan_of("eval"))
+    attachments = {r.key: r for r in all_of(result, "aws:iam/rolePolicyAttachment:RolePolicyAttachment")}
+
+    def policies_of(role_name):
+        return {key for key, r in attachments.items() if r.parent == f"aws:iam/role:Role::{role_name}"}
+
+    assert policies_of("qwen2vl-cluster") <= set(one(result, "aws:eks/cluster:Cluster").depends_on)
+    for group in all_of(result, "aws:eks/nodeGroup:NodeGroup"):
+        assert policies_of("qwen2vl-nodes") and policies_of("qwen2vl-nodes") <= set(group.depends_on)
+    ebs = one(result, "aws:eks/addon:Addon", "qwen2vl-aws-ebs-csi-driver")
+    assert policies_of("qwen2vl-ebs-csi") <= set(ebs.depends_on)
+
+
+def test_gpu_launch_template_has_its_own_options(plan_of):
+    result = ok(plan_of("eval"))
+    template = one(result, "aws:ec2/launchTemplate:LaunchTemplate", "qwen2vl-gpu")
+    assert not template.delete_before_replace and one(result, "aws:eks/nodeGroup:NodeGroup", "qwen2vl-gpu").delete_before_replace
+
+
+def test_eks_gpu_nodes_carry_cluster_autoscalers_gpu_label_at_zero_nodes(plan_of):
+    """CA knows a GPU node by k8s.amazonaws.com/accelerator; at zero nodes it builds the template from the group's
+    labels (eks:DescribeNodegroup, which its policy allows), so the group's labels are what it sees."""
+    result = ok(plan_of("eval"))
+    group = one(result, "aws:eks/nodeGroup:NodeGroup", "qwen2vl-gpu")
+    assert group.inputs["labels"]["k8s.amazonaws.com/accelerator"] == "nvidia-l4"
+    policy = json.loads(one(result, "aws:iam/rolePolicy:RolePolicy").inputs["policy"])
+    assert "eks:DescribeNodegroup" in policy["Statement"][0]["Action"]
+    assert "k8s.amazonaws.com/accelerator" not in one(result, "aws:eks/nodeGroup:NodeGroup", "qwen2vl-system").inputs.get(
+        "labels", {})
+
+
+# 16. Cost tags on the volumes the CSI drivers create ------------------------------------------------------------
+
+def test_eks_model_volumes_carry_the_stacks_cost_tags(plan_of):
+    result = ok(plan_of("eval"))
+    parameters = one(result, "kubernetes:storage.k8s.io/v1:StorageClass", "gp3").inputs["parameters"]
+    tags = dict(value.split("=", 1) for key, value in parameters.items() if key.startswith("tagSpecification_"))
+    assert tags == read_stack_config("eval").labels
+    assert tags["stack"] == "eval" and tags["ttl-hours"] == "4"
+
+
+# 17. Names unique per stack inside one project -----------------------------------------------------------------
+
+def test_two_gcp_stacks_in_one_project_do_not_share_names(plan_of):
+    def names(stack):
+        result = ok(plan_of(stack))
+        return {one(result, "gcp:serviceaccount/account:Account").inputs["accountId"],
+                one(result, "gcp:compute/router:Router").inputs["name"],
+                one(result, "gcp:artifactregistry/repository:Repository").inputs["repositoryId"]}
+
+    assert not names("staging") & names("prod")
+    assert all(len(n) <= 30 for n in names("staging") if "nodes" in n)
+
+
+# 18. GPU quota before the bill ---------------------------------------------------------------------------------
+
+@pytest.fixture
+def deploying(monkeypatch):
+    """Run the program as `pulumi up` would (the plan reads no account; `up` does)."""
+    import infra.run_mode
+
+    monkeypatch.setattr(infra.run_mode, "deploying", lambda: True)
+    return monkeypatch
+
+
+@pytest.mark.parametrize("stack, quota, words", [
+    ("eval", ("SERVICE_QUOTAS", "L-DB2E81BA", 0.0),
+     ["L-DB2E81BA", "Running On-Demand G and VT instances", "in us-east-1 is 0 vCPUs", "needs 48",
+      "gpuNodesMax 1 x 48 vCPUs of g6.12xlarge", "--quota-code L-DB2E81BA --desired-value 48"]),
+    ("staging", ("CLOUD_QUOTAS", "NVIDIA-A100-80GB-GPUS-per-project-region", 2),
+     ["NVIDIA-A100-80GB-GPUS-per-project-region", "in us-central1 is 2 GPUs", "needs 4",
+      "--quota-id=NVIDIA-A100-80GB-GPUS-per-project-region --preferred-value=4"]),
+    ("staging", ("CLOUD_QUOTAS", "GPUS-ALL-REGIONS-per-project", 0), ["GPUS-ALL-REGIONS-per-project", "project-wide is 0"]),
+])
+def test_up_refuses_before_the_cluster_when_the_gpu_quota_is_too_small(deploying, stack, quota, words):
+    import infra.offline.mocks as mocks
+
+    table, key, value = quota
+    deploying.setitem(getattr(mocks, table), key, value)
+    result = run_plan(stack)
+    assert not result.ok
+    for word in words:
+        assert word in result.error, (word, result.error)
+    # Nothing that bills was registered: only the stack, components and the cloud provider.
+    assert not [r.key for r in result.resources if r.custom and not r.type.startswith("pulumi:providers:")]
+
+
+def test_the_plan_says_what_up_will_check(plan_of):
+    eval_notice = [w for w in plan_of("eval").warnings if "`pulumi up` checks GPU quota" in w]
+    assert len(eval_notice) == 1 and "L-DB2E81BA >= 48 vCPUs" in eval_notice[0] and "at least 48 vCPUs" in eval_notice[0]
+    staging_notice = [w for w in plan_of("staging").warnings if "`pulumi up` checks GPU quota" in w]
+    assert len(staging_notice) == 1 and "NVIDIA-A100-80GB-GPUS-per-project-region" in staging_notice[0]
+
+
+def test_up_with_enough_quota_creates_the_cluster(deploying):
+    result = run_plan("eval")
+    assert result.ok, result.error
+    one(result, "aws:eks/cluster:Cluster")
+    assert not any("`pulumi up` checks GPU quota" in w for w in result.warnings)
+
+
+def test_spot_draws_on_the_spot_quota(deploying, tmp_path_factory):
+    config = yaml.safe_load((REPO_ROOT / "Pulumi.eval.yaml").read_text())["config"]
+    config["qwen2vl:spot"] = True
+    result = run_plan("variant", write_stack(tmp_path_factory.mktemp("spot"), "variant", config))
+    assert not result.ok and "L-3819A6DF" in result.error and "All G and VT Spot Instance Requests" in result.error
+
+
+def test_an_unreadable_quota_is_a_warning_not_a_refusal(deploying):
+    import infra.offline.mocks as mocks
+
+    deploying.setitem(mocks.SERVICE_QUOTAS, "L-DB2E81BA", None)  # the role may not call servicequotas:GetServiceQuota
+    result = run_plan("eval")
+    assert result.ok, result.error
+    assert any("could not read the GPU quota L-DB2E81BA" in w and "check it by hand" in w for w in result.warnings)
+
+
+@pytest.mark.parametrize("stack", ["staging", "prod"])
+def test_gke_model_volumes_carry_the_stacks_labels(plan_of, stack):
+    """The gcp stacks' model volumes come from the stack's own PD class, whose driver labels every disk."""
+    result = ok(plan_of(stack))
+    cfg = read_stack_config(stack)
+    storage_class = one(result, "kubernetes:storage.k8s.io/v1:StorageClass")
+    assert storage_class.inputs["provisioner"] == "pd.csi.storage.gke.io"
+    assert cfg.storage_class == storage_class.inputs["metadata"]["name"]
+    labels = dict(pair.split("=", 1) for pair in storage_class.inputs["parameters"]["labels"].split(","))
+    assert labels == cfg.labels and labels["stack"] == stack
+    assert "kubernetes:storage.k8s.io/v1:StorageClass::qwen2vl-pd-balanced" in transitive_dependencies(
+        result, "kubernetes:ray.io/v1:RayService::rayservice-qwen2vl")
+
+
+def test_the_plan_warns_when_cluster_autoscaler_and_kubernetes_minors_differ(plan_of):
+    from infra.clusters import autoscaler_version_mismatch
+
+    assert autoscaler_version_mismatch(read_stack_config("eval")) is None
+    assert not any("Cluster Autoscaler" in w for w in plan_of("eval").warnings)
+    warning = autoscaler_version_mismatch(make_config(cloud="aws", region="us-east-1", gpuType="L4",
+                                                      kubernetesVersion="1.34"))
+    assert "made for Kubernetes 1.35, not kubernetesVersion 1.34" in warning and "infra/pins.py" in warning
+    assert autoscaler_version_mismatch(make_config(cloud="gcp", region="us-central1", gcpProject="my-gpu-project",
+                                                   kubernetesVersion="1.34")) is None  # GKE runs its own

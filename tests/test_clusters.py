@@ -41,8 +41,9 @@ def test_eks_gpu_group_taint_labels_scaling_and_tags(plan_of):
     pool = gpu_pool_spec(cfg)
     group = one(result, "aws:eks/nodeGroup:NodeGroup", "-gpu")
     assert group.inputs["taints"] == [{"key": "nvidia.com/gpu", "value": "present", "effect": "NO_SCHEDULE"}]
-    assert group.inputs["labels"] == {GPU_POOL_LABEL: "gpu", GPU_TYPE_LABEL: "L4", GPU_PRESENT_LABEL: "true"} \
-        == pool.node_labels
+    assert group.inputs["labels"] == {GPU_POOL_LABEL: "gpu", GPU_TYPE_LABEL: "L4", GPU_PRESENT_LABEL: "true",
+                                      "k8s.amazonaws.com/accelerator": "nvidia-l4"}
+    assert pool.node_labels.items() <= group.inputs["labels"].items()
     assert group.inputs["scalingConfig"] == {"minSize": 0, "maxSize": 1, "desiredSize": 0}
     assert group.inputs["capacityType"] == "ON_DEMAND"
     tags = group.inputs["tags"]
@@ -55,11 +56,6 @@ def test_eks_gpu_group_taint_labels_scaling_and_tags(plan_of):
 def test_eks_spot(tmp_path):
     group = one(stack_with(tmp_path, "eval", spot=True), "aws:eks/nodeGroup:NodeGroup", "-gpu")
     assert group.inputs["capacityType"] == "SPOT"
-
-
-def test_eks_subnets_use_the_mocked_availability_zones(plan_of):
-    subnets = [r for r in plan_of("eval").resources if r.type == "aws:ec2/subnet:Subnet"]
-    assert sorted(s.inputs["availabilityZone"] for s in subnets) == ["us-east-1a", "us-east-1b"]
 
 
 def test_eks_with_existing_subnets_makes_no_vpc(tmp_path):
@@ -97,7 +93,8 @@ def test_gke_has_no_separate_device_plugin_or_autoscaler_but_eks_has_both(plan_o
     def releases(stack):
         return {r.name for r in plan_of(stack).resources if r.type == "kubernetes:helm.sh/v3:Release"}
 
-    assert releases("staging") == {"kuberay-operator"}
+    # staging turns monitoring on on a cluster it creates, so it installs the monitoring stack too.
+    assert releases("staging") == {"kuberay-operator", "kube-prometheus-stack"}
     assert releases("local") == {"kuberay-operator", "nvidia-device-plugin"}
     assert releases("eval") == {"kuberay-operator", "nvidia-device-plugin", "cluster-autoscaler"}
 
@@ -118,17 +115,11 @@ def transitive_dependencies(result, key):
     return seen
 
 
-@pytest.mark.parametrize("stack, pool_key", [
-    ("eval", "aws:eks/nodeGroup:NodeGroup::qwen2vl-gpu"),
-    ("staging", "gcp:container/nodePool:NodePool::qwen2vl-gpu"),
-])
-def test_operator_and_workload_come_after_the_gpu_pool(plan_of, stack, pool_key):
-    result = plan_of(stack)
-    for dependent in ("kubernetes:helm.sh/v3:Release::kuberay-operator",
-                      "kubernetes:ray.io/v1:RayService::rayservice-qwen2vl"):
-        assert pool_key in transitive_dependencies(result, dependent), dependent
+@pytest.mark.parametrize("stack", ["eval", "staging"])
+def test_workload_comes_after_the_operator(plan_of, stack):
+    """The GPU pool is not among the workload's dependencies (tests/test_cluster_layer.py says why)."""
     assert "kubernetes:helm.sh/v3:Release::kuberay-operator" in transitive_dependencies(
-        result, "kubernetes:ray.io/v1:RayService::rayservice-qwen2vl")
+        plan_of(stack), "kubernetes:ray.io/v1:RayService::rayservice-qwen2vl")
 
 
 def test_prod_protects_the_cluster_but_not_the_gpu_pool_staging_nothing(plan_of):

@@ -4,8 +4,8 @@ against the pools the program registers."""
 import pytest
 
 from infra.cost import BudgetExceeded, check_budget, estimate_cost, max_gpu_nodes, pool_node_ceiling
-from infra.offline.engine import read_stack_config
-from tests.conftest import make_config
+from infra.offline.engine import read_stack_config, run_plan
+from tests.conftest import REPO_ROOT, make_config, write_stack
 
 GCP = {"cloud": "gcp", "gcpProject": "my-gpu-project", "region": "us-central1", "gpuType": "A100-80GB"}
 
@@ -53,3 +53,17 @@ def _registered_pool_ceiling(plan) -> int:
 def test_budget_covers_the_pool_the_program_registers(plan_of, stack):
     plan = plan_of(stack)
     assert estimate_cost(read_stack_config(stack)).max_nodes == _registered_pool_ceiling(plan)
+
+
+def test_plan_says_plainly_that_a_plain_up_of_eval_is_never_reaped(plan_of, tmp_path):
+    """Only scripts/eval.py writes the stack tag the reaper reads; the plan and `up` of the eval stack say so."""
+    import yaml
+
+    from infra.evaluation.reaping import TTL_TAG
+
+    assert any("Stack 'eval' is never reaped" in w and TTL_TAG in w for w in plan_of("eval").warnings)
+    config = yaml.safe_load((REPO_ROOT / "Pulumi.eval.yaml").read_text())["config"]
+    made_by_eval = run_plan("eval-20261126-120000-abc123",
+                            write_stack(tmp_path, "eval-20261126-120000-abc123", config))
+    assert made_by_eval.ok and not any(TTL_TAG in w for w in made_by_eval.warnings)
+    assert not any(TTL_TAG in w for w in plan_of("prod").warnings)  # no ttlHours, no promise

@@ -35,6 +35,16 @@ API_KEY = "real-api-key-7f3a9c"  # what the user set with `pulumi config set --s
 PASSING = {"smokeReport": {"ok": True, "latency": {"ttft_p50_s": 0.4, "requests": 16}},
            "model": {"repo": pins.MODEL_REPO, "revision": pins.MODEL_REVISION}, "apiKey": "[secret]"}
 FAST = {"destroy_backoff_seconds": 0}
+# What the user sets once on the template stack so the reaper can destroy what eval creates (docs/cost.md).
+DEPLOYER_ROLE = "arn:aws:iam::123456789012:role/qwen2vl-deployer"
+GPU_POOL_URN = "urn:pulumi:eval-x::qwen2vl::qwen2vl:clusters:EksCluster$aws:eks/nodeGroup:NodeGroup::qwen2vl-gpu"
+STATE_RESOURCES = [
+    {"urn": "urn:pulumi:eval-x::qwen2vl::qwen2vl:clusters:EksCluster$aws:eks/cluster:Cluster::qwen2vl",
+     "type": "aws:eks/cluster:Cluster"},
+    {"urn": GPU_POOL_URN, "type": "aws:eks/nodeGroup:NodeGroup"},
+    {"urn": "urn:pulumi:eval-x::qwen2vl::qwen2vl:clusters:EksCluster$aws:eks/nodeGroup:NodeGroup::qwen2vl-system",
+     "type": "aws:eks/nodeGroup:NodeGroup"},
+]
 
 
 def template_stack() -> dict[str, ConfigEntry]:
@@ -42,7 +52,8 @@ def template_stack() -> dict[str, ConfigEntry]:
     config = yaml.safe_load((REPO_ROOT / "Pulumi.eval.yaml").read_text())["config"]
     entries = {key: ConfigEntry(str(value).lower() if isinstance(value, bool) else str(value), False)
                for key, value in config.items()}
-    return {**entries, "qwen2vl:apiKey": ConfigEntry(API_KEY, True)}
+    return {**entries, "qwen2vl:apiKey": ConfigEntry(API_KEY, True),
+            "qwen2vl:awsRoleArn": ConfigEntry(DEPLOYER_ROLE, False)}
 
 
 class RecordingWorkspace:
@@ -84,6 +95,10 @@ class RecordingWorkspace:
         if self.destroy_failures:
             self.destroy_failures -= 1
             raise RuntimeError("the cloud said no")
+
+    def remove_gpu_pool(self, name, on_output):
+        self.calls.append(("remove-gpu-pool", name))
+        return GPU_POOL_URN
 
     def cancel(self, name):
         self.calls.append(("cancel", name))
@@ -153,8 +168,11 @@ def test_keep_keeps_a_passing_stack_only(tmp_path):
 def test_destroy_is_retried_then_reported(tmp_path):
     once = RecordingWorkspace(destroy_failures=1)
     assert run(once, tmp_path).destroyed and once.kinds().count("destroy") == 2
+    # After the failed destroy, the GPU pool goes first, and only once.
+    assert once.kinds()[-4:] == ["destroy", "remove-gpu-pool", "destroy", "remove"]
     never = RecordingWorkspace(destroy_failures=5)
     assert not run(never, tmp_path, destroy_attempts=3).destroyed and never.kinds().count("destroy") == 3
+    assert never.kinds().count("remove-gpu-pool") == 1
 
 
 def test_a_locked_stack_is_cancelled_before_the_next_destroy(tmp_path):
@@ -205,8 +223,9 @@ def backend(tmp_path):
     template = {key: {"value": e.value, "secret": e.secret} for key, e in template_stack().items()}
     (state / "stacks.json").write_text(json.dumps({"eval": {"config": template, "tags": {}, "outputs": {}}}))
 
-    def workspace(up="pass", version="v3.272.0"):
-        (state / "script.json").write_text(json.dumps({"up": up, "outputs": PASSING, "version": version}))
+    def workspace(up="pass", version="v3.272.0", destroy=None):
+        (state / "script.json").write_text(json.dumps({"up": up, "outputs": PASSING, "version": version,
+                                                       "destroy": destroy, "resources": STATE_RESOURCES}))
         return CliWorkspace(PulumiCli(command=(sys.executable, str(FAKE_CLI)), work_dir=tmp_path,
                                       env={"FAKE_PULUMI_STATE": str(state)}))
 
@@ -315,3 +334,102 @@ def test_reaper_with_the_cli_finds_tagged_stacks(backend, tmp_path):
     (backend.state / "stacks.json").write_text(json.dumps(stacks))
     assert reap(ws, NOW, dry_run=False, log=lambda *_: None) == ["eval-20261126-000000-abc123"]
     assert set(json.loads((backend.state / "stacks.json").read_text())) == {"eval"}
+
+
+# --- Guardrails that hold outside the happy path ----------------------------------------------------------
+
+def test_a_failed_destroy_removes_the_gpu_pool_on_its_own_before_retrying(backend, tmp_path):
+    lines = []
+    result = run(backend(destroy="fail-once"), tmp_path / "reports", log=lines.append)
+    assert result.outcome == "passed" and result.destroyed
+    events = backend.events()
+    failed = index(events, "exit", ["destroy"])
+    assert events[failed]["code"] == 255
+    targeted = index(events, "start", ["destroy"], nth=1)
+    assert failed < index(events, "start", ["stack", "export"]) < targeted < index(events, "start", ["destroy"], nth=2)
+    argv = events[targeted]["argv"]
+    assert argv[argv.index("--target") + 1] == GPU_POOL_URN and argv.count("--target") == 1
+    assert any("scaling its GPU pool to zero" in line for line in lines)
+    assert any("removed the GPU pool" in line and GPU_POOL_URN in line for line in lines)
+
+
+def test_eval_runs_pulumi_up_with_the_policy_pack(backend, tmp_path):
+    run(backend(), tmp_path / "reports")
+    events = backend.events()
+    argv = events[index(events, "start", ["up"])]["argv"]
+    pack = Path(argv[argv.index("--policy-pack") + 1])
+    assert pack == REPO_ROOT / "infra" / "policy" and (pack / "PulumiPolicy.yaml").is_file()
+
+
+@pytest.mark.parametrize("change, named", [
+    ({"qwen2vl:protect": ConfigEntry("true", False)}, "qwen2vl:protect"),
+    ({"qwen2vl:awsRoleArn": None}, "qwen2vl:awsRoleArn"),
+])
+def test_an_eval_the_reaper_could_not_destroy_is_refused(tmp_path, change, named):
+    ws = RecordingWorkspace()
+    for key, entry in change.items():
+        if entry is None:
+            del ws.config["eval"][key]
+        else:
+            ws.config["eval"][key] = entry
+    with pytest.raises(EvalRefused, match=named):
+        run(ws, tmp_path)
+    assert ws.calls == []
+
+
+def test_admin_principals_are_enough_for_the_reaper(tmp_path):
+    ws = RecordingWorkspace()
+    del ws.config["eval"]["qwen2vl:awsRoleArn"]
+    ws.config["eval"]["qwen2vl:adminPrincipals"] = ConfigEntry('["arn:aws:iam::123456789012:role/reaper"]', False)
+    assert run(ws, tmp_path).destroyed
+
+
+def test_eval_without_reaper_access_is_refused_by_the_cli_before_any_stack(backend, capsys):
+    import scripts.eval as eval_script
+
+    stacks = json.loads((backend.state / "stacks.json").read_text())
+    del stacks["eval"]["config"]["qwen2vl:awsRoleArn"]
+    (backend.state / "stacks.json").write_text(json.dumps(stacks))
+    assert eval_script.main(["--report-dir", str(backend.state)], workspace_factory=backend) == 2
+    assert "qwen2vl:awsRoleArn" in capsys.readouterr().out
+    assert not [e for e in backend.events() if e["argv"][1:3] == ["stack", "init"]]
+
+
+def test_ctrl_c_while_the_stack_is_created_lets_it_finish_then_destroys_without_an_update(tmp_path):
+    import threading
+
+    told = threading.Event()
+
+    class CtrlCDuringCreate(RecordingWorkspace):
+        def create_stack(self, name, template, overrides, tags):
+            os.kill(os.getpid(), signal.SIGINT)  # the terminal's Ctrl-C, while `stack init` runs
+            assert told.wait(30), "the lifecycle never noticed the Ctrl-C"
+            super().create_stack(name, template, overrides, tags)
+
+    def log(line):
+        if "is being created" in line:
+            told.set()
+
+    ws = CtrlCDuringCreate()
+    result = run(ws, tmp_path, log=log)
+    assert result.outcome == "interrupted" and result.destroyed
+    assert ws.kinds() == ["create", "destroy", "remove"]  # created in full, never updated, then destroyed
+
+
+def test_a_stack_that_was_never_created_is_not_destroyed_five_times(backend, tmp_path):
+    from infra.evaluation.lifecycle import destroy_stack
+
+    lines = []
+    assert destroy_stack(backend(), "eval-20261126-120000-gone00", lines.append, attempts=5, backoff_seconds=0)
+    assert [e for e in backend.events() if e["event"] == "start"][-1]["argv"][1] == "destroy"
+    assert len([e for e in backend.events() if e["event"] == "start" and e["argv"][1] == "destroy"]) == 1
+    assert any("nothing to destroy" in line for line in lines)
+
+
+def test_the_documented_reaper_has_aws_credentials_and_cluster_access():
+    """The reaper recipe in docs/cost.md gives the job AWS credentials and names the config that gives its
+    principal access to the EKS cluster; scripts/eval.py refuses an AWS eval without that config."""
+    recipe = (REPO_ROOT / "docs" / "cost.md").read_text().split("## The reaper", 1)[1].split("\n## ", 1)[0]
+    assert "aws-actions/configure-aws-credentials" in recipe and "id-token: write" in recipe
+    assert "qwen2vl:awsRoleArn" in recipe and "qwen2vl:adminPrincipals" in recipe
+    assert "scripts/reap.py --yes" in recipe

@@ -97,4 +97,4 @@ def test_image_config_errors():
     from infra.config import parse_stack_config
 
     with pytest.raises(ConfigError, match="qwen2vl:registry"):
-        parse_stack_config({}, "t")
+        parse_stack_config({"cloud": "existing"}, "t")

@@ -56,8 +56,10 @@ SUMMARY_ROWS = (["preflight", "PASS"], ["placement", "PASS"], ["cost", "note"], 
 
 
 def summary_rows(lines: list[str]) -> list[list[str]]:
-    """The summary's rows (name and verdict), in order; a row's message may wrap onto more lines."""
-    return [line.split()[:2] for line in lines if line.split()[1:2] in (["PASS"], ["FAIL"], ["note"])]
+    """The summary's rows (name and verdict), in order, one per kind (a stack may have several warnings); a
+    row's message may wrap onto more lines."""
+    rows = [line.split()[:2] for line in lines if line.split()[1:2] in (["PASS"], ["FAIL"], ["note"])]
+    return [row for index, row in enumerate(rows) if index == 0 or row != rows[index - 1]]
 
 
 def test_the_first_screen_says_what_passed_before_the_tree():
@@ -65,7 +67,9 @@ def test_the_first_screen_says_what_passed_before_the_tree():
     details_start = next(i for i, line in enumerate(lines) if line.startswith("Memory per GPU"))
     tree_starts = next(i for i, line in enumerate(lines) if line.startswith("pulumi:pulumi:Stack"))
     rows = summary_rows(lines[:details_start])
-    assert [row for row in rows if row in SUMMARY_ROWS] == list(SUMMARY_ROWS), rows
+    # prod's one warning, its unresolved model lock, is something pulumi up refuses: a FAIL line of its own.
+    prod_rows = [["preflight", "PASS"], ["placement", "PASS"], ["cost", "note"], ["up", "FAIL"], ["plan", "PASS"]]
+    assert [row for row in rows if row in prod_rows] == prod_rows, rows
     assert details_start < tree_starts
 
 

@@ -7,7 +7,7 @@ from infra.cost import estimate_cost
 from infra.nodepool import node_shape, replicas_per_node, worker_share
 from infra.offline.engine import run_plan
 from infra.offline.report import plan_document
-from tests.conftest import make_config, write_stack
+from tests.conftest import lock_resolving, make_config, write_stack
 
 AWS = {"qwen2vl:cloud": "aws", "qwen2vl:region": "us-east-1", "qwen2vl:storageClass": "gp3"}
 
@@ -33,9 +33,11 @@ def test_72b_at_tp4_on_g6_48xlarge_runs_two_replicas_a_node(tmp_path):
     assert estimate_cost(cfg).node_usd_per_hour == 13.3504
 
 
-def test_7b_awq_at_tp1_on_g6_xlarge(tmp_path):
+def test_7b_awq_at_tp1_on_g6_xlarge(tmp_path, monkeypatch):
+    # The catalog knows no 7B revision: the stack names its commit, which the model lock resolves.
+    lock_resolving(monkeypatch, "Qwen/Qwen2-VL-7B-Instruct-AWQ", "0123abc" + "0" * 33)
     result, document = plan(tmp_path, gpuInstanceType="g6.xlarge", tensorParallelSize=1,
-                            modelRepo="Qwen/Qwen2-VL-7B-Instruct-AWQ", maxModelLen=8192)
+                            modelRepo="Qwen/Qwen2-VL-7B-Instruct-AWQ", modelRevision="0123abc", maxModelLen=8192)
     assert result.ok, result.error
     assert document["preflight"]["ok"] and document["preflight"]["gpu"] == "L4"
     assert [p["requests"]["nvidia.com/gpu"] for p in workers(document)] == ["1"]
@@ -73,14 +75,16 @@ def test_gpus_the_pinned_vllm_cannot_drive_are_refused_with_the_reason(tmp_path)
     assert not result.ok and "Minimum capability: 75. Current capability: 70." in result.error
 
 
-def test_serve_replicas_and_worker_group_bounds_are_node_bounds_times_replicas_per_node():
+def test_serve_replicas_and_worker_group_bounds_are_node_bounds_times_replicas_per_node(monkeypatch):
     import yaml
 
     from infra.workload.manifests import workload_spec
     from infra.workload.objects import workload_objects
 
+    lock_resolving(monkeypatch, "Qwen/Qwen2-VL-7B-Instruct-AWQ", "0123abc" + "0" * 33)
     cfg = make_config(cloud="aws", region="us-east-1", gpuInstanceType="g6.12xlarge", tensorParallelSize=1,
-                      modelRepo="Qwen/Qwen2-VL-7B-Instruct-AWQ", gpuNodesMin=1, gpuNodesMax=3)
+                      modelRepo="Qwen/Qwen2-VL-7B-Instruct-AWQ", modelRevision="0123abc", gpuNodesMin=1,
+                      gpuNodesMax=3)
     rayservice = next(o for o in workload_objects(workload_spec(cfg, None)) if o["kind"] == "RayService")
     group = rayservice["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]
     scaling = yaml.safe_load(rayservice["spec"]["serveConfigV2"])["applications"][0]["deployments"][0]

@@ -400,7 +400,7 @@ def test_smoke_job_waits_long_enough_for_a_new_cluster(stack):
     check = job["spec"]["template"]["spec"]["initContainers"][0]["command"]
     assert check[check.index("--wait") + 1] == str(wait_for_active_seconds(spec))
     # The expected image is the Job's own, which Pulumi replaces by the pushed digest like the cluster's
-    # (and kustomize through its replacement, tests/test_pod.py).
+    # (and kustomize through its replacement, tests/test_kubectl_path.py).
     env = {e["name"]: e["value"] for e in job["spec"]["template"]["spec"]["initContainers"][0]["env"]}
     assert env[check[check.index("--image-env") + 1]] == job["spec"]["template"]["spec"]["containers"][0]["image"]
 

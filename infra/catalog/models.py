@@ -32,7 +32,9 @@ class CatalogModel:
         """The catalog's entry for `revision` (a full id or a prefix of at least 7 characters)."""
         if not revision or len(revision) < MIN_REVISION_PREFIX:
             return None
-        matches = [r for r in self.revisions if r.revision.startswith(revision.lower())]
+        revision = revision.lower()
+        # Either id may be the abbreviation: the catalog records some commits by their short id only.
+        matches = [r for r in self.revisions if r.revision.startswith(revision) or revision.startswith(r.revision)]
         return matches[0] if len(matches) == 1 else None
 
     def config_at(self, revision: str | None) -> dict[str, Any]:

@@ -9,10 +9,11 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
-from infra.clusters import ClusterHandle, managed_cluster_handle
+from infra.clusters import ClusterHandle, managed_cluster_handle, storage_class_resource
 from infra.clusters.kubeconfig import exec_kubeconfig
+from infra.clusters.quota import enforce_gpu_quota
 from infra.config import StackConfig
-from infra.nodepool import GpuPoolSpec, gpu_pool_spec, system_pool_spec
+from infra.nodepool import EKS_MIN_ZONES, GpuPoolSpec, eks_zone_choice, gpu_pool_spec, system_pool_spec
 from infra.platform.addons import CLUSTER_AUTOSCALER_SERVICE_ACCOUNT, EBS_CSI_CONTROLLER_SERVICE_ACCOUNT, \
     GP3_STORAGE_CLASS, eks_managed_addons
 from infra.platform.cluster_autoscaler import ClusterAutoscaler
@@ -23,9 +24,8 @@ SYSTEM_AMI_TYPE = "AL2023_x86_64_STANDARD"
 # The root volume of AL2023 EKS AMIs.
 ROOT_DEVICE = "/dev/xvda"
 VPC_CIDR = "10.42.0.0/16"
-# EKS CreateCluster needs subnets in at least two availability zones
-# (https://docs.aws.amazon.com/eks/latest/userguide/network-reqs.html).
-MIN_ZONES = 2
+# By type token for the reason EC2_TYPES gives: EC2's instance-type offerings, by zone ID.
+INSTANCE_TYPE_OFFERINGS = "aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings"
 CLUSTER_POLICIES = ("AmazonEKSClusterPolicy",)
 NODE_POLICIES = ("AmazonEKSWorkerNodePolicy", "AmazonEKS_CNI_Policy", "AmazonEC2ContainerRegistryReadOnly")
 EBS_CSI_POLICY = "service-role/AmazonEBSCSIDriverPolicy"
@@ -90,6 +90,14 @@ def launch_template_inputs(disk_gb: int, tags: dict[str, str]) -> dict:
     }
 
 
+def volume_tag_parameters(tags: dict[str, str]) -> dict[str, str]:
+    """StorageClass parameters that make the EBS CSI driver tag each volume it creates with the stack's cost
+    tags (aws-ebs-csi-driver docs/tagging.md, "StorageClass Tagging": tagSpecification_<n>: "key=value"), so a
+    model volume left behind by a failed destroy is traceable to its stack."""
+    return {f"tagSpecification_{index}": f"{key}={value}"
+            for index, (key, value) in enumerate(sorted(tags.items()), start=1)}
+
+
 def cluster_autoscaler_policy(cluster_name: str) -> str:
     """The IAM policy Cluster Autoscaler needs (kubernetes/autoscaler cluster-autoscaler/cloudprovider/aws/
     README.md, "IAM Policy" and "Auto-Discovery Setup"; eks:DescribeNodegroup gives it a group's labels and
@@ -127,14 +135,15 @@ def _assume_role_policy(service: str, actions: tuple[str, ...] = ("sts:AssumeRol
 
 
 def _role(name: str, service: str, policies: tuple[str, ...], opts: pulumi.ResourceOptions,
-          actions: tuple[str, ...] = ("sts:AssumeRole",)) -> aws.iam.Role:
+          actions: tuple[str, ...] = ("sts:AssumeRole",)) -> tuple[aws.iam.Role, list[aws.iam.RolePolicyAttachment]]:
+    """A role and its policy attachments; what uses the role depends on the attachments, so it is created after
+    them and deleted before them (pulumi_aws 7.51.1 eks/cluster.py and eks/node_group.py examples)."""
     role = aws.iam.Role(name, assume_role_policy=_assume_role_policy(service, actions), opts=opts)
-    for policy in policies:
-        aws.iam.RolePolicyAttachment(
-            f"{name}-{policy.rsplit('/', 1)[-1]}", role=role.name, policy_arn=f"arn:aws:iam::aws:policy/{policy}",
-            opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(parent=role)),
-        )
-    return role
+    attachments = [aws.iam.RolePolicyAttachment(
+        f"{name}-{policy.rsplit('/', 1)[-1]}", role=role.name, policy_arn=f"arn:aws:iam::aws:policy/{policy}",
+        opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(parent=role)),
+    ) for policy in policies]
+    return role, attachments
 
 
 class EksCluster(pulumi.ComponentResource):
@@ -148,10 +157,14 @@ class EksCluster(pulumi.ComponentResource):
         self.cloud_provider = provider
         child = pulumi.ResourceOptions(parent=self, provider=provider)
         stateful = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(protect=cfg.protect))
+        # At `pulumi up`, before anything that bills (the NAT gateway, the cluster, the nodes): refuse when the
+        # account's GPU quota is too small.
+        enforce_gpu_quota(cfg, pulumi.InvokeOptions(parent=self, provider=provider))
+        self.zone_choice: pulumi.Output[dict] | None = None
         subnet_ids = self._network(name, cfg, child, stateful)
-
-        cluster_role = _role(f"{name}-cluster", "eks.amazonaws.com", CLUSTER_POLICIES, child)
-        node_role = _role(f"{name}-nodes", "ec2.amazonaws.com", NODE_POLICIES, child)
+        cluster_role, cluster_policies = _role(f"{name}-cluster", "eks.amazonaws.com", CLUSTER_POLICIES, child)
+        node_role, node_policies = _role(f"{name}-nodes", "ec2.amazonaws.com", NODE_POLICIES, child)
+        after_node_policies = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=node_policies))
         self.cluster = aws.eks.Cluster(
             name,
             role_arn=cluster_role.arn,
@@ -163,7 +176,7 @@ class EksCluster(pulumi.ComponentResource):
             vpc_config=aws.eks.ClusterVpcConfigArgs(subnet_ids=subnet_ids),
             access_config=aws.eks.ClusterAccessConfigArgs(authentication_mode="API_AND_CONFIG_MAP",
                                                           bootstrap_cluster_creator_admin_permissions=True),
-            opts=stateful,
+            opts=pulumi.ResourceOptions.merge(stateful, pulumi.ResourceOptions(depends_on=cluster_policies)),
         )
         for index, principal in enumerate(cfg.admin_principals):
             entry = aws.eks.AccessEntry(f"{name}-admin-{index}", cluster_name=self.cluster.name,
@@ -174,7 +187,7 @@ class EksCluster(pulumi.ComponentResource):
                 opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(parent=entry)))
 
         self.system_node_group = self._node_group(
-            f"{name}-{system.name}", node_role, subnet_ids, system.tags, pool.disk_gb, child,
+            f"{name}-{system.name}", node_role, subnet_ids, system.tags, pool.disk_gb, after_node_policies,
             instance_types=[system.instance], ami_type=SYSTEM_AMI_TYPE,
             scaling_config=aws.eks.NodeGroupScalingConfigArgs(min_size=system.min_nodes, max_size=system.max_nodes,
                                                               desired_size=system.min_nodes),
@@ -184,15 +197,15 @@ class EksCluster(pulumi.ComponentResource):
             f"{name}-{pool.name}", node_role, subnet_ids, pool.tags, pool.disk_gb,
             # Cattle, not protected even in prod: a gpuType change replaces it, old group first, so the
             # GPU quota never has to hold both.
-            pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(
+            pulumi.ResourceOptions.merge(after_node_policies, pulumi.ResourceOptions(
                 delete_before_replace=True, ignore_changes=["scalingConfig.desiredSize"])),
             instance_types=gpu["instance_types"], ami_type=gpu["ami_type"], capacity_type=gpu["capacity_type"],
             labels=gpu["labels"], taints=[aws.eks.NodeGroupTaintArgs(**taint) for taint in gpu["taints"]],
             scaling_config=aws.eks.NodeGroupScalingConfigArgs(**gpu["scaling"]),
         )
         self.addons = self._addons(name, child)
-        self.autoscaler_role = _role(f"{name}-cluster-autoscaler", POD_IDENTITY_PRINCIPAL, (), child,
-                                     ("sts:AssumeRole", "sts:TagSession"))
+        self.autoscaler_role, _ = _role(f"{name}-cluster-autoscaler", POD_IDENTITY_PRINCIPAL, (), child,
+                                        ("sts:AssumeRole", "sts:TagSession"))
         aws.iam.RolePolicy(
             f"{name}-cluster-autoscaler", role=self.autoscaler_role.id,
             policy=self.cluster.name.apply(cluster_autoscaler_policy),
@@ -209,7 +222,10 @@ class EksCluster(pulumi.ComponentResource):
 
     def _node_group(self, name: str, node_role: aws.iam.Role, subnet_ids, tags: dict[str, str], disk_gb: int,
                     opts: pulumi.ResourceOptions, **args) -> aws.eks.NodeGroup:
-        template = _ec2("LaunchTemplate", name, launch_template_inputs(disk_gb, tags), opts, ("latestVersion",))
+        # The template takes only the parent and provider: the group's replacement and ignore_changes options
+        # are about the group.
+        template = _ec2("LaunchTemplate", name, launch_template_inputs(disk_gb, tags),
+                        pulumi.ResourceOptions(parent=opts.parent, provider=opts.provider), ("latestVersion",))
         return aws.eks.NodeGroup(
             name, cluster_name=self.cluster.name, node_role_arn=node_role.arn, subnet_ids=subnet_ids,
             launch_template=aws.eks.NodeGroupLaunchTemplateArgs(id=template.id,
@@ -218,8 +234,8 @@ class EksCluster(pulumi.ComponentResource):
 
     def _addons(self, name: str, child: pulumi.ResourceOptions) -> dict[str, aws.eks.Addon]:
         """The managed add-ons of infra/platform/addons.py, after the system nodes that run their pods."""
-        ebs_role = _role(f"{name}-ebs-csi", POD_IDENTITY_PRINCIPAL, (EBS_CSI_POLICY,), child,
-                         ("sts:AssumeRole", "sts:TagSession"))
+        ebs_role, ebs_policies = _role(f"{name}-ebs-csi", POD_IDENTITY_PRINCIPAL, (EBS_CSI_POLICY,), child,
+                                       ("sts:AssumeRole", "sts:TagSession"))
         after_nodes = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[self.system_node_group]))
         addons: dict[str, aws.eks.Addon] = {}
         for addon in eks_managed_addons():
@@ -227,7 +243,7 @@ class EksCluster(pulumi.ComponentResource):
             if addon.name == "aws-ebs-csi-driver":
                 identity = [aws.eks.AddonPodIdentityAssociationArgs(
                     role_arn=ebs_role.arn, service_account=EBS_CSI_CONTROLLER_SERVICE_ACCOUNT[1])]
-            depends = [addons[n] for n in addon.after]
+            depends = [addons[n] for n in addon.after] + (ebs_policies if identity else [])
             addons[addon.name] = aws.eks.Addon(
                 f"{name}-{addon.name}", cluster_name=self.cluster.name, addon_name=addon.name,
                 configuration_values=json.dumps(addon.configuration, sort_keys=True) if addon.configuration else None,
@@ -236,30 +252,41 @@ class EksCluster(pulumi.ComponentResource):
                 opts=pulumi.ResourceOptions.merge(after_nodes, pulumi.ResourceOptions(depends_on=depends)))
         return addons
 
+    def _zone_choice(self, cfg: StackConfig, provider) -> pulumi.Output[dict]:
+        """infra/nodepool.py eks_zone_choice over what this account answers: its zones' names and IDs, and the
+        zone IDs that offer the GPU instance type."""
+        invoke = pulumi.InvokeOutputOptions(parent=self, provider=provider)
+        zones = aws.get_availability_zones_output(state="available", opts=invoke)
+        offerings = pulumi.runtime.invoke_output(INSTANCE_TYPE_OFFERINGS, {
+            "locationType": "availability-zone-id",
+            "filters": [{"name": "instance-type", "values": [gpu_pool_spec(cfg).shape.instance]}]}, invoke)
+        return pulumi.Output.all(zones.names, zones.zone_ids, offerings).apply(
+            lambda parts: eks_zone_choice(cfg, parts[0], parts[1], parts[2].get("locations") or []))
+
     def _network(self, name: str, cfg: StackConfig, child, stateful) -> pulumi.Input[list[str]]:
         if cfg.subnet_ids:
             return list(cfg.subnet_ids)
-        if cfg.zones:
-            names = pulumi.Output.from_input(list(cfg.zones))
-        else:
-            names = aws.get_availability_zones_output(
-                state="available", opts=pulumi.InvokeOutputOptions(parent=self, provider=child.provider)).names
+        self.zone_choice = self._zone_choice(cfg, child.provider)
+        names = self.zone_choice.apply(lambda choice: choice["zones"])
         vpc = _ec2("Vpc", f"{name}-vpc", {"cidrBlock": VPC_CIDR, "enableDnsHostnames": True,
                                             "enableDnsSupport": True}, stateful)
         gateway = _ec2("InternetGateway", f"{name}-igw", {"vpcId": vpc.id}, child)
         public_routes = _ec2("RouteTable", f"{name}-public", {
             "vpcId": vpc.id, "routes": [{"cidrBlock": "0.0.0.0/0", "gatewayId": gateway.id}]}, child)
         public = [self._subnet(f"{name}-public-{i}", vpc, names, i, i, public_routes, True, child)
-                  for i in range(MIN_ZONES)]
+                  for i in range(EKS_MIN_ZONES)]
         if cfg.public_nodes:
             return [subnet.id for subnet in public]
         # Nodes without public IPs reach the hub, ECR and the EKS endpoint through one NAT gateway.
         address = _ec2("Eip", f"{name}-nat", {"domain": "vpc"}, child)
-        nat = _ec2("NatGateway", f"{name}-nat", {"allocationId": address.id, "subnetId": public[0].id}, child)
+        # A public NAT gateway created before the internet gateway is attached to the VPC fails
+        # (Gateway.NotAttached); pulumi_aws 7.51.1 ec2/nat_gateway.py's example depends on the gateway.
+        nat = _ec2("NatGateway", f"{name}-nat", {"allocationId": address.id, "subnetId": public[0].id},
+                   pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[gateway])))
         private_routes = _ec2("RouteTable", f"{name}-private", {
             "vpcId": vpc.id, "routes": [{"cidrBlock": "0.0.0.0/0", "natGatewayId": nat.id}]}, child)
-        return [self._subnet(f"{name}-private-{i}", vpc, names, i, MIN_ZONES + i, private_routes, False, child).id
-                for i in range(MIN_ZONES)]
+        return [self._subnet(f"{name}-private-{i}", vpc, names, i, EKS_MIN_ZONES + i, private_routes, False, child).id
+                for i in range(EKS_MIN_ZONES)]
 
     @staticmethod
     def _subnet(name: str, vpc, zone_names, zone_index: int, block: int, routes, public: bool,
@@ -279,17 +306,13 @@ def create(cfg: StackConfig) -> ClusterHandle:
     eks = EksCluster("qwen2vl", cfg)
     handle = managed_cluster_handle(
         cfg, eks, eks.cluster.name, eks.gpu_node_group.node_group_name,
-        nodes=[eks.system_node_group, eks.gpu_node_group, *eks.addons.values()])
+        system_nodes=[eks.system_node_group, *eks.addons.values()], zones=eks.zone_choice)
     k8s_child = pulumi.ResourceOptions(parent=eks, provider=handle.provider)
     # The model volume's class: the EBS CSI driver's gp3 (EKS >= 1.30 makes no default class, and gp2's in-tree
     # provisioner is served only by this driver: https://docs.aws.amazon.com/eks/latest/userguide/ebs-csi-migration-faq.html).
-    manifest = GP3_STORAGE_CLASS
-    storage_class = k8s.storage.v1.StorageClass(
-        manifest["metadata"]["name"], metadata=manifest["metadata"], provisioner=manifest["provisioner"],
-        parameters=manifest["parameters"], volume_binding_mode=manifest["volumeBindingMode"],
-        reclaim_policy=manifest["reclaimPolicy"], allow_volume_expansion=manifest["allowVolumeExpansion"],
-        opts=pulumi.ResourceOptions.merge(k8s_child, pulumi.ResourceOptions(
-            depends_on=[eks.addons["aws-ebs-csi-driver"]])))
+    storage_class = storage_class_resource(GP3_STORAGE_CLASS, volume_tag_parameters(cfg.labels),
+                                           pulumi.ResourceOptions.merge(k8s_child, pulumi.ResourceOptions(
+                                               depends_on=[eks.addons["aws-ebs-csi-driver"]])))
     handle.ready.append(storage_class)
     ClusterAutoscaler("cluster-autoscaler", handle.provider, eks.cluster.name, cfg.region,
                       after=[eks.autoscaler_identity, eks.system_node_group])

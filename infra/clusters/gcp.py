@@ -3,24 +3,33 @@ both in the zones that offer the GPU, on a node service account of their own wit
 
 from __future__ import annotations
 
+import re
+
 import pulumi
 import pulumi_gcp as gcp
 
-from infra.clusters import ClusterHandle, managed_cluster_handle
+from infra.clusters import ClusterHandle, managed_cluster_handle, storage_class_resource
 from infra.clusters.kubeconfig import exec_kubeconfig
+from infra.clusters.quota import enforce_gpu_quota
 from infra.config import StackConfig
 from infra.nodepool import SYSTEM_NODES_PER_ZONE, GpuPoolSpec, gpu_pool_initial_nodes_per_zone, gpu_pool_spec, \
-    gpu_pool_zones, system_pool_spec
+    gke_zone_choice, gpu_pool_zones, system_pool_spec
+from infra.platform.addons import GKE_PD_STORAGE_CLASS
 
 OAUTH_SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
-# What a new project must have on before the cluster, the node pools and the image registry exist. Left on
-# at destroy: turning an API off breaks whatever else in the project uses it.
-REQUIRED_APIS = ("compute.googleapis.com", "container.googleapis.com", "artifactregistry.googleapis.com")
-# The least a node needs: pull images, write logs and metrics and their resource metadata
-# (https://cloud.google.com/kubernetes-engine/docs/how-to/hardening-your-cluster#use_least_privilege_sa).
-NODE_ROLES = ("roles/artifactregistry.reader", "roles/logging.logWriter", "roles/monitoring.metricWriter",
-              "roles/stackdriver.resourceMetadata.writer")
-NODE_SERVICE_ACCOUNT = "qwen2vl-gke-nodes"
+# What a new project must have on before the cluster, the node pools and the image registry exist: IAM for
+# the node service account, Cloud Resource Manager for its project role bindings, Cloud Quotas for the GPU
+# quota check of later updates (infra/clusters/quota.py; the first `up` of a fresh project cannot read it
+# yet and warns). Left on at destroy:
+# turning an API off breaks whatever else in the project uses it.
+REQUIRED_APIS = ("compute.googleapis.com", "container.googleapis.com", "artifactregistry.googleapis.com",
+                 "iam.googleapis.com", "cloudresourcemanager.googleapis.com", "cloudquotas.googleapis.com")
+# The least a node needs: GKE's own least-privilege node role (logs, metrics, their metadata, the metrics
+# the autoscaler reads: https://cloud.google.com/kubernetes-engine/docs/how-to/hardening-your-cluster#use_least_privilege_sa,
+# roles/container.defaultNodeServiceAccount), and pulling our image from Artifact Registry.
+NODE_ROLES = ("roles/container.defaultNodeServiceAccount", "roles/artifactregistry.reader")
+# A service account id: 6-30 characters, [a-z][-a-z0-9]*[a-z0-9] (IAM CreateServiceAccount accountId).
+SERVICE_ACCOUNT_ID_MAX = 30
 # Dataplane V2 (Cilium) enforces NetworkPolicy; without it or network_policy GKE enforces none
 # (https://cloud.google.com/kubernetes-engine/docs/concepts/dataplane-v2).
 DATAPATH = "ADVANCED_DATAPATH"
@@ -54,6 +63,13 @@ def gpu_node_config(pool: GpuPoolSpec) -> dict:
     }
 
 
+def project_unique_name(base: str, stack: str, limit: int = 63) -> str:
+    """A name that two stacks in one project or region do not share (a service account id, a Cloud Router):
+    the base and the stack's name in lower case, cut to the limit."""
+    name = re.sub(r"[^a-z0-9-]+", "-", f"{base}-{stack}".lower())[:limit]
+    return name.rstrip("-")
+
+
 def cloud_router_inputs(router_name: str, region: str) -> dict:
     return {"name": router_name, "network": "default", "region": region}
 
@@ -62,6 +78,11 @@ def cloud_nat_inputs(router_name: str, region: str) -> dict:
     """NAT for every subnet range of the default network, with Google-allocated addresses."""
     return {"name": router_name, "router": router_name, "region": region, "natIpAllocateOption": "AUTO_ONLY",
             "sourceSubnetworkIpRangesToNat": "ALL_SUBNETWORKS_ALL_IP_RANGES"}
+
+
+def disk_label_parameters(labels: dict[str, str]) -> dict[str, str]:
+    """The PD CSI driver's StorageClass parameter that labels each disk it creates (GKE_PD_STORAGE_CLASS)."""
+    return {"labels": ",".join(f"{key}={value}" for key, value in sorted(labels.items()))}
 
 
 def kubeconfig(name: str, endpoint: str, ca_certificate: str) -> str:
@@ -78,6 +99,8 @@ class GkeCluster(pulumi.ComponentResource):
         provider = gcp.Provider("gcp", project=cfg.gcp_project, region=cfg.region,
                                 default_labels=dict(pool.tags), opts=pulumi.ResourceOptions(parent=self))
         self.cloud_provider = provider
+        # At `pulumi up`, before anything that bills: refuse when the project's GPU quota is too small.
+        enforce_gpu_quota(cfg, pulumi.InvokeOptions(parent=self, provider=provider))
         child = pulumi.ResourceOptions(parent=self, provider=provider)
         stateful = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(protect=cfg.protect))
         self.apis = [gcp.projects.Service(api.split(".")[0], service=api, disable_on_destroy=False, opts=child)
@@ -161,17 +184,18 @@ class GkeCluster(pulumi.ComponentResource):
     def _node_account(self, cfg: StackConfig, opts: pulumi.ResourceOptions) -> gcp.serviceaccount.Account:
         """The nodes' own service account with the least roles, instead of the project's default compute
         account (Editor, or no roles at all where the organisation turns automatic grants off)."""
-        account = gcp.serviceaccount.Account(NODE_SERVICE_ACCOUNT, account_id=NODE_SERVICE_ACCOUNT,
-                                             display_name="qwen2vl GKE nodes", opts=opts)
+        account_id = project_unique_name("qwen2vl-nodes", cfg.stack, SERVICE_ACCOUNT_ID_MAX)
+        account = gcp.serviceaccount.Account("qwen2vl-gke-nodes", account_id=account_id,
+                                             display_name=f"qwen2vl GKE nodes ({cfg.stack})", opts=opts)
         for role in NODE_ROLES:
-            gcp.projects.IAMMember(f"{NODE_SERVICE_ACCOUNT}-{role.split('/')[1]}", project=cfg.gcp_project,
+            gcp.projects.IAMMember(f"qwen2vl-gke-nodes-{role.split('/')[1]}", project=cfg.gcp_project,
                                    role=role, member=account.member,
                                    opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(parent=account)))
         return account
 
     def _cloud_nat(self, name: str, cfg: StackConfig, opts: pulumi.ResourceOptions) -> pulumi.CustomResource:
         """Private nodes reach the model hub and registries through Cloud NAT on the default network."""
-        router_name = f"{name}-nat"  # one per region of the stack's own project
+        router_name = project_unique_name(f"{name}-nat", cfg.stack)
         router = pulumi.CustomResource(ROUTER_TYPE, router_name, cloud_router_inputs(router_name, cfg.region),
                                        opts=opts)
         return pulumi.CustomResource(ROUTER_NAT_TYPE, router_name, cloud_nat_inputs(router_name, cfg.region),
@@ -180,5 +204,9 @@ class GkeCluster(pulumi.ComponentResource):
 
 def create(cfg: StackConfig) -> ClusterHandle:
     gke = GkeCluster("qwen2vl", cfg)
-    return managed_cluster_handle(cfg, gke, gke.cluster.name, gke.gpu_pool.name,
-                                  nodes=[gke.system_pool, gke.gpu_pool], cloud_apis=gke.apis)
+    handle = managed_cluster_handle(cfg, gke, gke.cluster.name, gke.gpu_pool.name,
+                                    system_nodes=[gke.system_pool], cloud_apis=gke.apis,
+                                    zones=pulumi.Output.from_input(gke_zone_choice(cfg)))
+    handle.ready.append(storage_class_resource(GKE_PD_STORAGE_CLASS, disk_label_parameters(cfg.labels),
+                                               pulumi.ResourceOptions(parent=gke, provider=handle.provider)))
+    return handle

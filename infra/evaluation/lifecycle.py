@@ -27,12 +27,15 @@ from infra import outputs as output_names
 from infra.config import PROJECT, SECRET_KEYS, ConfigError, StackConfig, parse_stack_config
 from infra.cost import BudgetExceeded, check_budget
 from infra.evaluation.pulumi_cli import INSTALL_HINT, CliError, PulumiCli, version_problem
+from infra.evaluation.reaping import EVAL_PREFIX, OWNER_TAG, TTL_TAG
+from infra.nodepool import POOL_NAME
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE_STACK = "eval"
-TTL_TAG = f"{PROJECT}:ttl-expires-at"
-OWNER_TAG = f"{PROJECT}:owner"
-EVAL_PREFIX = "eval-"
+POLICY_PACK = REPO_ROOT / "infra" / "policy"
+# The GPU pool's resource in the stack's state, by cloud (infra/clusters/aws.py and gcp.py name it so).
+GPU_POOL_TYPES = ("aws:eks/nodeGroup:NodeGroup", "gcp:container/nodePool:NodePool")
+GPU_POOL_RESOURCE_NAME = f"qwen2vl-{POOL_NAME}"
 PULUMI_MISSING = (f"The Pulumi CLI is not installed: install it with `{INSTALL_HINT}` "
                   "(see https://www.pulumi.com/docs/install/), then `pulumi login`.")
 # After a second signal the CLI exits at once; this only bounds the wait for the process to be gone.
@@ -54,6 +57,10 @@ class StackLocked(Exception):
     """Another update holds the stack's lock."""
 
 
+class StackMissing(Exception):
+    """The backend has no such stack (its creation failed or was never reached): nothing to destroy."""
+
+
 @dataclass(frozen=True)
 class StackInfo:
     name: str
@@ -73,6 +80,7 @@ class Workspace(Protocol):
     def up(self, name: str, on_output: Log) -> dict: ...
     def interrupt(self) -> bool: ...
     def destroy(self, name: str, on_output: Log) -> None: ...
+    def remove_gpu_pool(self, name: str, on_output: Log) -> str | None: ...
     def cancel(self, name: str) -> None: ...
     def remove_stack(self, name: str) -> None: ...
     def list_stacks(self) -> list[StackInfo]: ...
@@ -135,6 +143,18 @@ def evaluation_config(template: dict[str, ConfigEntry], options: EvalOptions) ->
         raise EvalRefused(str(error)) from None
     if cfg.ttl_hours is None:
         raise EvalRefused(f"an evaluation needs a TTL: set {PROJECT}:ttlHours in Pulumi.eval.yaml or pass --ttl-hours")
+    if cfg.protect:
+        raise EvalRefused(f"{PROJECT}:protect is true on the template stack {TEMPLATE_STACK}: a protected evaluation "
+                          "could be destroyed neither by scripts/eval.py nor by the reaper; "
+                          f"`pulumi config set {PROJECT}:protect false --stack {TEMPLATE_STACK}`")
+    if cfg.cloud == "aws" and not (cfg.aws_role_arn or cfg.admin_principals):
+        # Only the principal that created an EKS cluster is its admin; the reaper, or anyone destroying a stack
+        # whose own destroy failed, needs the same role or an access entry (infra/clusters/aws.py).
+        raise EvalRefused(
+            f"an AWS evaluation must be removable by the reaper: set {PROJECT}:awsRoleArn (a deployer role that "
+            f"scripts/eval.py and scripts/reap.py both assume) or {PROJECT}:adminPrincipals (the reaper's role) on "
+            f"the template stack, e.g. `pulumi config set {PROJECT}:awsRoleArn "
+            f"arn:aws:iam::<account>:role/<deployer> --stack {TEMPLATE_STACK}` (docs/cost.md, \"The reaper\")")
     return overrides, cfg
 
 
@@ -178,7 +198,7 @@ def run_evaluation(workspace: Workspace, options: EvalOptions, log: Log = print,
     log(f"evaluation stack {name}: up to ${cost.max_usd_per_hour:.2f}/h, TTL {cfg.ttl_hours} h "
         f"(at most ${cost.ttl_usd:.2f}), expires {tags[TTL_TAG]}")
     try:
-        workspace.create_stack(name, TEMPLATE_STACK, overrides, tags)
+        create_stack(workspace, name, overrides, tags, log)
         outputs = run_update(workspace, name, options, log)
         smoke = outputs.get(output_names.SMOKE_REPORT) or {}
         result.ok = smoke.get("ok") is not False
@@ -209,6 +229,10 @@ class _Worker:
 
     def __init__(self, call: Callable[[], object], name: str) -> None:
         self._outcome: dict = {}
+        self.name = name
+        # An Event, not Thread.join: a join cut short by KeyboardInterrupt can leave the thread reported as
+        # finished while it still runs (CPython gh-90882).
+        self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(call,), name=name, daemon=True)
         self._thread.start()
 
@@ -217,11 +241,12 @@ class _Worker:
             self._outcome["value"] = call()
         except BaseException as error:  # noqa: BLE001 -- handed to the waiting thread by result()
             self._outcome["error"] = error
+        finally:
+            self._done.set()
 
     def wait(self, seconds: float | None) -> bool:
         """True when the call has returned (a Ctrl-C while waiting raises KeyboardInterrupt here)."""
-        self._thread.join(seconds)
-        return not self._thread.is_alive()
+        return self._done.wait(seconds)
 
     def wait_through_interrupts(self, seconds: float, log: Log, what: str) -> bool:
         deadline = time.monotonic() + seconds
@@ -232,11 +257,36 @@ class _Worker:
                 log(f"Ctrl-C ignored: still waiting for {what} (stopping halfway would leave GPUs running)")
 
     def result(self):
-        if not self._outcome:
-            raise TimeoutError(f"{self._thread.name} has not returned")
+        if not self._done.is_set():
+            raise TimeoutError(f"{self.name} has not returned")
         if "error" in self._outcome:
             raise self._outcome["error"]
         return self._outcome["value"]
+
+
+def create_stack(workspace: Workspace, name: str, overrides: dict[str, str], tags: dict[str, str], log: Log) -> None:
+    """`stack init` and its config and tags, in a worker: a Ctrl-C meanwhile lets the creation finish (a stack
+    half made is still destroyed) and then ends the run as interrupted, before any update."""
+    # The creation starts only inside the loop, so a Ctrl-C at any point is caught by it.
+    go = threading.Event()
+
+    def create() -> None:
+        go.wait()
+        workspace.create_stack(name, TEMPLATE_STACK, overrides, tags)
+
+    creation = _Worker(create, f"create {name}")
+    interrupted = False
+    while True:
+        try:
+            go.set()
+            creation.wait(None)
+            break
+        except KeyboardInterrupt:
+            interrupted = True
+            log(f"Ctrl-C: {name} is being created; it is destroyed once that has finished, without an update")
+    creation.result()
+    if interrupted:
+        raise KeyboardInterrupt
 
 
 def run_update(workspace: Workspace, name: str, options: EvalOptions, log: Log) -> dict:
@@ -262,10 +312,27 @@ def run_update(workspace: Workspace, name: str, options: EvalOptions, log: Log) 
     raise stop
 
 
+def remove_gpu_pool_first(workspace: Workspace, name: str, log: Log) -> bool:
+    """After a failed destroy, before anything else: remove the GPU pool on its own, so no GPU node bills while
+    the rest is retried (whatever made the destroy fail, a stuck namespace or an expired token, is in the
+    Kubernetes layer, which does not depend on the pool: infra/clusters/__init__.py ClusterHandle.ready)."""
+    log(f"the destroy of {name} failed; scaling its GPU pool to zero first by removing the pool on its own")
+    try:
+        removed = workspace.remove_gpu_pool(name, log)
+    except Exception as error:  # noqa: BLE001 -- reported; the next destroy tries the whole stack again
+        log(f"removing the GPU pool of {name} failed: {error}")
+        return False
+    log(f"removed the GPU pool of {name} ({removed}): no GPU node bills any more" if removed
+        else f"{name} has no GPU pool left")
+    return True
+
+
 def destroy_stack(workspace: Workspace, name: str, log: Log, attempts: int = 5, backoff_seconds: float = 30.0) -> bool:
     """Destroy (refreshing first, going on past single failures) and remove the stack, retrying with
-    exponential backoff; a lock left by an update that is gone is cancelled before the next try."""
+    exponential backoff; a lock left by an update that is gone is cancelled before the next try, and after a
+    failed destroy the GPU pool is removed on its own before the next try."""
     delay = backoff_seconds
+    gpu_pool_gone = False
     for attempt in range(1, attempts + 1):
         destroy = _Worker(lambda: workspace.destroy(name, log), f"pulumi destroy {name}")
         if not destroy.wait_through_interrupts(DESTROY_DEADLINE_MINUTES * 60, log, f"the destroy of {name}"):
@@ -279,6 +346,9 @@ def destroy_stack(workspace: Workspace, name: str, log: Log, attempts: int = 5, 
             workspace.remove_stack(name)
             log(f"destroyed {name}")
             return True
+        except StackMissing:
+            log(f"{name} does not exist (its creation did not get that far): nothing to destroy")
+            return True
         except StackLocked as error:
             log(f"{name} is locked by an update that no longer runs ({error}); cancelling it before the next try")
             try:
@@ -287,6 +357,7 @@ def destroy_stack(workspace: Workspace, name: str, log: Log, attempts: int = 5, 
                 log(f"cancelling the update of {name} failed: {cancel_error}")
         except Exception as error:  # noqa: BLE001 -- reported, and the reaper catches what remains
             log(f"destroying {name} failed (try {attempt} of {attempts}): {error}")
+            gpu_pool_gone = gpu_pool_gone or remove_gpu_pool_first(workspace, name, log)
         if attempt < attempts:
             _pause(delay, log)
             delay *= 2
@@ -372,7 +443,10 @@ class CliWorkspace:
             self.cli.run(["stack", "tag", "set", "--stack", name, key, value])
 
     def up(self, name: str, on_output: Log) -> dict:
-        self.cli.run(["up", "--yes", "--skip-preview", "--stack", name], on_output)
+        # With the policy pack, as the guardrails for eval stacks (a TTL on the GPU pool) are meant to run
+        # where eval stacks are made (docs/policy.md).
+        self.cli.run(["up", "--yes", "--skip-preview", "--policy-pack", str(POLICY_PACK), "--stack", name],
+                     on_output)
         # Without --show-secrets secret outputs read "[secret]" (display.MassageSecrets).
         return self.cli.json(["stack", "output", "--json", "--stack", name])
 
@@ -386,7 +460,22 @@ class CliWorkspace:
         except CliError as error:
             if error.lock_conflict:
                 raise StackLocked(str(error)) from None
+            if f"no stack named '{name}'" in error.output:
+                raise StackMissing(str(error)) from None
             raise
+
+    def remove_gpu_pool(self, name: str, on_output: Log) -> str | None:
+        """`pulumi destroy --target` of the stack's GPU node group or pool, with the stack's own provider (its
+        region, profile and role), so it needs no other cloud credentials than the destroy; None when the
+        state holds no GPU pool."""
+        state = self.cli.json(["stack", "export", "--stack", name])
+        urns = [resource["urn"] for resource in state.get("deployment", {}).get("resources") or []
+                if resource.get("type") in GPU_POOL_TYPES and resource["urn"].endswith(f"::{GPU_POOL_RESOURCE_NAME}")]
+        if not urns:
+            return None
+        self.cli.run(["destroy", "--yes", "--skip-preview", "--stack", name,
+                      *[arg for urn in urns for arg in ("--target", urn)]], on_output)
+        return ", ".join(urns)
 
     def cancel(self, name: str) -> None:
         self.cli.run(["cancel", "--yes", "--stack", name])

@@ -29,7 +29,7 @@ from pulumi.runtime.sync_await import _sync_await
 
 from infra.config import StackConfig, parse_stack_config
 from infra.offline.mocks import StrictMocks
-from infra.run_mode import OFFLINE_PLAN_ENV
+from infra.run_mode import OFFLINE_PLAN_ENV, UP_REFUSES
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SECRET_SIG_KEY = "4dabf18193072939515e22adb298388d"
@@ -90,6 +90,11 @@ class PlanResult:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @property
+    def up_refusals(self) -> list[str]:
+        """Warnings of what `pulumi up` will refuse although this preview passed."""
+        return [warning for warning in self.warnings if warning.startswith(UP_REFUSES)]
 
 
 def _mask(value: Any) -> Any:
@@ -200,6 +205,23 @@ def tree_order(resources: list[RecordedResource]) -> list[RecordedResource]:
     return ordered + sorted((r for r in resources if id(r) not in seen), key=lambda r: (r.type, r.name))
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.safe_load keeps the last of two equal keys; Pulumi's YAML library (Go's yaml.v3) refuses the
+    file ("mapping key ... already defined"), and so does the plan, naming the key and both lines."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is set twice, on lines {seen[key]} and {line}; delete one of them",
+                    key_node.start_mark)
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def project_name(repo_root: Path = REPO_ROOT) -> str:
     return yaml.safe_load((repo_root / "Pulumi.yaml").read_text())["name"]
 
@@ -215,16 +237,21 @@ def stack_config(stack: str, stack_dir: Path = REPO_ROOT) -> tuple[dict[str, str
         known = sorted(p.name[len("Pulumi."):-len(".yaml")] for p in stack_dir.glob("Pulumi.*.yaml"))
         raise StackFileError(f"no stack file {path.name}; stacks here: {', '.join(known)}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.load(path.read_text(), Loader=UniqueKeyLoader)
     except yaml.YAMLError as exc:
         raise StackFileError(f"{path.name} is not valid YAML: {exc}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("config", {}), dict):
+    if data is None:
+        raise StackFileError(f"{path.name} is empty; a stack file holds a 'config' mapping that sets at least "
+                             f"{project_name()}:cloud (see docs/config.md)")
+    if not isinstance(data, dict) or not isinstance(data.get("config") or {}, dict):
         raise StackFileError(f"{path.name} must be a mapping with a 'config' mapping")
     project = project_name()
     config: dict[str, str] = {}
     secret_keys: list[str] = []
     for key, value in (data.get("config") or {}).items():
         full_key = key if ":" in key else f"{project}:{key}"
+        if full_key in config:
+            raise StackFileError(f"{path.name} sets {full_key} twice (as {key} and as {full_key}); delete one")
         if isinstance(value, dict) and set(value) == {"secure"}:
             config[full_key] = OFFLINE_SECRET
             secret_keys.append(full_key)

@@ -15,6 +15,10 @@ class UnmockedCall(Exception):
     """The program used a resource type or invoke the offline engine does not know."""
 
 
+class InvokeFailure(Exception):
+    """An invoke the provider answers with a failure (access denied, an API turned off), as the engine reports it."""
+
+
 def _same(name: str, inputs: dict) -> dict:
     return {}
 
@@ -148,14 +152,85 @@ RESOURCE_OUTPUTS: dict[str, Outputs] = {
 
 COMPONENT_PREFIX = "qwen2vl:"
 
+def _zone_id_prefix(region: str) -> str:
+    """EC2's zone-ID prefix of a region: us-east-1 -> use1, ca-central-1 -> cac1."""
+    area, direction, number = region.split("-")
+    return f"{area}{direction[0]}{number}"
+
+
+# One account's answer for us-east-1, shaped as EC2 DescribeAvailabilityZones gives it. Names map to IDs per
+# account; in this one us-east-1a is use1-az3, where EKS takes no control-plane subnets, and us-east-1b is a
+# zone without the eval GPU's instance type in INSTANCE_TYPE_ABSENT below.
+ACCOUNT_ZONE_IDS = {"us-east-1": {"us-east-1a": "use1-az3", "us-east-1b": "use1-az5", "us-east-1c": "use1-az1",
+                                  "us-east-1d": "use1-az6", "us-east-1e": "use1-az4", "us-east-1f": "use1-az2"}}
+# Instance types each zone ID does not offer in this mock account (EC2 DescribeInstanceTypeOfferings).
+INSTANCE_TYPE_ABSENT = {"use1-az3": ("g6.12xlarge", "g6e.12xlarge", "g5.12xlarge", "p4d.24xlarge", "p5.48xlarge"),
+                        "use1-az5": ("g6.12xlarge", "g6e.12xlarge")}
+
+
+def _zones_of(region: str) -> dict[str, str]:
+    return ACCOUNT_ZONE_IDS.get(region) or {
+        f"{region}{suffix}": f"{_zone_id_prefix(region)}-az{i}" for i, suffix in enumerate("abc", 1)}
+
+
 def _availability_zones(args: dict, region: str) -> dict:
-    return {"names": [f"{region}{suffix}" for suffix in "abc"], "zoneIds": [f"use1-az{i}" for i in (1, 2, 4)],
-            "id": region, "groupNames": [region]}
+    if args.get("excludeZoneIds") or args.get("excludeNames") or args.get("state") != "available":
+        raise UnmockedCall(f"getAvailabilityZones with {args}: the mock answers state=available only")
+    zones = _zones_of(region)
+    return {"names": list(zones), "zoneIds": list(zones.values()), "id": region, "groupNames": [region],
+            "state": "available"}
+
+
+def _instance_type_offerings(args: dict, region: str) -> dict:
+    filters = {f["name"]: f["values"] for f in args.get("filters") or []}
+    if args.get("locationType") != "availability-zone-id" or set(filters) != {"instance-type"}:
+        raise UnmockedCall(f"getInstanceTypeOfferings with {args}: the mock answers by zone ID and instance type")
+    rows = [(zone_id, instance) for zone_id in _zones_of(region).values() for instance in filters["instance-type"]
+            if instance not in INSTANCE_TYPE_ABSENT.get(zone_id, ())]
+    return {"locations": [zone_id for zone_id, _ in rows], "instanceTypes": [instance for _, instance in rows],
+            "locationTypes": ["availability-zone-id"] * len(rows), "locationType": "availability-zone-id",
+            "id": region, "region": region, "filters": args.get("filters")}
+
+
+# The account's quotas as Service Quotas (vCPUs) and Cloud Quotas (GPUs) answer: an account with one eval node's
+# worth of G/VT vCPUs and a project with two A100-80GB nodes' worth of GPUs in us-central1. Tests change them;
+# None is a quota the caller may not read.
+SERVICE_QUOTAS = {"L-DB2E81BA": 64.0, "L-3819A6DF": 0.0, "L-417A185B": 0.0, "L-7212CCBC": 0.0}
+CLOUD_QUOTAS = {"GPUS-ALL-REGIONS-per-project": 16, "NVIDIA-A100-80GB-GPUS-per-project-region": 8,
+                "PREEMPTIBLE-NVIDIA-A100-80GB-GPUS-per-project-region": 0, "NVIDIA-L4-GPUS-per-project-region": 8}
+
+
+def _service_quota(args: dict, region: str) -> dict:
+    if args.get("serviceCode") != "ec2" or args.get("quotaCode") not in SERVICE_QUOTAS:
+        raise UnmockedCall(f"getServiceQuota with {args}: the mock knows ec2 {sorted(SERVICE_QUOTAS)}")
+    code = args["quotaCode"]
+    if SERVICE_QUOTAS[code] is None:
+        raise InvokeFailure(f"AccessDeniedException: not authorized to perform servicequotas:GetServiceQuota on {code}")
+    return {"serviceCode": "ec2", "quotaCode": code, "value": SERVICE_QUOTAS[code], "adjustable": True,
+            "arn": f"arn:aws:servicequotas:{region}:000000000000:ec2/{code}", "id": code, "region": region,
+            "globalQuota": False, "quotaName": code, "serviceName": "Amazon Elastic Compute Cloud (Amazon EC2)"}
+
+
+def _cloud_quota(args: dict, region: str) -> dict:
+    quota = args.get("quotaId")
+    if args.get("service") != "compute.googleapis.com" or quota not in CLOUD_QUOTAS:
+        raise UnmockedCall(f"getSQuotaInfo with {args}: the mock knows compute {sorted(CLOUD_QUOTAS)}")
+    if quota.endswith("-per-project"):
+        infos = [{"dimensions": {}, "details": [{"value": str(CLOUD_QUOTAS[quota])}], "applicableLocations": ["global"]}]
+    else:  # a regional quota: the project's grant in the region, and the default elsewhere
+        infos = [{"dimensions": {"region": region}, "details": [{"value": str(CLOUD_QUOTAS[quota])}],
+                  "applicableLocations": [region]},
+                 {"dimensions": {}, "details": [{"value": "0"}], "applicableLocations": ["us-east1", "europe-west4"]}]
+    return {"quotaId": quota, "service": "compute.googleapis.com", "parent": args.get("parent"),
+            "dimensionsInfos": infos, "id": quota, "metric": f"compute.googleapis.com/{quota}"}
 
 
 # Invokes answer from the inputs of the provider they run on (for example its region).
 INVOKE_RESULTS: dict[str, Callable[[dict, str], dict]] = {
     "aws:index/getAvailabilityZones:getAvailabilityZones": _availability_zones,
+    "aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings": _instance_type_offerings,
+    "aws:servicequotas/getServiceQuota:getServiceQuota": _service_quota,
+    "gcp:cloudquota/getSQuotaInfo:getSQuotaInfo": _cloud_quota,
     "aws:ecr/getAuthorizationToken:getAuthorizationToken": lambda args, region: {
         "userName": "AWS", "password": "offline-ecr-token", "proxyEndpoint": "https://offline.ecr", "id": region,
         "authorizationToken": "offline", "expiresAt": "never"},
@@ -214,4 +289,7 @@ class StrictMocks(pulumi.runtime.Mocks):
         if result is None:
             raise UnmockedCall(f"invoke {args.token} has no offline mock")
         provider_name = args.provider.split("::")[3] if args.provider else ""
-        return result(args.args, self.provider_regions.get(provider_name, "")), []
+        try:
+            return result(args.args, self.provider_regions.get(provider_name, "")), []
+        except InvokeFailure as failure:
+            return {}, [("", str(failure))]

@@ -14,9 +14,11 @@ from rich.tree import Tree
 from infra import outputs as output_names
 from infra.capacity.planner import describe_figures
 from infra.cost import describe_cost
+from infra.workload import access
 from infra.workload.upgrade import IMAGE_CHANGE_ANNOTATION
 from infra.offline.engine import PlanResult
 from infra.config import PROJECT
+from infra.run_mode import UP_REFUSES
 from infra.preflight.memory import MEMORY_LABELS
 from infra.preflight_gate import FIELD_TO_KEY
 
@@ -104,8 +106,24 @@ def monitoring_verdicts(result: PlanResult) -> list[Verdict]:
     return [Verdict("monitoring", None, monitoring)] if monitoring else []
 
 
+def zone_verdicts(result: PlanResult) -> list[Verdict]:
+    """Where the cluster goes, and why (infra/nodepool.py eks_zone_choice, gke_zone_choice)."""
+    choice = result.outputs.get(output_names.CLUSTER_ZONES)
+    if not choice:
+        return []
+    ids = f" ({', '.join(choice['zoneIds'])})" if choice.get("zoneIds") else ""
+    passed = "; ".join(f"not {zone}: {why}" for zone, why in (choice.get("passedOver") or {}).items())
+    return [Verdict("zones", None, f"{', '.join(choice['zones'])}{ids}" + (f"; {passed}" if passed else ""))]
+
+
 def warning_verdicts(result: PlanResult) -> list[Verdict]:
-    return [Verdict("warning", None, _first_sentence(warning)) for warning in result.warnings]
+    return [Verdict("warning", None, _first_sentence(warning)) for warning in result.warnings
+            if not warning.startswith(UP_REFUSES)]
+
+
+def up_verdicts(result: PlanResult) -> list[Verdict]:
+    """What `pulumi up` will refuse although the plan (a preview) passes, such as prod without its model lock."""
+    return [Verdict("up", False, _first_sentence(refusal)) for refusal in result.up_refusals]
 
 
 def plan_verdicts(result: PlanResult) -> list[Verdict]:
@@ -118,8 +136,8 @@ def plan_verdicts(result: PlanResult) -> list[Verdict]:
 # The summary's sections, in order. A new check joins the summary by adding its function here: it takes
 # the PlanResult and returns Verdict lines (an empty list when it has nothing to say).
 SUMMARY_SECTIONS: list[Callable[[PlanResult], list[Verdict]]] = [
-    preflight_verdicts, placement_verdicts, cost_verdicts, capacity_verdicts, upgrade_verdicts, monitoring_verdicts,
-    warning_verdicts, plan_verdicts,
+    preflight_verdicts, placement_verdicts, cost_verdicts, capacity_verdicts, zone_verdicts, upgrade_verdicts,
+    monitoring_verdicts, warning_verdicts, up_verdicts, plan_verdicts,
 ]
 
 
@@ -270,8 +288,22 @@ def print_plan(console: Console, result: PlanResult, show_inputs: bool = False, 
     table.add_column("output")
     table.add_column("value")
     for name, value in result.outputs.items():
-        if name in (output_names.PREFLIGHT, output_names.HOURLY_COST_USD, output_names.PLACEMENT, output_names.CAPACITY):
+        if name in (output_names.PREFLIGHT, output_names.HOURLY_COST_USD, output_names.PLACEMENT, output_names.CAPACITY,
+                    output_names.ACCESS):
             continue
         shown = value if isinstance(value, str) else yaml.safe_dump(value, default_flow_style=True).strip()
         table.add_row(name, escape(shown))
     console.print(table)
+    print_access(console, result.outputs.get(output_names.ACCESS) or {})
+
+
+def print_access(console: Console, commands: dict) -> None:
+    """After `pulumi up`, these reach the endpoint (docs/endpoint.md), in the order to run them."""
+    if not commands:
+        return
+    console.print(f"[bold]Reach the endpoint after pulumi up[/bold] (stack output {output_names.ACCESS}; "
+                  "port-forward in its own terminal):")
+    for key in access.ORDER:
+        if key in commands:
+            # soft_wrap: a command is copied whole, never broken into lines.
+            console.print(f"  {escape(commands[key])}", soft_wrap=True)

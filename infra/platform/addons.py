@@ -72,6 +72,22 @@ GP3_STORAGE_CLASS = {
 }
 
 
+# The model volume's class on GKE: GKE's own PD CSI driver and pd-balanced disks, as its default standard-rwo,
+# plus the stack's cost labels on every disk (added by infra/clusters/gcp.py: the driver's "labels" parameter,
+# "key1=value1,key2=value2", gcp-compute-persistent-disk-csi-driver pkg/common/parameters.go ParameterKeyLabels).
+# Not the cluster default (standard-rwo stays it); the gcp stacks name it in storageClass.
+GKE_PD_STORAGE_CLASS = {
+    "apiVersion": "storage.k8s.io/v1",
+    "kind": "StorageClass",
+    "metadata": {"name": "qwen2vl-pd-balanced"},
+    "provisioner": "pd.csi.storage.gke.io",
+    "parameters": {"type": "pd-balanced"},
+    "volumeBindingMode": "WaitForFirstConsumer",
+    "reclaimPolicy": "Delete",
+    "allowVolumeExpansion": True,
+}
+
+
 def eks_managed_addons() -> tuple[ManagedAddon, ...]:
     return EKS_ADDONS
 
@@ -86,6 +102,6 @@ def cluster_addons(cfg: StackConfig) -> ClusterAddons:
                              # (k8s.io/cluster-autoscaler/enabled and /<cluster>, managed-node-groups.html), so it
                              # grows the system group (1..2) as well as the GPU group.
                              autoscaled_pools=(POOL_NAME, SYSTEM_POOL_NAME), cluster_autoscaler=True)
-    return ClusterAddons(managed_addons=(), storage_classes=(),
+    return ClusterAddons(managed_addons=(), storage_classes=(GKE_PD_STORAGE_CLASS,) if cfg.cloud == "gcp" else (),
                          provides_device_plugin=CLOUD_PROVIDES_DEVICE_PLUGIN[cfg.cloud],
                          autoscaled_pools=CLOUD_AUTOSCALED_POOLS[cfg.cloud])

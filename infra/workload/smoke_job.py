@@ -69,8 +69,9 @@ def smoke_service_account(spec: WorkloadSpec) -> dict:
 
 
 def smoke_role(spec: WorkloadSpec) -> dict:
-    """The smoke Job may read which cluster serves (its RayService, that cluster, the endpoint Service)
-    and write its report ConfigMap, and nothing else. RayCluster names are random (a suffix per cluster,
+    """The smoke Job may read which cluster serves (its RayService, that cluster, the endpoint Service),
+    list the namespace's pods and events (why a GPU worker stays Pending), and write its report ConfigMap,
+    and nothing else. RayCluster names are random (a suffix per cluster,
     utils/util.go:320-322), so that rule cannot name them."""
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
@@ -83,6 +84,8 @@ def smoke_role(spec: WorkloadSpec) -> dict:
             {"apiGroups": ["ray.io"], "resources": ["rayservices"], "resourceNames": [spec.name], "verbs": ["get"]},
             {"apiGroups": ["ray.io"], "resources": ["rayclusters"], "verbs": ["get"]},
             {"apiGroups": [""], "resources": ["services"], "resourceNames": [spec.endpoint_service], "verbs": ["get"]},
+            # Why a worker stays Pending, as the node autoscaler records it (qwen2vl_serve/scale_up_watch.py).
+            {"apiGroups": [""], "resources": ["pods", "events"], "verbs": ["list"]},
         ],
     }
 

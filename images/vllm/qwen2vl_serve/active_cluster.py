@@ -30,6 +30,7 @@ import time
 import urllib.error
 from dataclasses import dataclass
 
+from qwen2vl_serve import scale_up_watch
 from qwen2vl_serve.kube_client import KubeApi
 
 CLUSTER_LABEL = "ray.io/cluster"
@@ -97,9 +98,10 @@ def observe(api: KubeApi, namespace: str, rayservice: str, service: str, image: 
 
 def wait_active(api: KubeApi, namespace: str, rayservice: str, service: str, image: str, seconds: float,
                 poll_s: float = 10.0, clock=time.monotonic, pause=time.sleep,
-                settle_s: float = SETTLE_SECONDS) -> Observation:
-    """Observes until the check passes or `seconds` run out; the result names what was last seen. A pass
-    counts only `settle_s` after the first look at which the new generation was observed."""
+                settle_s: float = SETTLE_SECONDS, give_up=None) -> Observation:
+    """Observes until the check passes or `seconds` run out, or `give_up` names a reason to stop (a GPU node
+    the autoscaler cannot add: scale_up_watch.py); the result names what was last seen. A pass counts only
+    `settle_s` after the first look at which the new generation was observed."""
     deadline = clock() + seconds
     observed_since = None
     while True:
@@ -115,6 +117,8 @@ def wait_active(api: KubeApi, namespace: str, rayservice: str, service: str, ima
                                f"submitted the config (waiting {settle_s:.0f} s)", True)
         if seen.ok or now >= deadline:
             return seen
+        if give_up and (reason := give_up()):
+            return Observation(False, reason)
         pause(poll_s)
 
 
@@ -136,7 +140,9 @@ def main(argv: list[str] | None = None, api: KubeApi | None = None, printer=prin
     if not expected:
         printer(f"error: the environment variable {args.image_env} (--image-env) is not set")
         return 2
-    seen = wait_active(api or KubeApi.from_files(), namespace, name, args.service, expected, args.wait, args.poll)
+    api = api or KubeApi.from_files()
+    seen = wait_active(api, namespace, name, args.service, expected, args.wait, args.poll,
+                       give_up=scale_up_watch.watcher(api, namespace))
     if not seen.ok:
         printer(f"active cluster check failed after {args.wait:.0f} s: {seen.reason}")
         return 1
