@@ -101,10 +101,11 @@ install-image-env: $(IMAGE_ENV)/.installed
 plan: install
 	$(PY) scripts/plan.py --stack $(STACK)
 
+# The real-server groups and the rest side by side (scripts/test_groups.py), then one closing line.
 test: install-test install-serving install-image-env
-	$(PY) -m pytest
+	$(PY) scripts/test_groups.py
 
-test-fast: install-test
+test-fast: install-test install-image-env
 	$(PY) -m pytest -m "not server and not download"
 
 # Timing figures (throughput against vLLM's own benchmark): on demand, never a test. Writes

@@ -26,8 +26,8 @@ LOCK = ROOT / "images" / "vllm" / "requirements.lock"
 # the engine as the child process the Serve application starts (docs/testing.md lists every stand-in).
 LEFT_OUT = {
     "vllm": "the engine itself: its CUDA build cannot run here; vLLM's CPU build stands in for it",
-    "torch": "the lock's 2.4.0 is PyPI's CUDA build (with about 2.5 GB of CUDA libraries); only the engine "
-             "uses it, and the CPU build of that release is not on the package index",
+    "torch": "the lock's is PyPI's CUDA build (with about 2.5 GB of CUDA libraries); only the engine uses it, "
+             "and the CPU build of that release is not on the package index",
     "torchvision": "built against the lock's CUDA torch; only the engine's image processor loads it",
     "xformers": "CUDA attention kernels for the engine",
     "triton": "a GPU kernel compiler for the engine",

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from infra import pins
 from infra.offline.engine import StackFileError, run_plan
 from infra.offline.report import summary
 from tests.conftest import REPO_ROOT, lock_resolving, write_stack
@@ -75,25 +76,25 @@ def test_provider_settings_are_accepted(tmp_path):
 def test_revision_the_catalog_does_not_know_is_refused(tmp_path):
     error = refused(write_stack(tmp_path, "eval", {**EVAL_LIKE, "qwen2vl:modelRevision": "deadbeef"}))
     assert error.startswith("Stack config qwen2vl:modelRevision = 'deadbeef' is not valid")
-    assert "revisions the catalog knows: 3eb1d44, 712d5a5" in error and "modelConfigFile" in error
-    assert "pulumi config set qwen2vl:modelRevision 712d5a5 --stack eval" in error
-    assert "python scripts/lock_model.py --repo Qwen/Qwen2-VL-72B-Instruct-AWQ --revision deadbeef" in error
+    assert f"revisions the catalog knows: 3eb1d44, {pins.MODEL_REVISION}" in error and "modelConfigFile" in error
+    assert f"pulumi config set qwen2vl:modelRevision {pins.MODEL_REVISION} --stack eval" in error
+    assert f"python scripts/lock_model.py --repo {pins.MODEL_REPO} --revision deadbeef" in error
 
 
 def test_full_id_of_a_revision_known_by_its_short_id_is_accepted(tmp_path):
-    full_id = "712d5a5" + "0" * 33
+    full_id = pins.MODEL_REVISION + "0" * (40 - len(pins.MODEL_REVISION))
     assert run_plan("eval", write_stack(tmp_path, "eval", {**EVAL_LIKE, "qwen2vl:modelRevision": full_id})).ok
 
 
 def test_a_revision_the_model_lock_resolves_is_verified(tmp_path, monkeypatch):
-    lock_resolving(monkeypatch, "Qwen/Qwen2-VL-72B-Instruct-AWQ", "deadbeef" + "0" * 32)
+    lock_resolving(monkeypatch, pins.MODEL_REPO, "deadbeef" + "0" * 32)
     assert run_plan("eval", write_stack(tmp_path, "eval", {**EVAL_LIKE, "qwen2vl:modelRevision": "deadbeef"})).ok
 
 
 def test_model_repo_changed_without_its_revision_is_refused(tmp_path):
     error = refused(write_stack(tmp_path, "eval", {**EVAL_LIKE, "qwen2vl:modelRepo": "Qwen/Qwen2-VL-7B-Instruct-AWQ"}))
     assert error.startswith("Stack config qwen2vl:modelRevision = (not set) is not valid")
-    assert "712d5a5 is a commit of Qwen/Qwen2-VL-72B-Instruct-AWQ" in error
+    assert f"{pins.MODEL_REVISION} is a commit of {pins.MODEL_REPO}" in error
 
 
 def test_model_volume_smaller_than_the_model_is_refused(tmp_path):

@@ -3,6 +3,7 @@ looked up through the cluster's API (a strict fake here) and used, refused, or i
 
 import pytest
 
+
 import infra.run_mode
 from infra import outputs, pins
 from infra.config import ConfigError
@@ -45,7 +46,7 @@ def kuberay_operator(version, namespace="ray-system"):
 
 RAY_CRDS = ("rayclusters.ray.io", "rayjobs.ray.io", "rayservices.ray.io")
 GPU_OPERATOR = dict(crds=("clusterpolicies.nvidia.com",), daemonsets=[
-    workload("gpu-operator", "nvidia-device-plugin-daemonset", "nvcr.io/nvidia/k8s-device-plugin:v0.17.0")])
+    workload("gpu-operator", "nvidia-device-plugin-daemonset", f"nvcr.io/nvidia/k8s-device-plugin:v{pins.NVIDIA_DEVICE_PLUGIN_CHART_VERSION}")])
 
 
 def existing(**raw):
@@ -103,7 +104,7 @@ def test_a_bare_cluster_gets_both_installed_and_is_told_so():
 
 def test_the_stacks_own_releases_from_an_earlier_up_are_not_taken_for_the_clusters():
     own_namespace = {"metadata": {"name": "kuberay-system", "labels": {"app.kubernetes.io/part-of": "qwen2vl"}}}
-    own_plugin = workload("kube-system", "nvidia-device-plugin-abc", "nvcr.io/nvidia/k8s-device-plugin:v0.17.0",
+    own_plugin = workload("kube-system", "nvidia-device-plugin-abc", f"nvcr.io/nvidia/k8s-device-plugin:v{pins.NVIDIA_DEVICE_PLUGIN_CHART_VERSION}",
                           {"qwen2vl.io/gpu-pool": "gpu"})
     fake = FakeCluster(crds=RAY_CRDS, namespaces=[own_namespace],
                        deployments=[kuberay_operator(pins.KUBERAY_OPERATOR_CHART_VERSION, "kuberay-system")],

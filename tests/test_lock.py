@@ -119,7 +119,9 @@ def test_this_virtualenv_holds_the_locked_versions():
 
 def dry_run(target: str, tmp_path) -> str:
     """The commands `make TARGET` runs in a fresh clone (make's own dry run; nothing is installed)."""
-    for item in ("Makefile", "pyproject.toml"):
+    for item in ("Makefile", "pyproject.toml", "scripts/image_env.py", "images/vllm/requirements.lock",
+                 "images/vllm/build-requirements.lock"):
+        (tmp_path / item).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO_ROOT / item, tmp_path / item)
     shutil.copytree(LOCK_DIR, tmp_path / LOCK_DIR.name)
     proc = subprocess.run(["make", "-n", target], cwd=tmp_path, capture_output=True, text=True, timeout=60)
@@ -136,7 +138,9 @@ def test_make_plan_installs_only_what_the_plan_needs(tmp_path):
 
 def test_make_test_installs_everything(tmp_path):
     commands = dry_run("test", tmp_path)
-    for needed in ("requirements/test.lock", "requirements/tools.lock", ".venv-serving", "-m pytest"):
+    for needed in ("requirements/test.lock", "requirements/tools.lock", ".venv-serving", "scripts/test_groups.py",
+                   # the image environment: the image lock filtered, installed with its hashes
+                   "scripts/image_env.py .venv-image/requirements.txt", ".venv-image/requirements.txt"):
         assert needed in commands, needed
 
 

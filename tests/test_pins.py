@@ -14,10 +14,10 @@ from tests.conftest import REPO_ROOT
 # Prose may name versions; generated manifests carry them from pins (render --check keeps them in sync);
 # vendored upstream excerpts name the tag they were taken at.
 EXEMPT_PREFIXES = ("docs/", "manifests/", "README.md", "requirements/", "tests/upstream/")
-# The preflight's model catalog records facts about several repositories, the pinned one among them.
+# The model catalog records facts about several repositories and their revisions, the pinned ones among them.
 # infra/placement/charts.yaml records the chart version its facts were read from; infra/placement/charts.py
 # refuses to run when that differs from the pin, so a chart bump forces a re-read of its defaults.
-EXEMPT_VALUES = {("infra/catalog/models.yaml", pins.MODEL_REPO), ("infra/catalog/performance.yaml", pins.MODEL_REPO)} | {
+EXEMPT_VALUES = {("infra/catalog/models.yaml", pins.MODEL_REPO), ("infra/catalog/models.yaml", pins.MODEL_REVISION), ("infra/catalog/performance.yaml", pins.MODEL_REPO)} | {
     ("infra/placement/charts.yaml", version) for version in (
         pins.NVIDIA_DEVICE_PLUGIN_CHART_VERSION, pins.KUBERAY_OPERATOR_CHART_VERSION, pins.CLUSTER_AUTOSCALER_CHART_VERSION,
         pins.KUBE_PROMETHEUS_STACK_CHART_VERSION)}

@@ -334,9 +334,9 @@ def test_a_12_megapixel_photo_is_fitted_to_what_vllm_063_profiled():
 
 
 def image_env():
-    for venv, target in ((IMAGE_PYTHON, "install-image-env"), (SERVING_PYTHON, "install-serving")):
-        if not venv.exists():
-            pytest.fail(f"{venv.parents[1].name} is missing: run `make {target}` (make test does)")
+    """The environment for a program of the image environment's Python (which must be installed)."""
+    if not IMAGE_PYTHON.exists():
+        pytest.fail("the image environment is missing: run `make install-image-env` (make test does)")
     return {**os.environ, "PYTHONPATH": ""}
 
 
@@ -347,6 +347,8 @@ def served(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("serve")
     started = time.monotonic()
     # Its own session: on a timeout the whole tree (Ray's processes, vLLM) is ended by process group.
+    if not SERVING_PYTHON.exists():
+        pytest.fail("the serving virtualenv (vLLM's CPU build) is missing: run `make install-serving` (make test does)")
     # The stand-in reads the pinned release's argument definitions from its wheel: fetched here, once.
     pinned_vllm_source(*pinned_vllm_args.SOURCES)
     proc = subprocess.Popen([str(IMAGE_PYTHON), "tests/serving/serve_tiny.py", str(workdir)], cwd=REPO_ROOT,

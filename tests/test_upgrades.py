@@ -331,8 +331,7 @@ def test_only_the_autoscaler_sidecar_gets_an_api_token():
 
 
 def test_serve_config_is_accepted_by_ray_serve():
-    """The real Ray Serve schema of the image environment (Ray 2.38, what the cluster runs) parses every
-    stack's serveConfigV2."""
+    """The image's own Ray Serve schema (the image environment's) parses every stack's serveConfigV2."""
     import subprocess
 
     from tests.test_serve_app import IMAGE_PYTHON, image_env

@@ -4,8 +4,10 @@ from another virtualenv."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -26,8 +28,13 @@ def release_source(package: str, version: str, *names: str) -> str:
     pattern = f"{package.replace('-', '_')}-{version}-*.whl"
     wheels = list(WHEEL_CACHE.glob(pattern))
     if not wheels:
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", f"{package}=={version}",
-                        "-d", str(WHEEL_CACHE)], check=True, timeout=600)
+        # Into a folder of its own, then renamed into place: test groups run side by side (make test), and
+        # another one must never open a wheel half written.
+        with tempfile.TemporaryDirectory(dir=WHEEL_CACHE) as scratch:
+            subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", f"{package}=={version}",
+                            "-d", scratch], check=True, timeout=600)
+            for wheel in Path(scratch).glob(pattern):
+                os.replace(wheel, WHEEL_CACHE / wheel.name)
         wheels = list(WHEEL_CACHE.glob(pattern))
     with zipfile.ZipFile(wheels[0]) as wheel:
         return "\n".join(wheel.read(name).decode() for name in names)

@@ -21,10 +21,10 @@ HEAD_GROUP = "headgroup"  # utils/constant.go:204 RayNodeHeadGroupLabelValue
 CLUSTER_DOMAIN = "cluster.local"  # utils/util.go:30-31,58-63 (CLUSTER_DOMAIN unset)
 # utils/dashboard_httpclient.go:24-25: KubeRay PUTs the whole config to, and reads the status from, this path.
 SERVE_APPLICATIONS_PATH = "/api/serve/applications/"
-# utils/dashboard_httpclient.go:136-157 sets only Content-Type, so Go's net/http sends its default User-Agent
-# (defaultUserAgent in net/http/request.go). Ray 2.38's dashboard needs one on a PUT: its
-# browsers_no_post_put_middleware reads request.headers["User-Agent"] (dashboard/http_server_head.py:170),
-# and a PUT without one gets 500.
+# utils/dashboard_httpclient.go sets only Content-Type on its PUT and GETs (143, 337), so Go's net/http sends
+# its default User-Agent (defaultUserAgent in net/http/request.go). Ray 2.38's dashboard needs one on every
+# request: its browsers_no_post_put_middleware reads request.headers["User-Agent"]
+# (dashboard/http_server_head.py:170), and a request without one gets 500.
 DASHBOARD_CLIENT_HEADERS = {"Content-Type": "application/json", "User-Agent": "Go-http-client/1.1"}
 # utils/constant.go:195-198: the health paths and the wget command of the probes KubeRay injects.
 AGENT_HEALTH_PATH = "api/local_raylet_healthz"

@@ -447,19 +447,29 @@ class Rehearsal:
             time.sleep(1)  # the probe's period; the deadline above bounds the wait
 
     def _submit(self, network: PodNetwork, head_ip: str, config: dict) -> None:
-        """As KubeRay: serveConfigV2 parsed from YAML, PUT as JSON (rayservice_controller.go:821-833)."""
+        """As KubeRay: serveConfigV2 parsed from YAML, PUT as JSON (rayservice_controller.go:821-833), and PUT
+        again after a failure, as its reconcile loop does every 2 s (:40; the PUT is idempotent, :1001-1003):
+        on a busy machine the dashboard can take longer than a request's timeout to start Serve. A 4xx
+        (the dashboard refusing the config itself) fails at once."""
         body = json.dumps(config).encode()
-        status, text = network.call(_request, head_ip, kuberay.DEFAULT_DASHBOARD_PORT, "PUT",
-                                    kuberay.SERVE_APPLICATIONS_PATH, body, kuberay.DASHBOARD_CLIENT_HEADERS)
-        if not 200 <= status <= 299:
-            raise RehearsalError(f"PUT {kuberay.SERVE_APPLICATIONS_PATH} answered {status}: {text[:2000]}")
+        deadline = time.monotonic() + self.budget.serve_running
+        while True:
+            status, text = network.call(_request, head_ip, kuberay.DEFAULT_DASHBOARD_PORT, "PUT",
+                                        kuberay.SERVE_APPLICATIONS_PATH, body, kuberay.DASHBOARD_CLIENT_HEADERS)
+            if 200 <= status <= 299:
+                return
+            if 400 <= status <= 499 or time.monotonic() > deadline:
+                raise RehearsalError(f"PUT {kuberay.SERVE_APPLICATIONS_PATH} answered {status}: {text[:2000]}"
+                                     f"{self._ray_logs('dashboard.log', 'the head dashboard')}")
+            self.progress(f"PUT {kuberay.SERVE_APPLICATIONS_PATH} answered {status} ({text[:200]}); again in 2 s")
+            time.sleep(2)  # KubeRay's requeue period; bounded by the deadline above
 
     def _wait_running(self, network: PodNetwork, head_ip: str, config: dict) -> None:
         names = [app.get("name", "default") for app in config.get("applications", [])]
         deadline = time.monotonic() + self.budget.serve_running
         while True:
             status, text = network.call(_request, head_ip, kuberay.DEFAULT_DASHBOARD_PORT, "GET",
-                                        kuberay.SERVE_APPLICATIONS_PATH)
+                                        kuberay.SERVE_APPLICATIONS_PATH, None, kuberay.DASHBOARD_CLIENT_HEADERS)
             apps = json.loads(text).get("applications", {}) if status == 200 else {}
             self.report.serve_status = {name: {"status": app.get("status"), "message": app.get("message", "")[-3000:],
                                                "deployments": {d: s.get("status") for d, s in

@@ -110,7 +110,8 @@ class LocalVllm:
 
 
 def main(workdir: Path) -> None:
-    from qwen2vl_serve.server import ServerArgs, VllmProcess
+    from qwen2vl_serve.server import ServerArgs, VllmProcess, command
+    from tests.serving.engine_standin import ENGINE_MODULE, cpu_build_args
     from tests.serving.tiny_model import build
 
     # SIGTERM runs the `finally` below too, so vLLM never outlives this process.
@@ -127,6 +128,9 @@ def main(workdir: Path) -> None:
                       # faster than the one before and bias whichever client runs later.
                       extra_args=("--no-enable-prefix-caching",))
     server = VllmProcess(args)
+    # vLLM's CPU build itself, no Ray: the application's command line less the flags that build refuses
+    # (tests/serving/engine_standin.py); --no-enable-prefix-caching is the CPU build's own flag.
+    server.program = [sys.executable, "-m", ENGINE_MODULE, *cpu_build_args(command(args, server.port)[3:])]
     cpus = os.environ.get("VLLM_TEST_CPUS")
     if cpus:
         # Keep the server off the cores a load generator measures from (vLLM inherits the affinity).
