@@ -3,7 +3,6 @@ looked up through the cluster's API (a strict fake here) and used, refused, or i
 
 import pytest
 
-
 import infra.run_mode
 from infra import outputs, pins
 from infra.config import ConfigError
