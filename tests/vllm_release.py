@@ -24,6 +24,12 @@ def pinned_vllm_source(*names: str) -> str:
 
 def release_source(package: str, version: str, *names: str) -> str:
     """The text of `names` inside `package`'s wheel at `version` (downloaded once into WHEEL_CACHE), joined."""
+    with zipfile.ZipFile(release_wheel(package, version)) as wheel:
+        return "\n".join(wheel.read(name).decode() for name in names)
+
+
+def release_wheel(package: str, version: str) -> Path:
+    """`package`'s wheel at `version` in WHEEL_CACHE, downloaded there first if it is not."""
     WHEEL_CACHE.mkdir(parents=True, exist_ok=True)
     pattern = f"{package.replace('-', '_')}-{version}-*.whl"
     wheels = list(WHEEL_CACHE.glob(pattern))
@@ -36,5 +42,4 @@ def release_source(package: str, version: str, *names: str) -> str:
             for wheel in Path(scratch).glob(pattern):
                 os.replace(wheel, WHEEL_CACHE / wheel.name)
         wheels = list(WHEEL_CACHE.glob(pattern))
-    with zipfile.ZipFile(wheels[0]) as wheel:
-        return "\n".join(wheel.read(name).decode() for name in names)
+    return wheels[0]

@@ -20,7 +20,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "images" / "vllm")]
 
 from qwen2vl_serve.server import ENGINE_STANDIN_ENV  # noqa: E402
 from tests.serving.pinned_vllm_args import parse_pinned  # noqa: E402
-from tests.vllm_release import WHEEL_CACHE  # noqa: E402
+from infra import pins  # noqa: E402
+from tests.vllm_release import WHEEL_CACHE, release_wheel  # noqa: E402
 
 SERVING_VENV = ROOT / ".venv-serving"
 ENGINE_MODULE = "vllm.entrypoints.openai.api_server"
@@ -39,7 +40,9 @@ def standin_environment() -> dict[str, str]:
 def host_paths() -> dict[str, Path]:
     """What the stand-in reads, by the path it reads it at -> where that is on the host (a sandbox binds
     them read-only): the CPU build's virtualenv and interpreter, this program and what it imports, and the
-    pinned wheel."""
+    pinned wheel (fetched first: a sandbox cannot bind a folder that does not exist yet, as in a fresh clone
+    whose other test groups have not downloaded it)."""
+    release_wheel("vllm", pins.VLLM_VERSION)
     venv = Path(os.path.realpath(SERVING_VENV))
     interpreter = Path(os.path.realpath(SERVING_VENV / "bin" / "python")).parents[1]
     paths = {str(SERVING_VENV): venv, str(interpreter): interpreter, str(WHEEL_CACHE): Path(os.path.realpath(WHEEL_CACHE))}
