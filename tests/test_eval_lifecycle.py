@@ -395,7 +395,7 @@ def test_eval_without_reaper_access_is_refused_by_the_cli_before_any_stack(backe
     assert not [e for e in backend.events() if e["argv"][1:3] == ["stack", "init"]]
 
 
-def test_ctrl_c_while_the_stack_is_created_lets_it_finish_then_destroys_without_an_update(tmp_path):
+def test_ctrl_c_while_the_stack_is_created_lets_it_finish_then_destroys_without_an_update(tmp_path, terminal_ctrl_c):
     import threading
 
     told = threading.Event()
