@@ -27,7 +27,7 @@ Credentials = Callable[[Sequence[pulumi.Resource]], dict]
 
 def _registry(cfg: StackConfig, cloud_provider: pulumi.ProviderResource | None, parent: pulumi.Resource,
               after: Sequence[pulumi.Resource]) -> tuple[pulumi.Output[str], Credentials | None]:
-    """(repository address, registry credentials for docker-build or None)."""
+    """(repository address, a function minting registry credentials for docker-build, or None: the host's login)."""
     opts = pulumi.ResourceOptions(parent=parent, provider=cloud_provider, protect=cfg.protect, depends_on=list(after))
 
     def invoke(first: Sequence[pulumi.Resource]) -> pulumi.InvokeOutputOptions:
