@@ -171,6 +171,10 @@ KEYS: tuple[Key, ...] = (
         "as a JSON list: CI, the reaper, teammates; the creator is admin already.",
         _string_list(_matching(re.compile(r"^arn:aws[a-z-]*:iam::[0-9]{12}:(role|user)/[A-Za-z0-9+=,.@_/-]+$"))),
         (), '\'["arn:aws:iam::123456789012:role/ci"]\'', "a JSON list of IAM role or user ARNs"),
+    Key("apiAllowedCidrs", "Source CIDRs that may reach the cluster's public API endpoint, as a JSON list: EKS "
+        "publicAccessCidrs, GKE master authorized networks. Empty = anywhere (0.0.0.0/0; the plan warns). Nodes "
+        "reach the API privately either way.",
+        _string_list(_cidr), (), '\'["203.0.113.0/24"]\'', "a JSON list of CIDRs such as 203.0.113.0/24"),
     Key("awsProfile", "AWS CLI profile of the AWS provider and of the kubeconfig's `aws eks get-token`; empty = "
         "the default credential chain.",
         _matching(re.compile(r"^[A-Za-z0-9_.+@-]{1,64}$")), None, "ml-eval", "an AWS CLI profile name"),
@@ -346,6 +350,7 @@ class StackConfig:
     subnet_ids: tuple[str, ...]
     public_nodes: bool
     admin_principals: tuple[str, ...]
+    api_allowed_cidrs: tuple[str, ...]
     aws_profile: str | None
     aws_role_arn: str | None
     kube_context: str | None

@@ -18,6 +18,8 @@ from infra.config import StackConfig
 REPO_ROOT = Path(__file__).resolve().parent.parent
 IMAGE_NAME = "qwen2vl-vllm"
 DOCKERFILE = REPO_ROOT / "images" / "vllm" / "Dockerfile"
+# The registry build cache's tag, next to the image's content tags in the stack's repository.
+BUILD_CACHE_TAG = "buildcache"
 # Everything the Dockerfile copies from the build context (see .dockerignore).
 CONTEXT_INPUTS = ("images/vllm/Dockerfile", "images/vllm/build-requirements.lock", "images/vllm/requirements.lock",
                   "images/vllm/qwen2vl_serve", "infra/model.lock.json")

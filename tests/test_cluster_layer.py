@@ -668,3 +668,110 @@ def test_the_plan_warns_when_cluster_autoscaler_and_kubernetes_minors_differ(pla
     assert "made for Kubernetes 1.35, not kubernetesVersion 1.34" in warning and "infra/pins.py" in warning
     assert autoscaler_version_mismatch(make_config(cloud="gcp", region="us-central1", gcpProject="my-gpu-project",
                                                    kubernetesVersion="1.34")) is None  # GKE runs its own
+
+
+# 17. Serving image: registry build cache, push credentials ----------------------------------------------------
+
+@pytest.mark.parametrize("stack", ["eval", "staging"])
+def test_the_image_build_reads_and_writes_a_registry_cache(plan_of, stack):
+    from infra.image_build import BUILD_CACHE_TAG, IMAGE_NAME
+
+    result = ok(plan_of(stack))
+    build = one(result, "docker-build:index:Image", f"{IMAGE_NAME}-build")
+    push = one(result, "docker-build:index:Image", IMAGE_NAME)
+    cache_ref = push.inputs["cacheTo"][0]["registry"]["ref"]
+    assert cache_ref == push.inputs["tags"][0].rsplit(":", 1)[0] + f":{BUILD_CACHE_TAG}"
+    assert push.inputs["cacheTo"][0]["registry"]["mode"] == "max"
+    assert push.inputs["cacheTo"][0]["registry"]["imageManifest"] is True
+    assert build.inputs["cacheFrom"] == push.inputs["cacheFrom"] == [{"registry": {"ref": cache_ref}}]
+    assert build.inputs["push"] is False and push.inputs["push"] is True
+    # The push repeats the build from the builder's cache: the same definition.
+    same = ("tags", "buildArgs", "context", "dockerfile", "platforms")
+    assert {k: build.inputs[k] for k in same} == {k: push.inputs[k] for k in same}
+
+
+def test_ecr_keeps_content_tags_immutable_but_lets_the_cache_tag_move(plan_of):
+    from infra.image_build import BUILD_CACHE_TAG
+
+    repository = one(ok(plan_of("eval")), "aws:ecr/repository:Repository")
+    assert repository.inputs["imageTagMutability"] == "IMMUTABLE_WITH_EXCLUSION"
+    assert repository.inputs["imageTagMutabilityExclusionFilters"] == [
+        {"filter": BUILD_CACHE_TAG, "filterType": "WILDCARD"}]
+
+
+@pytest.mark.parametrize("stack, token_invoke", [
+    ("staging", "gcp:organizations/getClientConfig:getClientConfig"),
+    ("eval", "aws:ecr/getAuthorizationToken:getAuthorizationToken"),
+])
+def test_the_push_token_is_taken_after_the_build(monkeypatch, stack, token_invoke):
+    """A GCP access token lasts an hour: the push's token is minted once the (long) build is done, not when
+    the program starts."""
+    from infra.image_build import IMAGE_NAME
+    from infra.offline.mocks import StrictMocks
+
+    events = []
+    new_resource, call = StrictMocks.new_resource, StrictMocks.call
+
+    def recording_new_resource(self, args):
+        events.append(("resource", args.typ, args.name))
+        return new_resource(self, args)
+
+    def recording_call(self, args):
+        events.append(("invoke", args.token, None))
+        return call(self, args)
+
+    monkeypatch.setattr(StrictMocks, "new_resource", recording_new_resource)
+    monkeypatch.setattr(StrictMocks, "call", recording_call)
+    ok(run_plan(stack))
+    built = events.index(("resource", "docker-build:index:Image", f"{IMAGE_NAME}-build"))
+    pushed = events.index(("resource", "docker-build:index:Image", IMAGE_NAME))
+    assert any(event[:2] == ("invoke", token_invoke) for event in events[built:pushed])
+
+
+# 18. Control plane: logs, Secrets encryption, API access, maintenance -----------------------------------------
+
+def test_eks_logs_the_control_plane_and_encrypts_secrets_with_its_own_key(tmp_path_factory):
+    result = ok(variant(tmp_path_factory, "eval", protect=True))
+    cluster = one(result, "aws:eks/cluster:Cluster")
+    assert {"api", "audit", "authenticator"} <= set(cluster.inputs["enabledClusterLogTypes"])
+    key = one(result, "aws:kms/key:Key")
+    assert key.protect and cluster.protect and key.inputs["enableKeyRotation"] is True
+    encryption = cluster.inputs["encryptionConfig"]
+    assert encryption["resources"] == ["secrets"]
+    assert encryption["provider"]["keyArn"].startswith("arn:aws:kms:")
+    assert f"aws:kms/key:Key::{key.name}" in cluster.depends_on
+
+
+def test_eks_api_endpoint_is_private_too_and_limited_by_api_allowed_cidrs(tmp_path_factory, plan_of):
+    default = ok(plan_of("eval"))
+    vpc = one(default, "aws:eks/cluster:Cluster").inputs["vpcConfig"]
+    assert vpc["endpointPrivateAccess"] is True and vpc["endpointPublicAccess"] is True
+    assert vpc["publicAccessCidrs"] == ["0.0.0.0/0"]
+    assert any("public API endpoint accepts connections from 0.0.0.0/0" in w for w in default.warnings)
+    limited = ok(variant(tmp_path_factory, "eval", apiAllowedCidrs='["203.0.113.0/24", "198.51.100.7/32"]'))
+    vpc = one(limited, "aws:eks/cluster:Cluster").inputs["vpcConfig"]
+    assert vpc["publicAccessCidrs"] == ["203.0.113.0/24", "198.51.100.7/32"]
+    assert not any("public API endpoint" in w for w in limited.warnings)
+
+
+def test_gke_master_authorized_networks_come_from_api_allowed_cidrs(tmp_path_factory, plan_of):
+    default = ok(plan_of("staging"))
+    assert "masterAuthorizedNetworksConfig" not in one(default, "gcp:container/cluster:Cluster").inputs
+    assert any("public API endpoint accepts connections from 0.0.0.0/0" in w for w in default.warnings)
+    limited = ok(variant(tmp_path_factory, "staging", apiAllowedCidrs='["203.0.113.0/24"]'))
+    networks = one(limited, "gcp:container/cluster:Cluster").inputs["masterAuthorizedNetworksConfig"]
+    assert [block["cidrBlock"] for block in networks["cidrBlocks"]] == ["203.0.113.0/24"]
+    assert not any("public API endpoint" in w for w in limited.warnings)
+    with pytest.raises(ConfigError, match="apiAllowedCidrs"):
+        make_config(cloud="gcp", region="us-central1", gcpProject="my-gpu-project", apiAllowedCidrs='["10.0.0.300/8"]')
+
+
+@pytest.mark.parametrize("stack", ["staging", "prod"])
+def test_gke_upgrades_in_a_maintenance_window_without_a_surge_gpu_node(plan_of, stack):
+    result = ok(plan_of(stack))
+    window = one(result, "gcp:container/cluster:Cluster").inputs["maintenancePolicy"]["recurringWindow"]
+    assert window["recurrence"].startswith("FREQ=WEEKLY")
+    start, end = (date.fromisoformat(window[k][:10]) for k in ("startTime", "endTime"))
+    assert start == end and int(window["endTime"][11:13]) - int(window["startTime"][11:13]) >= 4
+    upgrade = one(result, "gcp:container/nodePool:NodePool", "qwen2vl-gpu").inputs["upgradeSettings"]
+    assert upgrade == {"strategy": "SURGE", "maxSurge": 0, "maxUnavailable": 1}

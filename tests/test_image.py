@@ -10,7 +10,7 @@ import pytest
 from infra import outputs as output_names
 from infra import pins
 from infra.config import ConfigError
-from infra.image_build import CONTEXT_INPUTS, DOCKERFILE, build_args, content_tag
+from infra.image_build import CONTEXT_INPUTS, DOCKERFILE, IMAGE_NAME, build_args, content_tag
 from infra.workload.spec import model_dir_for
 from tests.conftest import REPO_ROOT, make_config
 
@@ -78,7 +78,7 @@ def test_workload_runs_the_pushed_image_by_digest(plan_of, stack):
                             *r.inputs["spec"]["rayClusterConfig"]["workerGroupSpecs"]]
               for c in group["template"]["spec"]["containers"]}
     assert images == {pushed}
-    build = next(r for r in result.resources if r.type == "docker-build:index:Image")
+    build = next(r for r in result.resources if r.type == "docker-build:index:Image" and r.name == IMAGE_NAME)
     assert build.inputs["push"] is True and build.inputs["buildOnPreview"] is False
     assert build.inputs["buildArgs"]["VLLM_VERSION"] == pins.VLLM_VERSION
 

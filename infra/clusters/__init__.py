@@ -78,7 +78,16 @@ def check_cluster_config(cfg: StackConfig, today: date) -> list[str]:
                           "(https://docs.aws.amazon.com/eks/latest/userguide/network-reqs.html)", cfg.stack,
                           f"'[\"{cfg.region}a\", \"{cfg.region}b\"]'")
     warnings = [warning] if (warning := check_kubernetes_version(cfg, today)) else []
+    warnings += [open_api] if (open_api := open_api_endpoint_warning(cfg)) else []
     return warnings + ([mismatch] if (mismatch := autoscaler_version_mismatch(cfg)) else [])
+
+
+def open_api_endpoint_warning(cfg: StackConfig) -> str | None:
+    """The cluster's public API endpoint answers the whole internet unless apiAllowedCidrs narrows it."""
+    if cfg.cloud not in ("aws", "gcp") or (cfg.api_allowed_cidrs and "0.0.0.0/0" not in cfg.api_allowed_cidrs):
+        return None
+    return ("the cluster's public API endpoint accepts connections from 0.0.0.0/0 (authentication still applies): "
+            "set qwen2vl:apiAllowedCidrs to the CIDRs of the people and CI that run kubectl and pulumi")
 
 
 def autoscaler_version_mismatch(cfg: StackConfig) -> str | None:

@@ -30,6 +30,15 @@ CLUSTER_POLICIES = ("AmazonEKSClusterPolicy",)
 NODE_POLICIES = ("AmazonEKSWorkerNodePolicy", "AmazonEKS_CNI_Policy", "AmazonEC2ContainerRegistryReadOnly")
 EBS_CSI_POLICY = "service-role/AmazonEBSCSIDriverPolicy"
 CLUSTER_ADMIN_POLICY = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
+# Control-plane logs to CloudWatch Logs: who called the API and what it changed, and IAM authentication
+# (https://docs.aws.amazon.com/eks/latest/userguide/control-plane-logs.html; billed as CloudWatch Logs
+# ingestion and storage, docs/clusters/aws.md).
+CONTROL_PLANE_LOG_TYPES = ("api", "audit", "authenticator")
+# Envelope encryption of Kubernetes Secrets with a KMS key of the stack
+# (https://docs.aws.amazon.com/eks/latest/userguide/envelope-encryption.html).
+ENCRYPTED_RESOURCES = ("secrets",)
+# KMS waits 7 to 30 days before it deletes a key (kms ScheduleKeyDeletion PendingWindowInDays).
+KEY_DELETION_DAYS = {"protected": 30, "unprotected": 7}
 # EKS Pod Identity: the agent add-on hands pods of an associated service account the role's credentials;
 # the role trusts this service principal (https://docs.aws.amazon.com/eks/latest/userguide/pod-id-role.html).
 POD_IDENTITY_PRINCIPAL = "pods.eks.amazonaws.com"
@@ -116,6 +125,14 @@ def cluster_autoscaler_policy(cluster_name: str) -> str:
     ]}, sort_keys=True)
 
 
+def endpoint_access(cfg: StackConfig) -> dict:
+    """The API endpoint: public for kubectl and pulumi, limited to apiAllowedCidrs (empty = anywhere, as EKS's
+    own default), and private too, so nodes reach the API inside the VPC instead of through the NAT gateway
+    (https://docs.aws.amazon.com/eks/latest/userguide/cluster-endpoint.html)."""
+    return {"endpoint_public_access": True, "endpoint_private_access": True,
+            "public_access_cidrs": list(cfg.api_allowed_cidrs) or ["0.0.0.0/0"]}
+
+
 def kubeconfig(cluster_name: str, endpoint: str, ca_data: str, region: str, profile: str | None = None,
                role_arn: str | None = None) -> str:
     """Authenticates with `aws eks get-token`, as the same profile and role as the stack's AWS provider: a
@@ -165,6 +182,11 @@ class EksCluster(pulumi.ComponentResource):
         cluster_role, cluster_policies = _role(f"{name}-cluster", "eks.amazonaws.com", CLUSTER_POLICIES, child)
         node_role, node_policies = _role(f"{name}-nodes", "ec2.amazonaws.com", NODE_POLICIES, child)
         after_node_policies = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=node_policies))
+        # Protected with the cluster: without the key EKS cannot decrypt the cluster's Secrets.
+        self.secrets_key = aws.kms.Key(
+            f"{name}-secrets", description=f"qwen2vl {cfg.stack}: EKS Secrets envelope encryption",
+            enable_key_rotation=True,
+            deletion_window_in_days=KEY_DELETION_DAYS["protected" if cfg.protect else "unprotected"], opts=stateful)
         self.cluster = aws.eks.Cluster(
             name,
             role_arn=cluster_role.arn,
@@ -173,7 +195,11 @@ class EksCluster(pulumi.ComponentResource):
             # extended support at $0.60 instead of $0.10 per cluster-hour
             # (https://docs.aws.amazon.com/eks/latest/userguide/view-upgrade-policy.html).
             upgrade_policy=aws.eks.ClusterUpgradePolicyArgs(support_type="STANDARD"),
-            vpc_config=aws.eks.ClusterVpcConfigArgs(subnet_ids=subnet_ids),
+            vpc_config=aws.eks.ClusterVpcConfigArgs(subnet_ids=subnet_ids, **endpoint_access(cfg)),
+            enabled_cluster_log_types=list(CONTROL_PLANE_LOG_TYPES),
+            encryption_config=aws.eks.ClusterEncryptionConfigArgs(
+                provider=aws.eks.ClusterEncryptionConfigProviderArgs(key_arn=self.secrets_key.arn),
+                resources=list(ENCRYPTED_RESOURCES)),
             access_config=aws.eks.ClusterAccessConfigArgs(authentication_mode="API_AND_CONFIG_MAP",
                                                           bootstrap_cluster_creator_admin_permissions=True),
             opts=pulumi.ResourceOptions.merge(stateful, pulumi.ResourceOptions(depends_on=cluster_policies)),

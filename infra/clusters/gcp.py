@@ -39,6 +39,16 @@ WORKLOAD_METADATA = {"mode": "GKE_METADATA"}
 # (about 2 s of CPU, more than the offline plan's whole budget), so its router and NAT are registered by
 # type token with the provider's own input names (pulumi_gcp 10.2.0 compute/router.py, router_nat.py;
 # tests/test_cluster_layer.py holds the names to that source).
+# When GKE may upgrade the control plane and nodes (the REGULAR channel's automatic upgrades): weekend nights,
+# 02:00-08:00 UTC on Saturday and Sunday. GKE asks for windows that add up to at least 48 hours in any 32 days,
+# 4 hours or more at a time (https://cloud.google.com/kubernetes-engine/docs/concepts/maintenance-windows-and-exclusions);
+# about 9 weekend days in 32 give 54 hours. The date only anchors the recurrence.
+MAINTENANCE_WINDOW = {"start_time": "2026-01-03T02:00:00Z", "end_time": "2026-01-03T08:00:00Z",
+                      "recurrence": "FREQ=WEEKLY;BYDAY=SA,SU"}
+# A GPU node upgrade drains a node before GKE creates its replacement (no surge node): an upgrade never needs
+# quota for a GPU node beyond the pool's own (https://cloud.google.com/kubernetes-engine/docs/concepts/node-pool-upgrade-strategies#surge,
+# maxSurge=0 with maxUnavailable=1).
+GPU_POOL_UPGRADE = {"strategy": "SURGE", "max_surge": 0, "max_unavailable": 1}
 ROUTER_TYPE = "gcp:compute/router:Router"
 ROUTER_NAT_TYPE = "gcp:compute/routerNat:RouterNat"
 
@@ -78,6 +88,15 @@ def cloud_nat_inputs(router_name: str, region: str) -> dict:
     """NAT for every subnet range of the default network, with Google-allocated addresses."""
     return {"name": router_name, "router": router_name, "region": region, "natIpAllocateOption": "AUTO_ONLY",
             "sourceSubnetworkIpRangesToNat": "ALL_SUBNETWORKS_ALL_IP_RANGES"}
+
+
+def master_authorized_networks(cidrs: tuple[str, ...]) -> dict | None:
+    """apiAllowedCidrs as GKE master authorized networks; none configured = the endpoint answers anywhere (GKE's
+    default), as EKS's does."""
+    if not cidrs:
+        return None
+    return {"cidr_blocks": [{"cidr_block": cidr, "display_name": f"apiAllowedCidrs {index}"}
+                            for index, cidr in enumerate(cidrs)]}
 
 
 def disk_label_parameters(labels: dict[str, str]) -> dict[str, str]:
@@ -128,6 +147,9 @@ class GkeCluster(pulumi.ComponentResource):
             private_cluster_config=None if cfg.public_nodes else gcp.container.ClusterPrivateClusterConfigArgs(
                 enable_private_nodes=True, enable_private_endpoint=False),
             release_channel=gcp.container.ClusterReleaseChannelArgs(channel="REGULAR"),
+            maintenance_policy=gcp.container.ClusterMaintenancePolicyArgs(
+                recurring_window=gcp.container.ClusterMaintenancePolicyRecurringWindowArgs(**MAINTENANCE_WINDOW)),
+            master_authorized_networks_config=self._authorized_networks(cfg),
             deletion_protection=cfg.protect,
             opts=pulumi.ResourceOptions.merge(stateful, pulumi.ResourceOptions(
                 depends_on=[*self.apis, *network_ready])),
@@ -171,6 +193,7 @@ class GkeCluster(pulumi.ComponentResource):
                 service_account=node_account.email,
                 workload_metadata_config=node["workload_metadata_config"],
             ),
+            upgrade_settings=gcp.container.NodePoolUpgradeSettingsArgs(**GPU_POOL_UPGRADE),
             # Cattle, not protected even in prod: a gpuType change replaces the pool, old one first, so the
             # GPU quota never has to hold both.
             opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(
@@ -180,6 +203,15 @@ class GkeCluster(pulumi.ComponentResource):
             self.cluster.name, self.cluster.endpoint, self.cluster.master_auth.cluster_ca_certificate
         ).apply(lambda parts: kubeconfig(parts[0], parts[1], parts[2])))
         self.register_outputs({"clusterName": self.cluster.name, "gpuPool": self.gpu_pool.name})
+
+    @staticmethod
+    def _authorized_networks(cfg: StackConfig) -> gcp.container.ClusterMasterAuthorizedNetworksConfigArgs | None:
+        networks = master_authorized_networks(cfg.api_allowed_cidrs)
+        if networks is None:
+            return None
+        return gcp.container.ClusterMasterAuthorizedNetworksConfigArgs(cidr_blocks=[
+            gcp.container.ClusterMasterAuthorizedNetworksConfigCidrBlockArgs(**block)
+            for block in networks["cidr_blocks"]])
 
     def _node_account(self, cfg: StackConfig, opts: pulumi.ResourceOptions) -> gcp.serviceaccount.Account:
         """The nodes' own service account with the least roles, instead of the project's default compute

@@ -135,6 +135,8 @@ RESOURCE_OUTPUTS: dict[str, Outputs] = {
     "aws:eks/accessEntry:AccessEntry": _same,
     "aws:eks/accessPolicyAssociation:AccessPolicyAssociation": _same,
     "aws:eks/cluster:Cluster": _eks_cluster,
+    "aws:kms/key:Key": lambda name, inputs: {"arn": f"arn:aws:kms:offline:000000000000:key/{_fake_id('kms', name)}",
+                                             "keyId": _fake_id("kms", name)},
     "aws:eks/nodeGroup:NodeGroup": lambda name, inputs: _named(name, inputs, "nodeGroupName"),
     "pulumi:providers:gcp": _same,
     "gcp:container/cluster:Cluster": _gke_cluster,
