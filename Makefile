@@ -28,8 +28,11 @@ STACK ?= eval
 venv = test -x $(1)/bin/python || $(PYTHON) -m venv $(1) || python3 -m venv $(1)
 # $(call locked,DIR,LOCK): installs exactly the locked, hash-checked packages into the virtualenv DIR.
 # A third argument passes further installer options (both installers know --no-deps, --no-build-isolation).
+# Bytecode is compiled at install (pip does by default, uv when told): where PYTHONDONTWRITEBYTECODE is set,
+# as on this machine kind, every Python process would otherwise compile what it imports, each time (a plan
+# spent 3 of its 7 seconds there; every Ray worker recompiles Ray).
 locked = echo "installing $(2) into $(1)"; if $(UV) --version >/dev/null 2>&1; then \
-	  $(UV) pip install --quiet --python $(1)/bin/python --require-hashes $(3) -r $(2); \
+	  $(UV) pip install --quiet --compile-bytecode --python $(1)/bin/python --require-hashes $(3) -r $(2); \
 	else \
 	  echo "uv is not available ($(UV)); installing $(2) with pip (slower)" >&2; \
 	  $(1)/bin/python -m pip install --quiet --require-hashes $(3) -r $(2); \

@@ -4,10 +4,9 @@ KubeRay CRDs follow the operator's version; the operator's and the RayService's 
 
 from __future__ import annotations
 
-from pathlib import Path
+import json
 
 import pytest
-import yaml
 
 from infra import pins
 from infra.offline.engine import run_plan
@@ -20,7 +19,8 @@ from infra.observability.dashboard import SIDECAR_LABEL
 from infra.workload.manifests import workload_spec
 from infra.workload.monitoring import MONITORING_KINDS
 from infra.workload.objects import workload_objects
-from tests.conftest import make_config, write_stack
+from scripts import vendor_kuberay_crds
+from tests.conftest import REPO_ROOT, make_config, write_stack
 
 RELEASE = "kubernetes:helm.sh/v3:Release"
 CRD = "kubernetes:apiextensions.k8s.io/v1:CustomResourceDefinition"
@@ -143,24 +143,27 @@ def test_a_version_bump_applies_that_versions_crds(tmp_path, monkeypatch):
     current = crds_module.kuberay_crds()
     bumped = tmp_path / "v9.9.9"
     bumped.mkdir()
-    crd = yaml.safe_load((crds_module.crd_folder() / "ray.io_rayservices.yaml").read_text())
+    crd = json.loads((crds_module.crd_folder() / "ray.io_rayservices.json").read_text())
     crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["newField"] = {"type": "string"}
-    (bumped / "ray.io_rayservices.yaml").write_text(yaml.safe_dump(crd))
+    (bumped / "ray.io_rayservices.json").write_text(json.dumps(crd))
     monkeypatch.setattr(crds_module, "CRD_FOLDER", tmp_path)
     new = crds_module.kuberay_crds("9.9.9")
     assert [c["metadata"]["labels"]["app.kubernetes.io/version"] for c in new] == ["9.9.9"]
     assert new[0]["spec"] != next(c for c in current if c["metadata"]["name"] == "rayservices.ray.io")["spec"]
-    with pytest.raises(FileNotFoundError, match="v1.2.3"):
+    with pytest.raises(FileNotFoundError, match="v1.2.3.*vendor_kuberay_crds.py"):
         crds_module.kuberay_crds("1.2.3")
 
 
-def test_the_vendored_crds_are_the_pinned_releases():
-    shared = Path("/work/shared/kuberay-crds") / f"v{pins.KUBERAY_OPERATOR_CHART_VERSION}"
-    if not shared.exists():
-        pytest.skip("the reference copy of the KubeRay CRDs is not on this machine")
-    for path in sorted(shared.glob("*.yaml")):
-        ours = yaml.safe_load((crds_module.crd_folder() / path.name).read_text())
-        assert ours == yaml.safe_load(path.read_text()), path.name
+def test_the_vendored_crds_are_the_pinned_releases(tmp_path):
+    """What scripts/vendor_kuberay_crds.py makes of the release's files (../shared/kuberay-crds, as CI lays
+    it out beside the clone) is, byte for byte, what the program applies."""
+    release = REPO_ROOT.parent / "shared" / "kuberay-crds" / f"v{pins.KUBERAY_OPERATOR_CHART_VERSION}"
+    written = vendor_kuberay_crds.vendor(release, pins.KUBERAY_OPERATOR_CHART_VERSION, into=tmp_path)
+    ours = sorted(crds_module.crd_folder().glob("*.json"))
+    assert [path.name for path in written] == [path.name for path in ours] == [
+        "ray.io_rayclusters.json", "ray.io_rayjobs.json", "ray.io_rayservices.json"]
+    for made, committed in zip(written, ours):
+        assert made.read_bytes() == committed.read_bytes(), committed.name
 
 
 # ---- m8: the operator's CPU limit ------------------------------------------------------------------------

@@ -26,14 +26,13 @@ from infra.nodepool import GPU_RESOURCE
 from tests.conftest import REPO_ROOT, STACKS, make_config
 
 # The CRD of the pinned operator, as the program applies it (infra/platform/kuberay_crds/).
-CRD = crd_folder() / "ray.io_rayservices.yaml"
+CRD = crd_folder() / "ray.io_rayservices.json"
 NON_CORE = {"RayService", "PodMonitor", "PrometheusRule", "BackendConfig", "ManagedCertificate"}
 
 
 @functools.lru_cache(maxsize=1)
 def rayservice_schema():
-    """The CRD's schema, parsed once (17,000 lines of YAML take seconds to parse)."""
-    crd = yaml.safe_load(CRD.read_text())
+    crd = json.loads(CRD.read_text())
     version = next(v for v in crd["spec"]["versions"] if v["name"] == "v1")
     return version["schema"]["openAPIV3Schema"]
 

@@ -4,17 +4,16 @@ Helm installs a chart's crds/ folder on the first install and never again: "Ther
 time for upgrading or deleting CRDs using Helm" (https://helm.sh/docs/chart_best_practices/custom_resource_definitions/,
 "Method 1: Let Helm Do It For You"). A chart bump would then run a new operator against the old schemas,
 which silently prune the new fields. So the program applies the CRDs itself, from the files of the operator's
-own version (infra/platform/kuberay_crds/v<version>/, copied from the release's config/crd/bases), and tells
-the chart not to install them (skip_crds)."""
+own version (infra/platform/kuberay_crds/v<version>/, the release's config/crd/bases as JSON, written by
+scripts/vendor_kuberay_crds.py), and tells the chart not to install them (skip_crds)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
+import json
 
 from infra import pins
-from infra.catalog.files import FAST_LOADER
 
 CRD_FOLDER = Path(__file__).with_name("kuberay_crds")
 # pulumi-kubernetes v4 applies server-side, so it adopts a CRD an earlier Helm install created (an upsert);
@@ -25,10 +24,11 @@ ADOPT_ANNOTATION = {"pulumi.com/patchForce": "true"}
 
 def crd_folder(version: str = pins.KUBERAY_OPERATOR_CHART_VERSION) -> Path:
     folder = CRD_FOLDER / f"v{version}"
-    if not folder.is_dir() or not any(folder.glob("*.yaml")):
+    if not folder.is_dir() or not any(folder.glob("*.json")):
         raise FileNotFoundError(
-            f"no KubeRay CRDs for operator {version} in {folder}: copy ray.io_*.yaml of that release "
-            f"(github.com/ray-project/kuberay, tag v{version}, ray-operator/config/crd/bases) there")
+            f"no KubeRay CRDs for operator {version} in {folder}: run scripts/vendor_kuberay_crds.py on the "
+            f"ray.io_*.yaml of that release (github.com/ray-project/kuberay, tag v{version}, "
+            f"ray-operator/config/crd/bases)")
     return folder
 
 
@@ -36,8 +36,8 @@ def kuberay_crds(version: str = pins.KUBERAY_OPERATOR_CHART_VERSION) -> list[dic
     """RayCluster, RayJob and RayService, as the operator of `version` expects them (its chart installs all
     three; the operator watches all three kinds)."""
     crds = []
-    for path in sorted(crd_folder(version).glob("*.yaml")):
-        crd = yaml.load(path.read_text(), Loader=FAST_LOADER)
+    for path in sorted(crd_folder(version).glob("*.json")):
+        crd = json.loads(path.read_text())
         metadata = crd["metadata"]
         metadata["annotations"] = {**(metadata.get("annotations") or {}), **ADOPT_ANNOTATION}
         metadata["labels"] = {**(metadata.get("labels") or {}), "app.kubernetes.io/version": version}
