@@ -2,13 +2,29 @@
 adds up what each pytest run reported."""
 
 from scripts.test_groups import GROUPS, totals
+from tests.conftest import REPO_ROOT
 
 
-def test_the_groups_split_the_suite_by_marker_and_file_without_overlap():
-    selections = {name: selection for name, selection in GROUPS}
-    assert selections["the rest"] == ["-m", "not server"]
-    assert selections["rehearsal"] == ["-m", "server", "tests/test_rehearse.py"]
-    assert selections["servers"] == ["-m", "server", "--ignore", "tests/test_rehearse.py"]
+def split(selection: list[str]) -> tuple[str, set[str], set[str]]:
+    """A selection's marker expression, the files it names and the files it ignores."""
+    marker = selection[selection.index("-m") + 1]
+    ignored = {selection[i + 1] for i, argument in enumerate(selection) if argument == "--ignore"}
+    named = {argument for argument in selection if argument.endswith(".py")} - ignored
+    return marker, named, ignored
+
+
+def test_the_groups_run_every_test_file_once_per_marker():
+    test_files = {str(path.relative_to(REPO_ROOT)) for path in (REPO_ROOT / "tests").glob("test_*.py")}
+    for marker in ("server", "not server"):
+        groups = [split(selection)[1:] for _, selection in GROUPS if split(selection)[0] == marker]
+        # One group per marker takes every file that the others name (and only those are ignored).
+        remainders = [ignored for named, ignored in groups if not named]
+        assert len(remainders) == 1, marker
+        named_elsewhere = [path for named, _ in groups for path in named]
+        assert len(named_elsewhere) == len(set(named_elsewhere)), f"a file in two {marker} groups"
+        assert remainders[0] == set(named_elsewhere), marker
+        assert set(named_elsewhere) <= test_files, set(named_elsewhere) - test_files
+    assert {split(selection)[0] for _, selection in GROUPS} == {"server", "not server"}
 
 
 def test_totals_read_pytest_closing_line():
