@@ -104,7 +104,7 @@ install-image-env: $(IMAGE_ENV)/.installed
 plan: install
 	$(PY) scripts/plan.py --stack $(STACK)
 
-# The real-server groups and the rest side by side (scripts/test_groups.py), then one closing line.
+# Five pytest groups side by side (scripts/test_groups.py, docs/testing.md), then one closing line.
 test: install-test install-serving install-image-env
 	$(PY) scripts/test_groups.py
 
