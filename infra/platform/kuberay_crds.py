@@ -9,9 +9,8 @@ scripts/vendor_kuberay_crds.py), and tells the chart not to install them (skip_c
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import json
+from pathlib import Path
 
 from infra import pins
 
