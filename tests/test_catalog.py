@@ -7,6 +7,7 @@ import pytest
 
 from infra import catalog
 from infra.catalog.files import CATALOG_DIR, load
+from infra.catalog.gpu_zones import gpu_zones
 
 CATALOG_FILES = sorted(path.stem for path in CATALOG_DIR.glob("*.yaml"))
 
@@ -95,3 +96,12 @@ def test_preflight_rules_for_each_member(model, tp, gpu, kernel, ok):
     verdict = run_preflight(catalog_request(model, tensor_parallel_size=tp, gpu=gpu, max_model_len=8192,
                                             max_num_seqs=16))
     assert (verdict.kernel, verdict.ok) == (kernel, ok), [c.message for c in verdict.failures]
+
+
+def test_every_priced_gcp_gpu_shape_has_zones_in_its_price_region():
+    """The planner chooses a GCP shape only where the zone catalog places it; a priced shape without zones in
+    its price region would be listed and never chosen (as the L4 shapes were before 2026-12-04)."""
+    for region, block in load("prices")["gcp"].items():
+        for shape in catalog.gpu_instances("gcp"):
+            if shape.instance in block["usd_per_hour"]:
+                assert gpu_zones("gcp", shape.accelerator, region), (shape.instance, shape.accelerator, region)

@@ -237,8 +237,14 @@ def test_gke_zones_override_and_unknown_accelerator_region(tmp_path_factory):
     gpu = one(ok(variant(tmp_path_factory, "staging", gpuType="L4", zones=json.dumps(zones))),
               "gcp:container/nodePool:NodePool", "qwen2vl-gpu")
     assert gpu.inputs["nodeLocations"] == zones
-    refused = variant(tmp_path_factory, "staging", gpuType="L4")
+    # Without the override, the zones of the region that offer the GPU (infra/catalog/gpu_zones.yaml).
+    from_catalog = one(ok(variant(tmp_path_factory, "staging", gpuType="L4")), "gcp:container/nodePool:NodePool",
+                       "qwen2vl-gpu")
+    assert from_catalog.inputs["nodeLocations"] == ["us-central1-a", "us-central1-b", "us-central1-c"]
+    # me-central2 offers L4s, but the catalog has not read that region: the stack must name the zones.
+    refused = variant(tmp_path_factory, "staging", gpuType="L4", region="me-central2")
     assert not refused.ok and "qwen2vl:zones" in refused.error and "nvidia-l4" in refused.error
+    assert "me-central2" in refused.error
 
 
 # 8. GKE identities and APIs ------------------------------------------------------------------------------------
