@@ -22,17 +22,20 @@ UV := $(BOOTSTRAP)/bin/uv
 LOCKS := requirements
 STACK ?= eval
 
+# Python caches the bytecode of what it imports (in the virtualenvs, and in the tree's __pycache__, which
+# git ignores) even where the environment says not to, as this machine kind's does: otherwise every process
+# compiles every module it imports, each time. A plan spent 3 of its 7 seconds there; a test run, minutes.
+unexport PYTHONDONTWRITEBYTECODE
+
 .PHONY: plan test test-fast bench rehearse install install-test install-serving install-image-env lock clean
 
 # $(call venv,DIR): a virtualenv with pip in it (the fallback installer, and Pulumi's toolchain: pip).
 venv = test -x $(1)/bin/python || $(PYTHON) -m venv $(1) || python3 -m venv $(1)
 # $(call locked,DIR,LOCK): installs exactly the locked, hash-checked packages into the virtualenv DIR.
-# A third argument passes further installer options (both installers know --no-deps, --no-build-isolation).
-# Bytecode is compiled at install (pip does by default, uv when told): where PYTHONDONTWRITEBYTECODE is set,
-# as on this machine kind, every Python process would otherwise compile what it imports, each time (a plan
-# spent 3 of its 7 seconds there; every Ray worker recompiles Ray).
+# A third argument passes further installer options (both installers know --no-deps, --no-build-isolation);
+# a fourth, options for uv only.
 locked = echo "installing $(2) into $(1)"; if $(UV) --version >/dev/null 2>&1; then \
-	  $(UV) pip install --quiet --compile-bytecode --python $(1)/bin/python --require-hashes $(3) -r $(2); \
+	  $(UV) pip install --quiet $(4) --python $(1)/bin/python --require-hashes $(3) -r $(2); \
 	else \
 	  echo "uv is not available ($(UV)); installing $(2) with pip (slower)" >&2; \
 	  $(1)/bin/python -m pip install --quiet --require-hashes $(3) -r $(2); \
@@ -67,11 +70,13 @@ $(TOOLS)/.installed: $(LOCKS)/tools.lock | $(BOOTSTRAP)/.installed
 
 # The image's build tools first, then the filtered lock without build isolation (as the Dockerfile does:
 # the lock's sdist-only package builds with the hashed tools), --no-deps because the engine is left out.
+# Its bytecode is compiled at install: the rehearsal's pods run it from a sandbox with an environment of
+# their own, where nothing writes into it, and every Ray worker would otherwise compile Ray again.
 $(IMAGE_ENV)/.installed: images/vllm/requirements.lock images/vllm/build-requirements.lock scripts/image_env.py | $(BOOTSTRAP)/.installed
 	$(call venv,$(IMAGE_ENV))
 	$(PYTHON) scripts/image_env.py $(IMAGE_ENV)/requirements.txt || python3 scripts/image_env.py $(IMAGE_ENV)/requirements.txt
 	@$(call locked,$(IMAGE_ENV),images/vllm/build-requirements.lock,--no-deps)
-	@$(call locked,$(IMAGE_ENV),$(IMAGE_ENV)/requirements.txt,--no-deps --no-build-isolation)
+	@$(call locked,$(IMAGE_ENV),$(IMAGE_ENV)/requirements.txt,--no-deps --no-build-isolation,--compile-bytecode)
 	touch $@
 
 # pip, not uv: `pip install torch==2.13.0` takes the CPU wheel from this machine's local wheel folder
